@@ -1,0 +1,1 @@
+"""Wiring: settings, transports, the web app, the CLI. No domain logic."""

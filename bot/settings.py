@@ -1,0 +1,226 @@
+"""Settings: a TOML file (``--config PATH`` or ``CTBOT_CONFIG``), built-in defaults
+otherwise, and the environment for secrets and a few deployment overrides.
+
+Settings are frozen; anything that changes at run time lives in the store. A bad value
+fails at start with the key's name and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from handlers.roles import Role, RolePolicy, is_slack_user_id
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+class SettingsError(Exception):
+    """A configuration value is wrong; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config: {key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+    app_token: str | None = field(default=None, repr=False)
+    api_url: str = DEFAULT_SLACK_API_URL
+    command: str = "/ct"
+    socket_watchdog_seconds: float = 30.0
+
+    @property
+    def http_enabled(self) -> bool:
+        return bool(self.bot_token and self.signing_secret)
+
+    @property
+    def socket_mode_enabled(self) -> bool:
+        return bool(self.bot_token and self.app_token)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.bot_token, self.signing_secret, self.app_token) if s)
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: ListenAddress = ListenAddress("127.0.0.1", 3000)
+    state_dir: Path = Path("/var/lib/ctbot")
+    roles: RolePolicy = field(default_factory=RolePolicy.from_lists)
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    log_level: str = "info"
+    source: str = "built-in defaults"
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "ctbot.sqlite3"
+
+
+# section -> key -> expected python type(s); the schema typos are checked against
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "http": {"listen": (str,)},
+    "paths": {"state_dir": (str,)},
+    "roles": {"admins": (list,), "operators": (list,), "viewers": (list,), "default": (str,)},
+    "slack": {"api_url": (str,), "command": (str,), "socket_watchdog_seconds": (int, float)},
+    "log": {"level": (str,)},
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
+    """Settings from the file (if any) and the environment; raises SettingsError."""
+    path = config_path or (Path(env["CTBOT_CONFIG"]) if env.get("CTBOT_CONFIG") else None)
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError("--config", f"file {path} does not exist") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError("--config", f"cannot read {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError("--config", f"{path} is not valid TOML: {exc}") from exc
+        source = str(path)
+    _check_schema(raw)
+
+    def get(section: str, key: str, default: Any) -> Any:
+        return raw.get(section, {}).get(key, default)
+
+    listen_raw = env.get("CTBOT_LISTEN") or get("http", "listen", "127.0.0.1:3000")
+    state_dir_raw = env.get("CTBOT_STATE_DIR") or get("paths", "state_dir", "/var/lib/ctbot")
+    api_url = env.get("SLACK_API_URL") or get("slack", "api_url", DEFAULT_SLACK_API_URL)
+    command = get("slack", "command", "/ct")
+    watchdog = get("slack", "socket_watchdog_seconds", 30.0)
+    if isinstance(watchdog, bool) or not 1 <= float(watchdog) <= 3600:
+        raise SettingsError("[slack] socket_watchdog_seconds",
+                            f"must be a number of seconds from 1 to 3600, not {watchdog!r}")
+    if not (command.startswith("/") and command[1:].replace("-", "").replace("_", "").isalnum()
+            and len(command) <= 32):
+        raise SettingsError("[slack] command", f"must look like /ct, not {command!r}")
+    level = (env.get("CTBOT_LOG_LEVEL") or get("log", "level", "info")).lower()
+    if level not in LOG_LEVELS:
+        raise SettingsError("[log] level", f"must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+
+    return Settings(
+        listen=parse_listen(listen_raw, key="[http] listen / CTBOT_LISTEN"),
+        state_dir=_parse_state_dir(state_dir_raw),
+        roles=_parse_roles(raw.get("roles", {})),
+        slack=SlackSettings(
+            bot_token=_secret(env, "SLACK_BOT_TOKEN", prefix="xoxb-"),
+            signing_secret=_secret(env, "SLACK_SIGNING_SECRET"),
+            app_token=_secret(env, "SLACK_APP_TOKEN", prefix="xapp-"),
+            api_url=_parse_api_url(api_url),
+            command=command,
+            socket_watchdog_seconds=float(watchdog),
+        ),
+        log_level=level,
+        source=source,
+    )
+
+
+def parse_listen(value: str, *, key: str) -> ListenAddress:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(key, f"expected HOST:PORT (e.g. 127.0.0.1:3000), got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise SettingsError(
+                key, f"host must be an IP address or localhost, not {host!r}"
+            ) from None
+    if not port_text.isascii() or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(key, f"port must be a number from 0 to 65535, not {port_text!r}")
+    return ListenAddress(host, int(port_text))
+
+
+def _check_schema(raw: Mapping[str, Any]) -> None:
+    for section, values in raw.items():
+        known = _SCHEMA.get(section)
+        if known is None:
+            raise SettingsError(f"[{section}]", _unknown("section", section, list(_SCHEMA)))
+        if not isinstance(values, dict):
+            raise SettingsError(f"[{section}]", "must be a table")
+        for key, value in values.items():
+            types = known.get(key)
+            if types is None:
+                raise SettingsError(f"[{section}] {key}", _unknown("key", key, list(known)))
+            if not isinstance(value, types) or isinstance(value, bool):
+                expected = " or ".join(t.__name__ for t in types)
+                raise SettingsError(f"[{section}] {key}",
+                                    f"must be a {expected}, not {type(value).__name__}")
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    return f"unknown {what} {name!r}{hint}"
+
+
+def _parse_state_dir(value: str) -> Path:
+    path = Path(value)
+    if not path.is_absolute():
+        raise SettingsError("[paths] state_dir / CTBOT_STATE_DIR",
+                            f"must be an absolute path, not {value!r}")
+    return path
+
+
+def _parse_roles(section: Mapping[str, Any]) -> RolePolicy:
+    lists: dict[str, list[str]] = {}
+    for name in ("admins", "operators", "viewers"):
+        users = section.get(name, [])
+        for user in users:
+            if not isinstance(user, str) or not is_slack_user_id(user):
+                raise SettingsError(
+                    f"[roles] {name}",
+                    f"{user!r} is not a Slack user id (like U012ABCDEF); display names "
+                    "are not accepted because they can be changed by anyone",
+                )
+        lists[name] = users
+    default_raw = section.get("default", "none")
+    try:
+        default = Role(default_raw)
+    except ValueError:
+        raise SettingsError("[roles] default",
+                            f"must be one of {', '.join(r.value for r in Role)}, "
+                            f"not {default_raw!r}") from None
+    return RolePolicy.from_lists(default=default, **lists)
+
+
+def _parse_api_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("[slack] api_url / SLACK_API_URL",
+                            f"must be an http(s) URL, not {value!r}")
+    return value if value.endswith("/") else value + "/"
+
+
+def _secret(env: Mapping[str, str], name: str, *, prefix: str | None = None) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if prefix is not None and not value.startswith(prefix):
+        # Never echo the value: it is a secret even when it is the wrong one.
+        raise SettingsError(name, f"does not look like a Slack token (expected {prefix}…)")
+    return value

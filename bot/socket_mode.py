@@ -1,0 +1,70 @@
+"""Slack Socket Mode, in our event loop, with a watchdog.
+
+slack_sdk's own monitor reconnects when its ping/pong fails, but a connection can go
+silent in ways it does not notice (bolt-python #1529: the monitor task dies, or the
+socket stays open while Slack has forgotten it). The watchdog checks from outside: a
+session that is closed, or from which nothing — not even a pong — has arrived for
+``silence_seconds``, is replaced by a new one from ``apps.connections.open``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+
+log = logging.getLogger(__name__)
+
+
+class SocketModeTransport:
+    def __init__(self, bolt_app: AsyncApp, app_token: str, *, silence_seconds: float = 30.0,
+                 ping_interval: float | None = None) -> None:
+        self._handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=bolt_app.client)
+        self._client = self._handler.client
+        # The SDK pings every ping_interval and counts a session dead after four missed
+        # pongs; keep its pings frequent enough for our silence limit to see them.
+        self._client.ping_interval = ping_interval or max(1.0, silence_seconds / 4)
+        self._silence = silence_seconds
+        self._watchdog: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        await self._handler.connect_async()  # type: ignore[no-untyped-call]
+        log.info("socket mode connected")
+        self._watchdog = asyncio.create_task(self._watch(), name="socket-mode-watchdog")
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await self._handler.close_async()  # type: ignore[no-untyped-call]
+
+    async def _watch(self) -> None:
+        interval = max(0.5, self._silence / 3)
+        while True:
+            await asyncio.sleep(interval)
+            problem = await self._problem()
+            if problem is None:
+                continue
+            log.warning("socket mode connection lost reason=%s; reconnecting", problem)
+            try:
+                await self._client.connect_to_new_endpoint(force=True)
+            except Exception as exc:  # keep watching: Slack may be unreachable for a while
+                log.warning("socket mode reconnect failed error=%s: %s", type(exc).__name__, exc)
+                continue
+            self.reconnects += 1
+            log.info("socket mode reconnected reconnects=%d", self.reconnects)
+
+    async def _problem(self) -> str | None:
+        session = self._client.current_session
+        if session is None or session.closed:
+            return "session closed"
+        last = self._client.last_ping_pong_time
+        if last is not None and time.time() - last > self._silence:
+            return f"silent for {time.time() - last:.0f}s"
+        return None

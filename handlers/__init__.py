@@ -1,0 +1,1 @@
+"""Entry points: parse a command, authorize the caller, call services, render the reply."""

@@ -1,0 +1,87 @@
+"""From a command's text to a reply: parse, resolve the caller's role, run the chain."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from handlers import messages
+from handlers.context import CommandRequest, Invocation, Reply, Services, Visibility
+from handlers.grammar import parse_args, split_words
+from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
+from services.audit import Outcome
+from services.errors import PermissionDenied, UserError
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self, services: Services, middleware: Sequence[Middleware] = DEFAULT_CHAIN
+    ) -> None:
+        self.services = services
+        self._middleware = tuple(middleware)
+
+    async def dispatch(self, request: CommandRequest) -> Reply:
+        """Run one command; never raises: every failure becomes a reply."""
+        started = time.monotonic()
+        try:
+            reply = await self._dispatch(request)
+        except PermissionDenied as exc:
+            reply = Reply(text=str(exc), outcome=Outcome.DENIED, data={"error": str(exc)})
+        except UserError as exc:
+            reply = Reply(text=str(exc), outcome=Outcome.USER_ERROR, data={"error": str(exc)})
+        except Exception:
+            # The one place an unexpected error is logged with its traceback.
+            log.exception("command failed user=%s transport=%s cid=%s", request.user_id,
+                          request.transport, request.correlation_id)
+            text = messages.internal_error(request.correlation_id)
+            reply = Reply(text=text, outcome=Outcome.INTERNAL_ERROR,
+                          data={"error": text, "correlation_id": request.correlation_id})
+        log.info(
+            "command user=%s transport=%s outcome=%s ms=%.1f cid=%s",
+            request.user_id, request.transport, reply.outcome,
+            (time.monotonic() - started) * 1000, request.correlation_id,
+        )
+        return reply
+
+    async def _dispatch(self, request: CommandRequest) -> Reply:
+        words = split_words(request.text)
+        if not words:
+            words = ["help"]
+        verb = self.services.registry.lookup(words[0])
+        args = parse_args(verb.name, verb.signature, words[1:])
+        inv = Invocation(
+            request=request,
+            verb=verb,
+            args=args,
+            role=self.services.roles.role_of(request.user_id),
+            services=self.services,
+        )
+
+        async def run_verb() -> Reply:
+            reply = await verb.func(inv)
+            if verb.mutating and reply.ok and reply.visibility is Visibility.EPHEMERAL:
+                # State changes are announced to the channel, not only to the caller.
+                return _with_visibility(reply, Visibility.IN_CHANNEL)
+            return reply
+
+        chain: Next = run_verb
+        for middleware in reversed(self._middleware):
+            chain = functools.partial(middleware, inv, chain)
+        return await chain()
+
+    def is_mutating(self, text: str) -> bool:
+        """Whether the command would change something (used to word the Slack ack)."""
+        try:
+            words = split_words(text)
+            return bool(words) and self.services.registry.lookup(words[0]).mutating
+        except UserError:
+            return False
+
+
+def _with_visibility(reply: Reply, visibility: Visibility) -> Reply:
+    return replace(reply, visibility=visibility)

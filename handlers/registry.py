@@ -1,0 +1,119 @@
+"""Chat verbs: one async function each, its docstring the help users see.
+
+    @verb("whoami", role=Role.VIEWER)
+    async def run_whoami(inv: Invocation) -> Reply:
+        \"\"\"Show your user id and role.\"\"\"
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+
+from handlers.context import Invocation, Reply
+from handlers.grammar import Flag, Positional, Signature, suggest
+from handlers.roles import Role
+from services.errors import InvalidInput
+
+VerbFunc = Callable[[Invocation], Awaitable[Reply]]
+
+_SPEC_ATTR = "__ctbot_verb__"
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    name: str
+    func: VerbFunc
+    role: Role
+    signature: Signature
+    mutating: bool  # changes the host: audited as a change, shown in-channel
+    confirm: bool  # destructive: needs --yes / the Slack button
+    audited: bool
+
+    @property
+    def doc(self) -> str:
+        return inspect.getdoc(self.func) or ""
+
+    @property
+    def summary(self) -> str:
+        return self.doc.split("\n", 1)[0]
+
+    @property
+    def details(self) -> str:
+        parts = self.doc.split("\n", 1)
+        return parts[1].strip() if len(parts) > 1 else ""
+
+    @property
+    def usage(self) -> str:
+        return self.signature.usage(self.name)
+
+
+def verb(
+    name: str,
+    *,
+    role: Role,
+    positionals: Iterable[Positional] = (),
+    flags: Iterable[Flag] = (),
+    passthrough: str | None = None,
+    mutating: bool = False,
+    confirm: bool = False,
+    audited: bool = True,
+) -> Callable[[VerbFunc], VerbFunc]:
+    """Mark an async function as the handler of a chat verb."""
+
+    def mark(func: VerbFunc) -> VerbFunc:
+        if not inspect.getdoc(func):
+            raise TypeError(f"verb {name!r} needs a docstring: it is the help text")
+        spec = Verb(
+            name=name,
+            func=func,
+            role=role,
+            signature=Signature(tuple(positionals), tuple(flags), passthrough),
+            mutating=mutating,
+            confirm=confirm,
+            audited=audited,
+        )
+        setattr(func, _SPEC_ATTR, spec)
+        return func
+
+    return mark
+
+
+class Registry:
+    def __init__(self, verbs: Iterable[Verb] = ()) -> None:
+        self._verbs: dict[str, Verb] = {}
+        for v in verbs:
+            self.add(v)
+
+    @classmethod
+    def from_modules(cls, *modules: ModuleType) -> Registry:
+        registry = cls()
+        for module in modules:
+            for _, obj in inspect.getmembers(module):
+                spec = getattr(obj, _SPEC_ATTR, None)
+                if isinstance(spec, Verb):
+                    registry.add(spec)
+        return registry
+
+    def add(self, v: Verb) -> None:
+        if v.name in self._verbs:
+            raise ValueError(f"verb {v.name!r} registered twice")
+        self._verbs[v.name] = v
+
+    def lookup(self, name: str) -> Verb:
+        found = self._verbs.get(name)
+        if found is None:
+            hint = suggest(name, sorted(self._verbs))
+            raise InvalidInput(
+                f"unknown command `{name}`",
+                hint=hint or "type `help` for the list of commands",
+            )
+        return found
+
+    def __iter__(self) -> Iterator[Verb]:
+        return iter(sorted(self._verbs.values(), key=lambda v: v.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._verbs

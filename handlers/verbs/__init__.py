@@ -1,0 +1,10 @@
+"""The chat verbs, one module per area."""
+
+from __future__ import annotations
+
+from handlers.registry import Registry
+from handlers.verbs import core, jobs
+
+
+def default_registry() -> Registry:
+    return Registry.from_modules(core, jobs)

@@ -1,0 +1,1 @@
+"""The domain: machines, networks, jobs, audit. Knows nothing about Slack or HTTP."""

@@ -1,0 +1,290 @@
+"""Durable jobs: long work (create a machine, build an image) as a persisted record.
+
+A job is written to the store before it runs, each progress line is appended as it
+happens, and the final state is written when it ends. A job found ``queued`` or
+``running`` when ctbot starts was cut off by a crash or a kill: it is marked
+``interrupted`` (services that own the job kind decide later whether to resume or
+roll back what it left behind).
+
+The runner keeps a strong reference to every task it starts: asyncio only keeps weak
+ones, and a job garbage-collected mid-flight would vanish without a trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from services.errors import NotFound, UserError
+from services.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressLine:
+    at: float
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: str
+    args: Mapping[str, Any]
+    state: JobState
+    requested_by: str
+    correlation_id: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: str
+    error: str
+    progress: tuple[ProgressLine, ...] = field(default=())
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return end - self.started_at
+
+
+class JobObserver(Protocol):
+    """Told about every change of a job: a transport turns this into chat updates."""
+
+    async def job_changed(self, job: Job) -> None: ...
+
+
+class JobContext:
+    """What a running job body sees: its arguments and a way to report progress."""
+
+    def __init__(self, runner: JobRunner, job: Job) -> None:
+        self._runner = runner
+        self.job_id = job.id
+        self.args = job.args
+
+    async def progress(self, line: str) -> None:
+        await self._runner._append_progress(self.job_id, line)
+
+
+JobBody = Callable[[JobContext], Awaitable[str]]
+"""A job kind's implementation; returns a one-line result summary."""
+
+
+class JobStore:
+    """Persistence of jobs and their progress lines."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def create(
+        self, *, kind: str, args: Mapping[str, Any], requested_by: str, correlation_id: str
+    ) -> int:
+        cursor = self._store.execute(
+            "INSERT INTO jobs (kind, args, state, requested_by, correlation_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, json.dumps(dict(args)), JobState.QUEUED, requested_by, correlation_id,
+             self._clock()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def mark_running(self, job_id: int) -> None:
+        self._store.execute(
+            "UPDATE jobs SET state = ?, started_at = ? WHERE id = ?",
+            (JobState.RUNNING, self._clock(), job_id),
+        )
+
+    def mark_finished(self, job_id: int, state: JobState, *, result: str = "",
+                      error: str = "") -> None:
+        self._store.execute(
+            "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ? WHERE id = ?",
+            (state, self._clock(), result, error, job_id),
+        )
+
+    def append_progress(self, job_id: int, line: str) -> None:
+        with self._store.transaction() as tx:
+            row = tx.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM job_progress WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            tx.execute(
+                "INSERT INTO job_progress (job_id, seq, at, line) VALUES (?, ?, ?, ?)",
+                (job_id, row[0], self._clock(), line),
+            )
+
+    def get(self, job_id: int) -> Job:
+        rows = self._store.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"there is no job #{job_id}")
+        progress = self._store.query(
+            "SELECT at, line FROM job_progress WHERE job_id = ? ORDER BY seq", (job_id,)
+        )
+        return _job_from_row(rows[0], tuple(ProgressLine(r["at"], r["line"]) for r in progress))
+
+    def latest(self, limit: int) -> list[Job]:
+        rows = self._store.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        return [_job_from_row(row, ()) for row in rows]
+
+    def unfinished(self) -> list[Job]:
+        rows = self._store.query(
+            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY id",
+            (JobState.QUEUED, JobState.RUNNING),
+        )
+        return [_job_from_row(row, ()) for row in rows]
+
+
+def _job_from_row(row: Any, progress: tuple[ProgressLine, ...]) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        args=json.loads(row["args"]),
+        state=JobState(row["state"]),
+        requested_by=row["requested_by"],
+        correlation_id=row["correlation_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        result=row["result"],
+        error=row["error"],
+        progress=progress,
+    )
+
+
+class JobRunner:
+    """Runs job bodies as asyncio tasks, persisting every state change."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self._jobs = jobs
+        self._kinds: dict[str, JobBody] = {}
+        self._tasks: dict[int, asyncio.Task[Job]] = {}
+        self._observers: dict[int, JobObserver] = {}
+
+    @property
+    def store(self) -> JobStore:
+        return self._jobs
+
+    def register(self, kind: str, body: JobBody) -> None:
+        if kind in self._kinds:
+            raise ValueError(f"job kind {kind!r} registered twice")
+        self._kinds[kind] = body
+
+    def recover_interrupted(self) -> list[Job]:
+        """Mark jobs left queued/running by a previous process as interrupted."""
+        recovered = []
+        for job in self._jobs.unfinished():
+            log.warning("job interrupted by restart job_id=%d kind=%s", job.id, job.kind)
+            self._jobs.mark_finished(
+                job.id, JobState.INTERRUPTED, error="ctbot stopped while this job ran"
+            )
+            recovered.append(self._jobs.get(job.id))
+        return recovered
+
+    async def submit(
+        self,
+        kind: str,
+        args: Mapping[str, Any],
+        *,
+        requested_by: str,
+        correlation_id: str,
+        observer: JobObserver | None = None,
+    ) -> Job:
+        """Persist a job and start it; returns the queued job."""
+        body = self._kinds.get(kind)
+        if body is None:
+            raise UserError(f"unknown job kind {kind!r}")
+        job_id = self._jobs.create(
+            kind=kind, args=args, requested_by=requested_by, correlation_id=correlation_id
+        )
+        if observer is not None:
+            self._observers[job_id] = observer
+        task = asyncio.create_task(self._run(job_id, body), name=f"job-{job_id}-{kind}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _t: self._forget(job_id))
+        log.info("job queued job_id=%d kind=%s cid=%s", job_id, kind, correlation_id)
+        return self._jobs.get(job_id)
+
+    async def wait(self, job_id: int) -> Job:
+        """The job once it has finished."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            return await asyncio.shield(task)
+        return self._jobs.get(job_id)
+
+    def running(self) -> list[int]:
+        return sorted(self._tasks)
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Cancel what still runs; cancelled jobs are recorded as interrupted."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    def _forget(self, job_id: int) -> None:
+        self._tasks.pop(job_id, None)
+        self._observers.pop(job_id, None)
+
+    async def _run(self, job_id: int, body: JobBody) -> Job:
+        self._jobs.mark_running(job_id)
+        job = self._jobs.get(job_id)
+        await self._notify(job)
+        started = time.monotonic()
+        try:
+            result = await body(JobContext(self, job))
+        except asyncio.CancelledError:
+            self._jobs.mark_finished(job_id, JobState.INTERRUPTED, error="cancelled")
+            await self._notify(self._jobs.get(job_id))
+            raise
+        except UserError as exc:
+            self._jobs.mark_finished(job_id, JobState.FAILED, error=str(exc))
+        except Exception as exc:
+            log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
+            self._jobs.mark_finished(
+                job_id, JobState.FAILED,
+                error=f"internal error ({type(exc).__name__}); "
+                f"see the log for {job.correlation_id}",
+            )
+        else:
+            self._jobs.mark_finished(job_id, JobState.SUCCEEDED, result=result)
+        finished = self._jobs.get(job_id)
+        log.info(
+            "job finished job_id=%d kind=%s state=%s seconds=%.2f",
+            job_id, finished.kind, finished.state, time.monotonic() - started,
+        )
+        await self._notify(finished)
+        return finished
+
+    async def _append_progress(self, job_id: int, line: str) -> None:
+        self._jobs.append_progress(job_id, line)
+        log.debug("job progress job_id=%d line=%s", job_id, line)
+        await self._notify(self._jobs.get(job_id))
+
+    async def _notify(self, job: Job) -> None:
+        observer = self._observers.get(job.id)
+        if observer is None:
+            return
+        try:
+            await observer.job_changed(job)
+        except Exception:
+            # A chat update that fails must never fail the job itself.
+            log.exception("job observer failed job_id=%d", job.id)
