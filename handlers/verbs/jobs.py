@@ -10,7 +10,8 @@ from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.core import _parse_count
 from services.errors import InvalidInput
-from services.jobs import Job
+from services.audit import Outcome
+from services.jobs import Job, JobState
 from services.templating import render
 
 
@@ -46,3 +47,19 @@ def job_json(job: Job) -> dict[str, Any]:
         "result": job.result, "error": job.error,
         "progress": [{"at": p.at, "line": p.line} for p in job.progress],
     }
+
+
+async def run_as_job(inv: Invocation, kind: str, args: dict[str, Any]) -> Reply:
+    """Start a durable job, wait for it, and reply with how it ended.
+
+    Progress reaches the caller through the transport's observer while we wait
+    (one edited Slack message, lines on a terminal). The job record outlives the wait:
+    if the caller goes away, the job still finishes and `job ID` shows it.
+    """
+    job = await inv.services.jobs.submit(
+        kind, args, requested_by=inv.user_id, correlation_id=inv.request.correlation_id,
+        observer=inv.request.observer,
+    )
+    done = await inv.services.jobs.wait(job.id)
+    outcome = Outcome.OK if done.state is JobState.SUCCEEDED else Outcome.USER_ERROR
+    return Reply(text=render_job(done), outcome=outcome, data=job_json(done), job_id=done.id)

@@ -1,0 +1,45 @@
+# Two entry points on a fresh Debian 12 machine, as root: `make run` and `make test`.
+# Both install what they need: Debian packages with apt, Python packages into .venv.
+
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+# Everything ctbot needs from Debian, in one list (the machine features add theirs here).
+APT_PACKAGES := python3 python3-venv python3-pip ca-certificates
+
+.PHONY: run test lint system-deps venv clean
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: need root to apt-get install:" $$missing >&2; exit 1; fi; \
+	  echo "apt-get install $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: system-deps $(STAMP)
+
+run: venv
+	$(VENV)/bin/ctbot serve
+
+lint: venv
+	$(VENV)/bin/ruff check bot handlers services tests bench
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

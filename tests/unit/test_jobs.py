@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.errors import InvalidInput
+from services.jobs import Job, JobContext, JobRunner, JobState, JobStore
+from services.store import Store
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[JobState, int]] = []
+
+    async def job_changed(self, job: Job) -> None:
+        self.seen.append((job.state, len(job.progress)))
+
+
+async def two_steps(ctx: JobContext) -> str:
+    await ctx.progress("first")
+    await ctx.progress("second")
+    return f"done {ctx.args['x']}"
+
+
+async def refuses(ctx: JobContext) -> str:
+    raise InvalidInput("that will not work")
+
+
+async def crashes(ctx: JobContext) -> str:
+    raise RuntimeError("boom")
+
+
+async def hangs(ctx: JobContext) -> str:
+    await ctx.progress("started")
+    await asyncio.sleep(3600)
+    return "never"
+
+
+@pytest.fixture
+def runner(tmp_path) -> JobRunner:
+    r = JobRunner(JobStore(Store(tmp_path / "db.sqlite3")))
+    for kind, body in (("two", two_steps), ("refuse", refuses), ("crash", crashes),
+                       ("hang", hangs)):
+        r.register(kind, body)
+    return r
+
+
+async def test_job_is_persisted_with_progress_and_result(runner):
+    recorder = Recorder()
+    job = await runner.submit("two", {"x": 1}, requested_by="U0A", correlation_id="c-1",
+                              observer=recorder)
+    done = await runner.wait(job.id)
+    assert done.state is JobState.SUCCEEDED and done.result == "done 1"
+    assert [p.line for p in runner.store.get(job.id).progress] == ["first", "second"]
+    assert recorder.seen == [(JobState.RUNNING, 0), (JobState.RUNNING, 1),
+                             (JobState.RUNNING, 2), (JobState.SUCCEEDED, 2)]
+    assert runner.running() == []  # no task kept after it ended
+
+
+async def test_user_error_fails_the_job_with_its_message(runner):
+    job = await runner.submit("refuse", {}, requested_by="U0A", correlation_id="c-2")
+    done = await runner.wait(job.id)
+    assert done.state is JobState.FAILED and done.error == "that will not work"
+
+
+async def test_crash_fails_the_job_and_points_at_the_log(runner, caplog):
+    job = await runner.submit("crash", {}, requested_by="U0A", correlation_id="c-3")
+    done = await runner.wait(job.id)
+    assert done.state is JobState.FAILED and "c-3" in done.error and "boom" not in done.error
+    assert any(r.exc_info for r in caplog.records)
+
+
+async def test_shutdown_marks_running_jobs_interrupted(runner):
+    job = await runner.submit("hang", {}, requested_by="U0A", correlation_id="c-4")
+    while not runner.store.get(job.id).progress:
+        await asyncio.sleep(0.01)
+    await runner.shutdown()
+    assert runner.store.get(job.id).state is JobState.INTERRUPTED
+
+
+async def test_jobs_left_running_by_a_dead_process_are_marked_interrupted(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    store = JobStore(Store(path))
+    job_id = store.create(kind="hang", args={}, requested_by="U0A", correlation_id="c-5")
+    store.mark_running(job_id)  # …and then the process was SIGKILLed
+    fresh = JobRunner(JobStore(Store(path)))
+    recovered = fresh.recover_interrupted()
+    assert [j.id for j in recovered] == [job_id]
+    assert fresh.store.get(job_id).state is JobState.INTERRUPTED
+    assert fresh.recover_interrupted() == []
+
+
+async def test_observer_failure_does_not_fail_the_job(runner):
+    class Broken:
+        async def job_changed(self, job: Job) -> None:
+            raise ConnectionError("slack is down")
+
+    job = await runner.submit("two", {"x": 2}, requested_by="U0A", correlation_id="c-6",
+                              observer=Broken())
+    assert (await runner.wait(job.id)).state is JobState.SUCCEEDED

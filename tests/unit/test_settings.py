@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+from handlers.roles import Role
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ctbot.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_built_in_defaults_need_no_file():
+    settings = load_settings(None, {})
+    assert str(settings.listen) == "127.0.0.1:3000"
+    assert settings.state_dir == Path("/var/lib/ctbot")
+    assert not settings.slack.http_enabled and not settings.slack.socket_mode_enabled
+    assert settings.slack.api_url == "https://slack.com/api/"
+
+
+def test_file_and_environment(tmp_path):
+    path = write(tmp_path, '[http]\nlisten = "[::1]:8080"\n[roles]\nadmins = ["U0ADMIN"]\n'
+                           'operators = ["U0OPS"]\ndefault = "viewer"\n')
+    settings = load_settings(None, {"CTBOT_CONFIG": str(path), "CTBOT_STATE_DIR": "/srv/ct",
+                                    "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s",
+                                    "SLACK_API_URL": "http://127.0.0.1:9/api"})
+    assert (settings.listen.host, settings.listen.port) == ("::1", 8080)
+    assert settings.state_dir == Path("/srv/ct")
+    assert settings.roles.role_of("U0ADMIN") is Role.ADMIN
+    assert settings.roles.role_of("U0OPS") is Role.OPERATOR
+    assert settings.roles.role_of("U0SOMEONE") is Role.VIEWER
+    assert settings.slack.http_enabled
+    assert settings.slack.api_url == "http://127.0.0.1:9/api/"
+
+
+def test_env_listen_overrides_file(tmp_path):
+    path = write(tmp_path, '[http]\nlisten = "127.0.0.1:3000"\n')
+    assert load_settings(path, {"CTBOT_LISTEN": "0.0.0.0:9000"}).listen.port == 9000
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "key", "problem"),
+    [
+        ('[http]\nlisten = "3000"\n', {}, "[http] listen", "expected HOST:PORT"),
+        ('[http]\nlisten = "127.0.0.1:99999"\n', {}, "[http] listen", "port must be"),
+        ('[http]\nlisten = "example.com:80"\n', {}, "[http] listen", "IP address"),
+        ('[http]\nlisten = 3000\n', {}, "[http] listen", "must be a str"),
+        ('[htttp]\nlisten = "x"\n', {}, "[htttp]", "did you mean 'http'"),
+        ('[roles]\nadmin = []\n', {}, "[roles] admin", "did you mean 'admins'"),
+        ('[roles]\nadmins = ["alice"]\n', {}, "[roles] admins", "not a Slack user id"),
+        ('[roles]\ndefault = "root"\n', {}, "[roles] default", "one of none, viewer"),
+        ('[paths]\nstate_dir = "relative/dir"\n', {}, "[paths] state_dir", "absolute"),
+        ('[log]\nlevel = "loud"\n', {}, "[log] level", "one of debug"),
+        ('[slack]\napi_url = "ftp://x"\n', {}, "[slack] api_url", "http(s) URL"),
+        ('[slack]\ncommand = "ct"\n', {}, "[slack] command", "look like /ct"),
+        ("", {"SLACK_BOT_TOKEN": "xoxp-user-token"}, "SLACK_BOT_TOKEN", "expected xoxb-"),
+        ("", {"SLACK_APP_TOKEN": "nope"}, "SLACK_APP_TOKEN", "expected xapp-"),
+        ("", {"CTBOT_LISTEN": "nonsense"}, "CTBOT_LISTEN", "expected HOST:PORT"),
+    ],
+)
+def test_bad_values_fail_with_the_key_and_the_problem(tmp_path, toml, env, key, problem):
+    with pytest.raises(SettingsError) as err:
+        load_settings(write(tmp_path, toml), env)
+    assert key in str(err.value) and problem in str(err.value)
+
+
+def test_secret_values_are_never_echoed(tmp_path):
+    with pytest.raises(SettingsError) as err:
+        load_settings(None, {"SLACK_BOT_TOKEN": "xoxp-very-secret-value"})
+    assert "very-secret" not in str(err.value)
+    settings = load_settings(None, {"SLACK_BOT_TOKEN": "xoxb-hidden-value"})
+    assert "hidden-value" not in repr(settings)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", {})
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[http\n"), {})
+
+
+def test_example_config_documents_and_loads_every_key():
+    example = Path(__file__).parents[2] / "ctbot.example.toml"
+    settings = load_settings(example, {})
+    assert settings.source == str(example)
+    text = example.read_text()
+    from bot.settings import _SCHEMA
+
+    for section, keys in _SCHEMA.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            assert f"{key} =" in text, f"{section}.{key} undocumented"
