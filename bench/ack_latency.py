@@ -158,6 +158,21 @@ class Children:
                 child.proc.wait(timeout=5)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms_per_request(before: float | None, after: float | None, count: int) -> float | None:
+    if before is None or after is None:
+        return None
+    return round((after - before) * 1000 / count, 3)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -193,6 +208,10 @@ class Stats:
     wall_s: float
     rps: float
     statuses: dict[str, int] = field(default_factory=dict)
+    # CPU time per request (ms) of the server under test and of the fake Slack while
+    # this target was measured; None when /proc is not available.
+    server_cpu_ms_per_req: float | None = None
+    fake_slack_cpu_ms_per_req: float | None = None
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -337,14 +356,22 @@ async def _run_with(children: Children, workdir: Path, secret: str,
         results: dict[str, Stats] = {}
         replies, waited = 0, 0.0
         for name in args.order:
+            server = ctbot if name == "ctbot" else bare
+            cpu0 = cpu_seconds(server.proc.pid), cpu_seconds(fake.proc.pid)
             latencies, statuses, wall = await blast(
                 session, targets[name], body_maker("m"), secret,
                 count=args.requests, concurrency=args.concurrency)
-            results[name] = summarize(latencies, statuses, wall)
+            stats = summarize(latencies, statuses, wall)
             if name == "ctbot":
                 replies, waited = await wait_replies(session, fake_url, "m", args.requests,
                                                      REPLY_WAIT_SECONDS)
-            else:
+            # For ctbot this includes the replies sent after the acks (waited for above).
+            cpu1 = cpu_seconds(server.proc.pid), cpu_seconds(fake.proc.pid)
+            stats.server_cpu_ms_per_req = cpu_ms_per_request(cpu0[0], cpu1[0], args.requests)
+            stats.fake_slack_cpu_ms_per_req = cpu_ms_per_request(cpu0[1], cpu1[1],
+                                                                 args.requests)
+            results[name] = stats
+            if name != "ctbot":
                 await asyncio.sleep(0.2)  # let the machine settle before the next target
 
     bare_s, ctbot_s = results["bare"], results["ctbot"]
@@ -384,6 +411,12 @@ def print_text(r: dict[str, Any]) -> None:
     print(f"response_url replies received by the fake for the ctbot run: "
           f"{r['response_url_replies']}/{r['response_url_expected']} "
           f"(after waiting {r['response_url_waited_s']:.2f} s)")
+    cpu = [(name, r[name]["server_cpu_ms_per_req"], r[name]["fake_slack_cpu_ms_per_req"])
+           for name in ("bare", "ctbot")]
+    if all(server is not None for _, server, _ in cpu):
+        print("server CPU per request: " + ", ".join(
+            f"{name} {server:.3f} ms" for name, server, _ in cpu)
+            + f" (fake Slack during the ctbot run: {cpu[1][2]:.3f} ms)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

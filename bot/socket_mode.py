@@ -26,8 +26,15 @@ class SocketModeTransport:
         self._handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=bolt_app.client)
         self._client = self._handler.client
         # The SDK pings every ping_interval and counts a session dead after four missed
-        # pongs; keep its pings frequent enough for our silence limit to see them.
-        self._client.ping_interval = ping_interval or max(1.0, silence_seconds / 4)
+        # pongs; keep its pings frequent enough for our silence limit to see them. Its
+        # last_ping_pong_time is when the last answered ping was *sent*, so on a healthy
+        # connection it is up to one interval old: the interval must stay well below the
+        # silence limit (no 1 s floor: with silence_seconds=1 that replaced healthy
+        # sessions every second).
+        self._client.ping_interval = ping_interval or silence_seconds / 4
+        if self._client.ping_interval * 2 > silence_seconds:
+            raise ValueError(f"ping_interval {self._client.ping_interval}s is too long for "
+                             f"silence_seconds {silence_seconds}s")
         self._silence = silence_seconds
         self._watchdog: asyncio.Task[None] | None = None
         self.reconnects = 0

@@ -1,0 +1,100 @@
+"""`ctbot serve` as a real process: Slack over HTTP against a local fake Slack Web API."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_payloads import signed_headers, slash_command_form
+from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
+
+
+@dataclass
+class Served:
+    url: str
+    secret: str
+    token: str
+    process: subprocess.Popen[str]
+    fake: FakeSlack
+
+    def logs(self) -> str:
+        stop(self.process)
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"ctbot serve exited {process.returncode}")
+            try:
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("ctbot serve did not become healthy")
+
+
+@pytest.fixture
+async def served(tmp_path, fake_slack: FakeSlack) -> AsyncIterator[Served]:
+    port = free_port()
+    secret, token = secrets.token_hex(16), "xoxb-" + secrets.token_hex(12)
+    process = subprocess.Popen(
+        [*CTBOT, "serve"], cwd=REPO, text=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=ctbot_env({"SLACK_SIGNING_SECRET": secret, "SLACK_BOT_TOKEN": token,
+                       "SLACK_API_URL": fake_slack.api_url,
+                       "CTBOT_STATE_DIR": str(tmp_path / "state"),
+                       "CTBOT_LISTEN": f"127.0.0.1:{port}"}),
+    )
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        yield Served(f"http://127.0.0.1:{port}", secret, token, process, fake_slack)
+    finally:
+        stop(process)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+async def test_signed_help_is_acked_in_under_3s_and_answered(served: Served):
+    body = slash_command_form("help", user_id="U0ANYONE", response_url=served.fake.response_url("h"))
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        async with session.post(f"{served.url}/slack/events", data=body,
+                                headers=signed_headers(served.secret, body)) as response:
+            assert response.status == 200
+        assert time.monotonic() - started < 3.0
+    reply = await served.fake.wait_for(lambda c: c.path == "/response/h")
+    assert "whoami" in str(reply[0].body["text"]) + str(reply[0].body["blocks"])
+
+
+async def test_sigterm_stops_cleanly_and_logs_hold_no_secrets_or_bodies(served: Served):
+    body = slash_command_form("whoami", user_id="U0ANYONE",
+                              response_url=served.fake.response_url("w"))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{served.url}/slack/events", data=body,
+                                headers=signed_headers("wrong", body)) as response:
+            assert response.status == 401
+        async with session.post(f"{served.url}/slack/events", data=body,
+                                headers=signed_headers(served.secret, body)) as response:
+            assert response.status == 200
+    await served.fake.wait_for(lambda c: c.path == "/response/w")
+    logs = served.logs()
+    assert served.process.returncode == 0
+    assert "listening address=127.0.0.1:" in logs and "reason='bad signature'" in logs
+    assert served.secret not in logs and served.token not in logs
+    assert "response_url" not in logs and "trigger_id" not in logs  # no request bodies
+    assert "Traceback" not in logs

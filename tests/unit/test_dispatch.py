@@ -1,0 +1,140 @@
+"""The pipeline without a transport: parse → audit → authorize → confirm → verb."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from handlers.context import CommandRequest, Invocation, Reply, Services, Transport, Visibility
+from handlers.dispatch import Dispatcher
+from handlers.grammar import Flag, Positional
+from handlers.registry import Registry, verb
+from handlers.roles import Role, RolePolicy
+from handlers.verbs import core, default_registry
+from services.audit import AuditLog, Outcome
+from services.jobs import JobRunner, JobStore
+from services.store import Store
+
+
+@verb("poke", role=Role.OPERATOR, mutating=True,
+      positionals=[Positional("NAME")], flags=[Flag("hard", "poke hard")])
+async def run_poke(inv: Invocation) -> Reply:
+    """Poke a thing (test verb).
+
+    Longer help: pokes NAME once.
+    """
+    return Reply(text=f"poked {inv.args.positionals['NAME']} hard={inv.args.flag('hard')}")
+
+
+@verb("zap", role=Role.ADMIN, mutating=True, confirm=True)
+async def run_zap(inv: Invocation) -> Reply:
+    """Zap everything (test verb)."""
+    return Reply(text="zapped")
+
+
+@verb("boom", role=Role.VIEWER)
+async def run_boom(inv: Invocation) -> Reply:
+    """Fail unexpectedly (test verb)."""
+    raise RuntimeError("secret internals")
+
+
+@pytest.fixture
+def dispatcher(tmp_path) -> Dispatcher:
+    store = Store(tmp_path / "db.sqlite3")
+    registry = Registry.from_modules(core, sys.modules[__name__])
+    policy = RolePolicy.from_lists(admins=["U0ADMIN"], operators=["U0OPS"],
+                                   viewers=["U0VIEW"])
+    return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
+                               roles=policy, registry=registry))
+
+
+def request(text: str, user: str = "U0ADMIN", **kw) -> CommandRequest:
+    return CommandRequest(text=text, user_id=user, transport=Transport.CLI,
+                          correlation_id="c-test", **kw)
+
+
+def audit_rows(d: Dispatcher) -> list[tuple[str, str, str]]:
+    return [(e.user_id, e.command, e.outcome) for e in d.services.audit.latest(50)][::-1]
+
+
+async def test_each_role_gets_what_it_may(dispatcher):
+    cases = {
+        "U0ADMIN": ("ok", "ok", "ok"),
+        "U0OPS": ("ok", "ok", "denied"),
+        "U0VIEW": ("ok", "denied", "denied"),
+        "U0NOBODY": ("ok", "denied", "denied"),
+    }
+    for user, expected in cases.items():
+        got = tuple([
+            (await dispatcher.dispatch(request(text, user))).outcome.value
+            for text in ("whoami", "poke x", "audit")
+        ])
+        assert got == expected, user
+
+
+async def test_denied_reply_names_the_role_needed(dispatcher):
+    reply = await dispatcher.dispatch(request("poke web1", "U0VIEW"))
+    assert reply.outcome is Outcome.DENIED
+    assert "`poke` needs the operator role; you are viewer" in reply.text
+
+
+async def test_every_attempt_is_audited_with_its_outcome(dispatcher):
+    await dispatcher.dispatch(request("poke web1 --hard", "U0OPS"))
+    await dispatcher.dispatch(request("poke web1", "U0VIEW"))
+    await dispatcher.dispatch(request("poke web1 --soft", "U0OPS"))
+    await dispatcher.dispatch(request("help"))  # help is not audited
+    assert audit_rows(dispatcher) == [
+        ("U0OPS", "poke web1 --hard", "ok"),
+        ("U0VIEW", "poke web1", "denied"),
+    ]
+    # A parse error never reached the verb: nothing attempted, nothing audited.
+
+
+async def test_state_changes_are_shown_in_channel_reads_only_to_the_caller(dispatcher):
+    assert (await dispatcher.dispatch(request("poke a"))).visibility is Visibility.IN_CHANNEL
+    assert (await dispatcher.dispatch(request("whoami"))).visibility is Visibility.EPHEMERAL
+    failed = await dispatcher.dispatch(request("poke"))
+    assert failed.visibility is Visibility.EPHEMERAL and "missing NAME" in failed.text
+
+
+async def test_destructive_verbs_need_confirmation(dispatcher):
+    unconfirmed = await dispatcher.dispatch(request("zap"))
+    assert unconfirmed.needs_confirmation and "cannot be undone" in unconfirmed.text
+    confirmed = await dispatcher.dispatch(request("zap", confirmed=True))
+    assert confirmed.ok and confirmed.text == "zapped"
+
+
+async def test_internal_errors_are_logged_once_and_shown_as_an_apology(dispatcher, caplog):
+    reply = await dispatcher.dispatch(request("boom"))
+    assert reply.outcome is Outcome.INTERNAL_ERROR
+    assert "c-test" in reply.text and "secret internals" not in reply.text
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+    assert audit_rows(dispatcher)[-1] == ("U0ADMIN", "boom", "internal_error")
+
+
+async def test_empty_text_shows_help(dispatcher):
+    reply = await dispatcher.dispatch(request("   "))
+    assert reply.ok and "help VERB" in reply.text
+
+
+async def test_help_is_generated_from_docstrings(dispatcher):
+    overview = await dispatcher.dispatch(request("help", "U0VIEW"))
+    assert "poke NAME [--hard]" in overview.text and "Poke a thing (test verb)." in overview.text
+    assert "[operator]" in overview.text  # marks what the caller may not run
+    detail = await dispatcher.dispatch(request("help poke"))
+    assert "Longer help: pokes NAME once." in detail.text and "--hard" in detail.text
+    assert "did you mean `poke`" in (await dispatcher.dispatch(request("help pok"))).text
+
+
+def test_every_shipped_verb_has_help_and_a_role():
+    for v in default_registry():
+        assert v.summary and v.summary.endswith("."), v.name
+        assert isinstance(v.role, Role)
+
+
+def test_a_verb_without_docstring_is_refused():
+    with pytest.raises(TypeError, match="docstring"):
+        @verb("nodoc", role=Role.ADMIN)
+        async def run_nodoc(inv: Invocation) -> Reply:
+            return Reply(text="")
