@@ -155,3 +155,13 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
 
 def _looks_numeric(word: str) -> bool:
     return word[1:].replace(".", "", 1).isdigit()
+
+
+def parse_count(raw: str, *, maximum: int) -> int:
+    """A positive whole number no larger than ``maximum`` (e.g. `audit 50`)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
+        raise InvalidInput(f"`{raw}` is not a count; give a whole number from 1 to {maximum}")
+    value = int(raw)
+    if not 1 <= value <= maximum:
+        raise InvalidInput(f"count must be from 1 to {maximum}, not {value}")
+    return value

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from handlers.context import Invocation, Reply
-from handlers.grammar import Positional
+from handlers.grammar import Positional, parse_count
 from handlers.registry import verb
 from handlers.roles import Role
-from services.errors import InvalidInput
 from services.templating import render
 
 AUDIT_DEFAULT = 20
@@ -46,7 +45,7 @@ async def run_whoami(inv: Invocation) -> Reply:
 async def run_audit(inv: Invocation) -> Reply:
     """Show the last N audit entries (default 20, at most 200): who ran what, and how it ended."""
     raw = inv.args.positionals.get("N")
-    limit = AUDIT_DEFAULT if raw is None else _parse_count(raw, maximum=AUDIT_MAX)
+    limit = AUDIT_DEFAULT if raw is None else parse_count(raw, maximum=AUDIT_MAX)
     entries = inv.services.audit.latest(limit)
     text = render("replies/audit.txt.j2", entries=entries)
     return Reply(
@@ -58,12 +57,3 @@ async def run_audit(inv: Invocation) -> Reply:
             for e in entries
         ]},
     )
-
-
-def _parse_count(raw: str, *, maximum: int) -> int:
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
-        raise InvalidInput(f"`{raw}` is not a count; give a whole number from 1 to {maximum}")
-    value = int(raw)
-    if not 1 <= value <= maximum:
-        raise InvalidInput(f"count must be from 1 to {maximum}, not {value}")
-    return value

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.context import Invocation, Reply
-from handlers.grammar import Positional
+from handlers.grammar import Positional, parse_count
 from handlers.registry import verb
 from handlers.roles import Role
-from handlers.verbs.core import _parse_count
-from services.errors import InvalidInput
 from services.audit import Outcome
+from services.errors import InvalidInput
 from services.jobs import Job, JobState
 from services.templating import render
 
@@ -19,7 +18,7 @@ from services.templating import render
 async def run_jobs(inv: Invocation) -> Reply:
     """List the last N jobs (default 10) with their state and duration."""
     raw = inv.args.positionals.get("N")
-    limit = 10 if raw is None else _parse_count(raw, maximum=100)
+    limit = 10 if raw is None else parse_count(raw, maximum=100)
     jobs = inv.services.jobs.store.latest(limit)
     return Reply(text=render("replies/jobs.txt.j2", jobs=jobs),
                  data={"jobs": [job_json(j) for j in jobs]})

@@ -70,7 +70,8 @@ async def served(tmp_path, fake_slack: FakeSlack) -> AsyncIterator[Served]:
 
 
 async def test_signed_help_is_acked_in_under_3s_and_answered(served: Served):
-    body = slash_command_form("help", user_id="U0ANYONE", response_url=served.fake.response_url("h"))
+    body = slash_command_form("help", user_id="U0ANYONE",
+                              response_url=served.fake.response_url("h"))
     async with aiohttp.ClientSession() as session:
         started = time.monotonic()
         async with session.post(f"{served.url}/slack/events", data=body,
