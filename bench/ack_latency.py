@@ -136,7 +136,7 @@ class Children:
         log_path = self._workdir / f"{name}.log"
         with log_path.open("wb") as log_file:
             # argv is built here from sys.executable and fixed arguments only.
-            proc = subprocess.Popen(  # noqa: S603
+            proc = subprocess.Popen(
                 argv, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                 stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             )
@@ -208,9 +208,10 @@ class Stats:
     wall_s: float
     rps: float
     statuses: dict[str, int] = field(default_factory=dict)
-    # CPU time per request (ms) of the server under test and of the fake Slack while
-    # this target was measured; None when /proc is not available.
+    # CPU time per request (ms) while this target was measured: the server under test,
+    # this benchmark client, the fake Slack. Server/fake are None without Linux /proc.
     server_cpu_ms_per_req: float | None = None
+    client_cpu_ms_per_req: float | None = None
     fake_slack_cpu_ms_per_req: float | None = None
 
 
@@ -237,10 +238,14 @@ def summarize(latencies: list[float], statuses: dict[int, int], wall: float) -> 
     )
 
 
+Latencies = list[float]  # seconds, one per request
+
+
 async def blast(session: aiohttp.ClientSession, url: str, make_body: Callable[[int], bytes],
-                secret: str, *, count: int, concurrency: int) -> tuple[list[float], dict[int, int],
-                                                                       float]:
-    """``count`` signed POSTs from ``concurrency`` workers; per-request latency in s."""
+                secret: str, *, count: int, concurrency: int
+                ) -> tuple[Latencies, dict[int, int], float]:
+    """``count`` signed POSTs from ``concurrency`` workers (closed loop: each sends its
+    next request when the previous one is answered). Latencies, statuses, wall time."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_index = iter(range(count))
@@ -285,6 +290,10 @@ async def wait_replies(session: aiohttp.ClientSession, fake_url: str, prefix: st
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM cancels the run like Ctrl-C does, so the subprocesses are still stopped.
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     secret = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="ctbot-bench-") as tmp:
         workdir = Path(tmp)
@@ -358,10 +367,13 @@ async def _run_with(children: Children, workdir: Path, secret: str,
         for name in args.order:
             server = ctbot if name == "ctbot" else bare
             cpu0 = cpu_seconds(server.proc.pid), cpu_seconds(fake.proc.pid)
+            client0 = time.process_time()
             latencies, statuses, wall = await blast(
                 session, targets[name], body_maker("m"), secret,
                 count=args.requests, concurrency=args.concurrency)
+            client_cpu = time.process_time() - client0
             stats = summarize(latencies, statuses, wall)
+            stats.client_cpu_ms_per_req = round(client_cpu * 1000 / args.requests, 3)
             if name == "ctbot":
                 replies, waited = await wait_replies(session, fake_url, "m", args.requests,
                                                      REPLY_WAIT_SECONDS)
@@ -416,7 +428,9 @@ def print_text(r: dict[str, Any]) -> None:
     if all(server is not None for _, server, _ in cpu):
         print("server CPU per request: " + ", ".join(
             f"{name} {server:.3f} ms" for name, server, _ in cpu)
-            + f" (fake Slack during the ctbot run: {cpu[1][2]:.3f} ms)")
+            + f"; fake Slack during the ctbot run {cpu[1][2]:.3f} ms; this client "
+            f"{r['bare']['client_cpu_ms_per_req']:.3f} / {r['ctbot']['client_cpu_ms_per_req']:.3f}"
+            " ms")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -450,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"ack_latency: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("ack_latency: interrupted; subprocesses stopped", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result))
     else:

@@ -23,7 +23,7 @@ from bot.console import run_console
 from bot.logs import configure_logging
 from bot.runtime import Runtime, new_correlation_id
 from bot.settings import Settings, SettingsError, load_settings
-from bot.slack_app import build_bolt_app
+from bot.slack_app import SlackBolt, build_bolt_app
 from bot.slack_guard import SlackRequestGuard
 from bot.socket_mode import SocketModeTransport
 from bot.web import build_web_app
@@ -126,21 +126,22 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    bolt_http = build_bolt_app(runtime, transport=Transport.SLACK) if slack.http_enabled else None
+    slack_http = build_bolt_app(runtime, transport=Transport.SLACK) if slack.http_enabled else None
     guard = SlackRequestGuard(slack.signing_secret) if slack.signing_secret else None
-    runner = web.AppRunner(build_web_app(bolt_app=bolt_http, guard=guard), access_log=None)
+    web_app = build_web_app(bolt_app=slack_http.app if slack_http else None, guard=guard)
+    runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
     await site.start()
     log.info("listening address=%s slack_http=%s config=%s state=%s", settings.listen,
-             "on" if bolt_http else "off", settings.source, settings.database_path)
+             "on" if slack_http else "off", settings.source, settings.database_path)
 
+    slack_socket: SlackBolt | None = None
     socket_mode: SocketModeTransport | None = None
     if slack.socket_mode_enabled and slack.app_token:
-        socket_mode = SocketModeTransport(
-            build_bolt_app(runtime, transport=Transport.SOCKET_MODE), slack.app_token,
-            silence_seconds=slack.socket_watchdog_seconds,
-        )
+        slack_socket = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
+        socket_mode = SocketModeTransport(slack_socket.app, slack.app_token,
+                                          silence_seconds=slack.socket_watchdog_seconds)
         await socket_mode.start()
 
     console: asyncio.Task[None] | None = None
@@ -159,7 +160,10 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
             console.cancel()
         if socket_mode is not None:
             await socket_mode.stop()
-        await runner.cleanup()
+        await runner.cleanup()  # no new requests; then let started commands finish
+        for bolt in (slack_http, slack_socket):
+            if bolt is not None:
+                await bolt.close()
         await runtime.close()
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)

@@ -1,20 +1,25 @@
 """The Bolt app: turns `/ct …` and the confirm button into dispatcher calls.
 
 Used by both Slack transports: HTTP (bot/web.py feeds it verified requests) and
-Socket Mode (bot/socket_mode.py). Ack first, then work: the ack goes out before the
-command runs, and the real reply follows through ``response_url``.
+Socket Mode (bot/socket_mode.py). Ack first, then work: the listener acks and hands
+the command to BackgroundWork, so Bolt answers Slack at once
+(``process_before_response=True`` avoids Bolt's 10 ms polling for the ack), and the
+real reply follows through ``response_url`` on one shared HTTP session.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
-from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.background import BackgroundWork
 from bot.runtime import Runtime, new_correlation_id
 from bot.settings import SlackSettings
 from bot.slack_progress import SlackJobMessage
@@ -29,20 +34,55 @@ def build_web_client(slack: SlackSettings) -> AsyncWebClient:
     return AsyncWebClient(token=slack.bot_token, base_url=slack.api_url, timeout=10)
 
 
-def build_bolt_app(runtime: Runtime, *, transport: Transport) -> AsyncApp:
+class ResponseUrlSender:
+    """Posts replies to response_url over one pooled session (not one per reply)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, response_url: str, **message: Any) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        client = AsyncWebhookClient(url=response_url, session=self._session)
+        response = await client.send_dict(message)
+        if response.status_code != 200:
+            log.warning("response_url refused the reply status=%d body=%.200s",
+                        response.status_code, response.body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+@dataclass
+class SlackBolt:
+    """The Bolt app and what it owns: background work and the reply session."""
+
+    app: AsyncApp
+    background: BackgroundWork
+    replies: ResponseUrlSender
+
+    async def close(self) -> None:
+        await self.background.drain()
+        await self.replies.close()
+
+
+def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
     slack = runtime.settings.slack
     app = AsyncApp(
         client=build_web_client(slack),
         signing_secret=slack.signing_secret or "",
         # Socket Mode has no signatures; over HTTP bot/slack_guard.py and Bolt both check.
         request_verification_enabled=transport is Transport.SLACK,
-        process_before_response=False,
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
+    background = BackgroundWork()
+    replies = ResponseUrlSender()
     dispatcher = runtime.dispatcher
 
     async def run_and_respond(*, text: str, user_id: str, channel_id: str | None,
-                              confirmed: bool, respond: AsyncRespond,
+                              confirmed: bool, response_url: str,
                               client: AsyncWebClient) -> None:
         cid = new_correlation_id()
         if not is_slack_user_id(user_id):
@@ -55,44 +95,53 @@ def build_bolt_app(runtime: Runtime, *, transport: Transport) -> AsyncApp:
         ))
         if reply.job_id is not None and observer is not None and observer.posted:
             return  # the job's own message already shows how it ended
-        await _respond(respond, reply, command_text=text)
+        await replies.send(response_url, **reply_message(reply, command_text=text))
 
     @app.command(slack.command)
-    async def on_slash_command(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond,
+    async def on_slash_command(ack: AsyncAck, body: dict[str, Any],
                                client: AsyncWebClient) -> None:
         text = normalize_slack_text(body.get("text", ""))
         if dispatcher.is_mutating(text):
             await ack(text=f"⏳ `{slack.command} {text}` …", response_type="ephemeral")
         else:
             await ack()
-        await run_and_respond(text=text, user_id=body["user_id"],
-                              channel_id=body.get("channel_id"), confirmed=False,
-                              respond=respond, client=client)
+        background.spawn(run_and_respond(
+            text=text, user_id=str(body.get("user_id", "")), channel_id=body.get("channel_id"),
+            confirmed=False, response_url=str(body.get("response_url", "")), client=client,
+        ), name="slash-command")
 
     @app.action("ct_confirm")
     async def on_confirm(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
-                         respond: AsyncRespond, client: AsyncWebClient) -> None:
+                         client: AsyncWebClient) -> None:
         await ack()
         text = str(action.get("value", ""))
-        # The clicker is authorized again: whoever presses the button must hold the role.
-        await respond(text=f"Confirmed by <@{body['user']['id']}>: `{text}`",
-                      replace_original=True)
-        await run_and_respond(text=text, user_id=body["user"]["id"],
-                              channel_id=(body.get("channel") or {}).get("id"),
-                              confirmed=True, respond=respond, client=client)
+        user_id = str((body.get("user") or {}).get("id", ""))
+        response_url = str(body.get("response_url", ""))
+
+        async def confirmed() -> None:
+            await replies.send(response_url, text=f"Confirmed by <@{user_id}>: `{text}`",
+                               replace_original=True)
+            # The clicker is authorized again: whoever presses must hold the role.
+            await run_and_respond(text=text, user_id=user_id,
+                                  channel_id=(body.get("channel") or {}).get("id"),
+                                  confirmed=True, response_url=response_url, client=client)
+
+        background.spawn(confirmed(), name="confirm")
 
     @app.action("ct_cancel")
-    async def on_cancel(ack: AsyncAck, respond: AsyncRespond) -> None:
+    async def on_cancel(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        await respond(text="Cancelled; nothing was changed.", replace_original=True)
+        background.spawn(replies.send(str(body.get("response_url", "")),
+                                      text="Cancelled; nothing was changed.",
+                                      replace_original=True), name="cancel")
 
-    return app
+    return SlackBolt(app=app, background=background, replies=replies)
 
 
-async def _respond(respond: AsyncRespond, reply: Reply, *, command_text: str) -> None:
-    await respond(
-        text=notification_text(reply),
-        blocks=render_blocks(reply, command_text=command_text),
-        response_type=str(reply.visibility),
-        replace_original=False,
-    )
+def reply_message(reply: Reply, *, command_text: str) -> dict[str, Any]:
+    return {
+        "text": notification_text(reply),
+        "blocks": render_blocks(reply, command_text=command_text),
+        "response_type": str(reply.visibility),
+        "replace_original": False,
+    }

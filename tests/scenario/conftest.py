@@ -98,8 +98,8 @@ async def slack_bot(tmp_path: Path, fake_slack: FakeSlack,
     secret = secrets.token_hex(16)
     settings = slack_settings(tmp_path, fake_slack, secret)
     runtime = Runtime.open(settings, registry=registry_factory())
-    app = build_web_app(bolt_app=build_bolt_app(runtime, transport=Transport.SLACK),
-                        guard=SlackRequestGuard(secret))
+    bolt = build_bolt_app(runtime, transport=Transport.SLACK)
+    app = build_web_app(bolt_app=bolt.app, guard=SlackRequestGuard(secret))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -111,4 +111,5 @@ async def slack_bot(tmp_path: Path, fake_slack: FakeSlack,
     finally:
         await session.close()
         await runner.cleanup()
+        await bolt.close()
         await runtime.close()
