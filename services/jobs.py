@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from services.errors import NotFound, UserError
+from services.host import ProcessId, this_process
 from services.store import Store
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,12 @@ class JobStore:
     def create(
         self, *, kind: str, args: Mapping[str, Any], requested_by: str, correlation_id: str
     ) -> int:
+        owner = this_process()
         cursor = self._store.execute(
-            "INSERT INTO jobs (kind, args, state, requested_by, correlation_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (kind, args, state, requested_by, correlation_id, created_at,"
+            " owner_pid, owner_start) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (kind, json.dumps(dict(args)), JobState.QUEUED, requested_by, correlation_id,
-             self._clock()),
+             self._clock(), owner.pid, owner.start),
         )
         return int(cursor.lastrowid or 0)
 
@@ -144,12 +146,14 @@ class JobStore:
         rows = self._store.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
         return [_job_from_row(row, ()) for row in rows]
 
-    def unfinished(self) -> list[Job]:
+    def orphaned(self) -> list[Job]:
+        """Unfinished jobs whose process is gone (killed, crashed, host rebooted)."""
         rows = self._store.query(
             "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY id",
             (JobState.QUEUED, JobState.RUNNING),
         )
-        return [_job_from_row(row, ()) for row in rows]
+        return [_job_from_row(row, ()) for row in rows
+                if not ProcessId(row["owner_pid"] or 0, row["owner_start"]).alive()]
 
 
 def _job_from_row(row: Any, progress: tuple[ProgressLine, ...]) -> Job:
@@ -188,9 +192,13 @@ class JobRunner:
         self._kinds[kind] = body
 
     def recover_interrupted(self) -> list[Job]:
-        """Mark jobs left queued/running by a previous process as interrupted."""
+        """Mark jobs whose process died while they ran as interrupted.
+
+        Several ctbot processes may share one store (`ctbot serve` and a `ctbot cmd`),
+        so a job counts as orphaned only when the process that ran it is gone.
+        """
         recovered = []
-        for job in self._jobs.unfinished():
+        for job in self._jobs.orphaned():
             log.warning("job interrupted by restart job_id=%d kind=%s", job.id, job.kind)
             self._jobs.mark_finished(
                 job.id, JobState.INTERRUPTED, error="ctbot stopped while this job ran"

@@ -59,6 +59,29 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, seq)
     );
     """,
+    # 2: job ownership (which process runs it) and machines
+    """
+    ALTER TABLE jobs ADD COLUMN owner_pid INTEGER;
+    ALTER TABLE jobs ADD COLUMN owner_start INTEGER;
+
+    CREATE TABLE machines (
+        name         TEXT    PRIMARY KEY,
+        image        TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        features     TEXT    NOT NULL DEFAULT '[]',
+        cpu          REAL,
+        memory_bytes INTEGER,
+        clone_method TEXT    NOT NULL DEFAULT '',
+        nspawn_pid   INTEGER,
+        nspawn_start INTEGER,
+        op           TEXT,
+        op_step      TEXT,
+        op_job       INTEGER,
+        op_pid       INTEGER,
+        op_start     INTEGER,
+        created_at   REAL    NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

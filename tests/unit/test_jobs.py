@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import pytest
 
@@ -79,16 +80,36 @@ async def test_shutdown_marks_running_jobs_interrupted(runner):
     assert runner.store.get(job.id).state is JobState.INTERRUPTED
 
 
-async def test_jobs_left_running_by_a_dead_process_are_marked_interrupted(tmp_path):
-    path = tmp_path / "db.sqlite3"
-    store = JobStore(Store(path))
-    job_id = store.create(kind="hang", args={}, requested_by="U0A", correlation_id="c-5")
-    store.mark_running(job_id)  # …and then the process was SIGKILLed
-    fresh = JobRunner(JobStore(Store(path)))
-    recovered = fresh.recover_interrupted()
-    assert [j.id for j in recovered] == [job_id]
+def _owned_by(path, pid: int) -> int:
+    store = Store(path)
+    jobs = JobStore(store)
+    job_id = jobs.create(kind="hang", args={}, requested_by="U0A", correlation_id="c-5")
+    jobs.mark_running(job_id)
+    store.execute("UPDATE jobs SET owner_pid = ?, owner_start = NULL WHERE id = ?",
+                  (pid, job_id))
+    return job_id
+
+
+async def test_jobs_whose_process_died_are_marked_interrupted(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # …as if SIGKILLed while the job ran
+    job_id = _owned_by(tmp_path / "db.sqlite3", dead.pid)
+    fresh = JobRunner(JobStore(Store(tmp_path / "db.sqlite3")))
+    assert [j.id for j in fresh.recover_interrupted()] == [job_id]
     assert fresh.store.get(job_id).state is JobState.INTERRUPTED
     assert fresh.recover_interrupted() == []
+
+
+async def test_jobs_of_another_live_process_are_left_alone(tmp_path):
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        job_id = _owned_by(tmp_path / "db.sqlite3", other.pid)
+        fresh = JobRunner(JobStore(Store(tmp_path / "db.sqlite3")))
+        assert fresh.recover_interrupted() == []
+        assert fresh.store.get(job_id).state is JobState.RUNNING
+    finally:
+        other.kill()
+        other.wait()
 
 
 async def test_observer_failure_does_not_fail_the_job(runner):

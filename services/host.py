@@ -1,0 +1,199 @@
+"""The one place that starts external programs.
+
+Rules (after mkosi's run.py): argv lists, never a shell; user-supplied words only after
+``--`` or as values validated against their grammar; an explicit environment; stdin from
+/dev/null unless input is given; a timeout; on cancel the child is terminated; failure
+raises HostCommandFailed carrying argv, exit code and stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.errors import HostCommandFailed
+
+log = logging.getLogger(__name__)
+
+# A minimal, predictable environment; callers add what a program needs.
+BASE_ENV: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    max_output: int = 4 * 1024 * 1024,
+) -> Completed:
+    """Run a program to completion and capture its output."""
+    argv = tuple(str(a) for a in argv)
+    log.debug("run %s", shlex.join(argv))
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**BASE_ENV, **(env or {})},
+        start_new_session=True,  # a signal to ctbot's group does not reach the child
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(input), timeout)
+    except TimeoutError:
+        await _terminate(process)
+        raise HostCommandFailed(argv, None, f"no answer within {timeout:.0f} s") from None
+    except asyncio.CancelledError:
+        await _terminate(process)
+        raise
+    result = Completed(
+        argv,
+        process.returncode if process.returncode is not None else -1,
+        stdout[:max_output].decode(errors="replace"),
+        stderr[:max_output].decode(errors="replace"),
+    )
+    if check and result.returncode != 0:
+        raise HostCommandFailed(argv, result.returncode, result.stderr or result.stdout)
+    return result
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 5)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def spawn_detached(argv: Sequence[str], *, log_path: Path,
+                   env: Mapping[str, str] | None = None) -> int:
+    """Start a long-lived program in its own session, outliving ctbot; returns its PID.
+
+    Its output is appended to ``log_path``. The child is reaped by whoever is its parent
+    when it exits (init, once ctbot is gone); callers watch it through /proc.
+    """
+    argv = tuple(str(a) for a in argv)
+    log.debug("spawn %s", shlex.join(argv))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**BASE_ENV, **(env or {})},
+            start_new_session=True,
+            close_fds=True,
+        )
+    # Popen keeps a handle to reap the child; hand that duty to a watcher thread so a
+    # short-lived `ctbot cmd` leaves no zombie and a long-lived `ctbot serve` sees exits.
+    _reapers.append(process)
+    return process.pid
+
+
+_reapers: list[subprocess.Popen[bytes]] = []
+
+
+def reap_finished() -> None:
+    """Collect exit statuses of detached children that have ended."""
+    for process in list(_reapers):
+        if process.poll() is not None:
+            _reapers.remove(process)
+
+
+def process_alive(pid: int) -> bool:
+    reap_finished()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of a process (clock ticks since boot), or None if gone.
+
+    A PID plus its start time names a process uniquely even after PIDs wrap around.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessId:
+    """A PID plus the kernel's start time: stays unique when PIDs are reused."""
+
+    pid: int
+    start: int | None
+
+    def alive(self) -> bool:
+        if self.pid <= 0 or not process_alive(self.pid):
+            return False
+        return self.start is None or process_start_time(self.pid) == self.start
+
+
+def this_process() -> ProcessId:
+    return ProcessId(os.getpid(), process_start_time(os.getpid()))
+
+
+def process_children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def process_cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def send_signal(pid: int, sig: int | signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
