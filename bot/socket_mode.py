@@ -55,17 +55,40 @@ class SocketModeTransport:
         interval = max(0.5, self._silence / 3)
         while True:
             await asyncio.sleep(interval)
+            session = self._client.current_session
             problem = await self._problem()
             if problem is None:
                 continue
             log.warning("socket mode connection lost reason=%s; reconnecting", problem)
             try:
-                await self._client.connect_to_new_endpoint(force=True)
+                replaced = await self._replace(session)
             except Exception as exc:  # keep watching: Slack may be unreachable for a while
                 log.warning("socket mode reconnect failed error=%s: %s", type(exc).__name__, exc)
                 continue
+            if not replaced:
+                log.info("socket mode session already replaced by the SDK, or recovered")
+                continue
             self.reconnects += 1
             log.info("socket mode reconnected reconnects=%d", self.reconnects)
+
+    async def _replace(self, session: object) -> bool:
+        """A new session from apps.connections.open, unless the SDK's monitor, which may
+        be reconnecting right now under its lock, has already replaced ``session``."""
+        lock = self._client.connect_operation_lock
+        acquired = False
+        # If the SDK is stuck holding the lock, go ahead without it, as the SDK itself would.
+        with contextlib.suppress(TimeoutError):
+            acquired = await asyncio.wait_for(lock.acquire(), timeout=5)
+        try:
+            if acquired and (self._client.current_session is not session
+                             or await self._problem() is None):
+                return False
+            self._client.wss_uri = await self._client.issue_new_wss_url()
+            await self._client.connect()  # type: ignore[no-untyped-call]
+            return True
+        finally:
+            if acquired:
+                lock.release()
 
     async def _problem(self) -> str | None:
         session = self._client.current_session

@@ -10,6 +10,7 @@ connection dies, or the socket stays open and goes silent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -104,15 +105,19 @@ async def socket_bot(tmp_path: Path, fake: FakeSocketModeSlack) -> AsyncIterator
     assert settings.slack.socket_mode_enabled and settings.slack.app_token
     runtime = Runtime.open(settings)
     try:
-        app = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
-        transport = SocketModeTransport(app, settings.slack.app_token,
-                                        silence_seconds=settings.slack.socket_watchdog_seconds)
+        bolt = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
         try:
-            # connect() retries forever while Slack is unreachable; do not hang the suite
-            await asyncio.wait_for(transport.start(), 10)
-            yield SocketBot(fake, runtime, transport)
+            transport = SocketModeTransport(
+                bolt.app, settings.slack.app_token,
+                silence_seconds=settings.slack.socket_watchdog_seconds)
+            try:
+                # connect() retries forever while Slack is unreachable: do not hang here
+                await asyncio.wait_for(transport.start(), 10)
+                yield SocketBot(fake, runtime, transport)
+            finally:
+                await transport.stop()
         finally:
-            await transport.stop()
+            await bolt.close()  # replies in flight, and the response_url session
     finally:
         await runtime.close()
 
@@ -163,7 +168,7 @@ async def test_dropped_connection_is_replaced_and_commands_flow_again(
     assert STRANGER in reply["text"]
 
 
-async def test_silent_connection_is_replaced_by_the_watchdog(
+async def test_silent_connection_is_replaced_and_commands_flow_again(
         socket_bot: SocketBot, fake: FakeSocketModeSlack) -> None:
     first = await fake.wait_for_connection()
     await socket_bot.round_trip("whoami")
@@ -174,6 +179,20 @@ async def test_silent_connection_is_replaced_by_the_watchdog(
     assert socket_bot.transport.reconnects >= 1 or fake.connection_count >= 2
     assert len(fake.connections_opened()) >= 2
     await fake.wait_closed(first, timeout=10)  # the app let go of the silent socket
+    ack, reply = await socket_bot.round_trip("whoami")
+    assert ack.connection >= second.number
+    assert ADMIN in reply["text"]
+
+
+async def test_disconnect_message_moves_the_app_to_a_new_connection(
+        socket_bot: SocketBot, fake: FakeSocketModeSlack) -> None:
+    """Slack's routine refresh: it asks the app to move, then the old link goes away."""
+    first = await fake.wait_for_connection()
+
+    await fake.send_disconnect(reason="refresh_requested", connection=first)
+
+    second = await fake.wait_for_connection(number=2, timeout=5)
+    await fake.wait_closed(first, timeout=5)  # the app closed the old one itself
     ack, reply = await socket_bot.round_trip("whoami")
     assert ack.connection >= second.number
     assert ADMIN in reply["text"]
@@ -214,9 +233,34 @@ async def test_watchdog_restarts_a_session_whose_sdk_monitor_died(
     await eventually(lambda: socket_bot.transport.reconnects >= 1, timeout=10,
                      what="the watchdog to notice the silence")
     second = await fake.wait_for_connection(number=2, timeout=5)
-    assert first.closed or await fake.wait_closed(first, timeout=5) is None
+    await fake.wait_closed(first, timeout=5)
     assert client.current_session_monitor is not None
     assert not client.current_session_monitor.done()  # pinging again
     ack, reply = await socket_bot.round_trip("whoami")
     assert ack.connection >= second.number
     assert ADMIN in reply["text"]
+
+
+async def test_watchdog_leaves_alone_a_session_the_sdk_has_just_restored(
+        socket_bot: SocketBot, fake: FakeSocketModeSlack,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Both notice the dead socket; the SDK reconnects first (it holds the connect lock
+    meanwhile); the watchdog, let in after it, must not throw the new session away."""
+    caplog.set_level(logging.INFO, logger="bot.socket_mode")
+    first = await fake.wait_for_connection()
+    client = socket_bot.transport._client
+    lock = client.connect_operation_lock
+    async with lock:  # as the SDK's monitor does around its reconnect
+        await fake.drop(first)
+        await eventually(lambda: "connection lost" in caplog.text, timeout=5,
+                         what="the watchdog to notice the dropped connection")
+        client.wss_uri = await client.issue_new_wss_url()
+        await client.connect()  # type: ignore[no-untyped-call]
+        second = await fake.wait_for_connection(number=2, timeout=5)
+
+    await eventually(lambda: "already replaced" in caplog.text, timeout=5,
+                     what="the watchdog to see the new session")
+    assert socket_bot.transport.reconnects == 0
+    assert fake.connection_count == 2 and not second.closed
+    ack, _ = await socket_bot.round_trip("whoami", connection=second)
+    assert ack.connection == second.number
