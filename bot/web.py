@@ -21,7 +21,10 @@ def build_web_app(*, bolt_app: AsyncApp | None = None,
                   guard: SlackRequestGuard | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
-    if bolt_app is not None and guard is not None:
+    if bolt_app is not None:
+        if guard is None:
+            # Bolt's own signature check is off (the guard is stricter): never without it.
+            raise ValueError("the Slack endpoint needs a SlackRequestGuard")
         app.router.add_post("/slack/events", SlackEventsEndpoint(bolt_app, guard).handle)
     return app
 
