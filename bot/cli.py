@@ -102,7 +102,7 @@ async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: boo
         message = f"--as {as_user!r} is not a Slack user id (like U012ABCDEF)"
         print(json.dumps({"error": message}) if as_json else f"ctbot: {message}")
         return EXIT_USER_ERROR
-    runtime = Runtime.open(settings)
+    runtime = await Runtime.open(settings)
     try:
         reply = await runtime.dispatcher.dispatch(CommandRequest(
             text=text, user_id=as_user, transport=Transport.CLI,
@@ -119,7 +119,7 @@ async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: boo
 
 
 async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
-    runtime = Runtime.open(settings)
+    runtime = await Runtime.open(settings)
     slack = settings.slack
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

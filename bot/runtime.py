@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.settings import Settings
 from handlers.context import Services
@@ -12,8 +12,12 @@ from handlers.dispatch import Dispatcher
 from handlers.registry import Registry
 from handlers.verbs import default_registry
 from services.audit import AuditLog
+from services.images import Images
 from services.jobs import JobRunner, JobStore
+from services.machine_store import MachineStore
+from services.machines import Machines, MachinesConfig, register_jobs
 from services.store import Store
+from services.supervisor import choose_supervisor
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +32,37 @@ class Runtime:
     settings: Settings
     store: Store
     jobs: JobRunner
+    machines: Machines
     dispatcher: Dispatcher
+    drift: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, settings: Settings, *, registry: Registry | None = None) -> Runtime:
+    async def open(cls, settings: Settings, *, registry: Registry | None = None) -> Runtime:
+        """Open the store, recover from a previous crash, reconcile machines."""
         store = Store(settings.database_path)
-        jobs = JobRunner(JobStore(store))
+        job_store = JobStore(store)
+        jobs = JobRunner(job_store)
+        images = Images(settings.images)
+        machines = Machines(
+            records=MachineStore(store), images=images, supervisor=choose_supervisor(),
+            jobs=job_store,
+            config=MachinesConfig(
+                machines_dir=settings.machines.machines_dir, state_dir=settings.state_dir,
+                boot_timeout=settings.machines.boot_timeout,
+                stop_timeout=settings.machines.stop_timeout),
+        )
+        register_jobs(jobs, machines)
         services = Services(
-            audit=AuditLog(store),
-            jobs=jobs,
-            roles=settings.roles,
+            audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
+            machines=machines, images=images,
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,
                         job.kind, job.requested_by)
-        return cls(settings=settings, store=store, jobs=jobs, dispatcher=Dispatcher(services))
+        drift = await machines.reconcile()
+        return cls(settings=settings, store=store, jobs=jobs, machines=machines,
+                   dispatcher=Dispatcher(services), drift=drift)
 
     async def close(self) -> None:
         await self.jobs.shutdown()

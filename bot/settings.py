@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from handlers.roles import Role, RolePolicy, is_slack_user_id
+from services.errors import InvalidInput
+from services.images import ImageConfig
+from services.names import image_name
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
@@ -60,12 +64,31 @@ class SlackSettings:
         return tuple(s for s in (self.bot_token, self.signing_secret, self.app_token) if s)
 
 
+# Debian packages every image gets on top of debootstrap's minbase: one list, extended
+# here as features need more (networking, SSH, Docker-in-CT, nesting).
+DEFAULT_IMAGE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    machines_dir: Path = Path("/var/lib/machines")
+    boot_timeout: float = 60.0
+    stop_timeout: float = 30.0
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: ListenAddress = ListenAddress("127.0.0.1", 3000)
     state_dir: Path = Path("/var/lib/ctbot")
     roles: RolePolicy = field(default_factory=RolePolicy.from_lists)
     slack: SlackSettings = field(default_factory=SlackSettings)
+    images: ImageConfig = field(default_factory=lambda: ImageConfig(
+        images_dir=Path("/var/lib/ctbot/images"), default="bookworm", suite="bookworm",
+        mirror=DEFAULT_MIRROR, packages=DEFAULT_IMAGE_PACKAGES,
+    ))
+    machines: MachineSettings = field(default_factory=MachineSettings)
     log_level: str = "info"
     source: str = "built-in defaults"
 
@@ -77,7 +100,9 @@ class Settings:
 # section -> key -> expected python type(s); the schema typos are checked against
 _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "http": {"listen": (str,)},
-    "paths": {"state_dir": (str,)},
+    "paths": {"state_dir": (str,), "images_dir": (str,), "machines_dir": (str,)},
+    "images": {"default": (str,), "suite": (str,), "mirror": (str,), "packages": (list,)},
+    "machines": {"boot_timeout": (int, float), "stop_timeout": (int, float)},
     "roles": {"admins": (list,), "operators": (list,), "viewers": (list,), "default": (str,)},
     "slack": {"api_url": (str,), "command": (str,), "socket_watchdog_seconds": (int, float)},
     "log": {"level": (str,)},
@@ -107,6 +132,10 @@ def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
 
     listen_raw = env.get("CTBOT_LISTEN") or get("http", "listen", "127.0.0.1:3000")
     state_dir_raw = env.get("CTBOT_STATE_DIR") or get("paths", "state_dir", "/var/lib/ctbot")
+    images_dir_raw = env.get("CTBOT_IMAGES_DIR") or get("paths", "images_dir",
+                                                        "/var/lib/ctbot/images")
+    machines_dir_raw = env.get("CTBOT_MACHINES_DIR") or get("paths", "machines_dir",
+                                                            "/var/lib/machines")
     api_url = env.get("SLACK_API_URL") or get("slack", "api_url", DEFAULT_SLACK_API_URL)
     command = get("slack", "command", "/ct")
     watchdog = get("slack", "socket_watchdog_seconds", 30.0)
@@ -122,7 +151,15 @@ def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
 
     return Settings(
         listen=parse_listen(listen_raw, key="[http] listen / CTBOT_LISTEN"),
-        state_dir=_parse_state_dir(state_dir_raw),
+        state_dir=_parse_dir(state_dir_raw, "[paths] state_dir / CTBOT_STATE_DIR"),
+        images=_parse_images(raw.get("images", {}),
+                             _parse_dir(images_dir_raw, "[paths] images_dir / CTBOT_IMAGES_DIR")),
+        machines=MachineSettings(
+            machines_dir=_parse_dir(machines_dir_raw,
+                                    "[paths] machines_dir / CTBOT_MACHINES_DIR"),
+            boot_timeout=_seconds(get("machines", "boot_timeout", 60), "[machines] boot_timeout"),
+            stop_timeout=_seconds(get("machines", "stop_timeout", 30), "[machines] stop_timeout"),
+        ),
         roles=_parse_roles(raw.get("roles", {})),
         slack=SlackSettings(
             bot_token=_secret(env, "SLACK_BOT_TOKEN", prefix="xoxb-"),
@@ -178,12 +215,40 @@ def _unknown(what: str, name: str, known: list[str]) -> str:
     return f"unknown {what} {name!r}{hint}"
 
 
-def _parse_state_dir(value: str) -> Path:
+def _parse_dir(value: str, key: str) -> Path:
     path = Path(value)
     if not path.is_absolute():
-        raise SettingsError("[paths] state_dir / CTBOT_STATE_DIR",
-                            f"must be an absolute path, not {value!r}")
+        raise SettingsError(key, f"must be an absolute path, not {value!r}")
+    # These paths end up in mount options (overlayfs lowerdir=…,upperdir=…) and argv.
+    if any(c in value for c in ",:=\\") or not value.isprintable() or " " in value:
+        raise SettingsError(key, f"must not contain spaces, commas, colons, = or \\: {value!r}")
     return path
+
+
+def _seconds(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 3600:
+        raise SettingsError(key, f"must be a number of seconds from 1 to 3600, not {value!r}")
+    return float(value)
+
+
+def _parse_images(section: Mapping[str, Any], images_dir: Path) -> ImageConfig:
+    default = section.get("default", "bookworm")
+    suite = section.get("suite", "bookworm")
+    mirror = section.get("mirror", DEFAULT_MIRROR)
+    packages = section.get("packages", list(DEFAULT_IMAGE_PACKAGES))
+    try:
+        image_name(default)
+    except InvalidInput as exc:
+        raise SettingsError("[images] default", str(exc)) from None
+    if not re.fullmatch(r"[a-z]+", suite):
+        raise SettingsError("[images] suite", f"must be a Debian suite name, not {suite!r}")
+    if urlsplit(mirror).scheme not in ("http", "https"):
+        raise SettingsError("[images] mirror", f"must be an http(s) URL, not {mirror!r}")
+    for package in packages:
+        if not isinstance(package, str) or not _PACKAGE_RE.fullmatch(package):
+            raise SettingsError("[images] packages", f"{package!r} is not a Debian package name")
+    return ImageConfig(images_dir=images_dir, default=default, suite=suite, mirror=mirror,
+                       packages=tuple(packages))
 
 
 def _parse_roles(section: Mapping[str, Any]) -> RolePolicy:

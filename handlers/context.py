@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from handlers.grammar import ParsedArgs
 from handlers.roles import Role, RolePolicy
 from services.audit import AuditLog, Outcome
+from services.images import Images
 from services.jobs import JobObserver, JobRunner
+from services.machines import Machines
 
 if TYPE_CHECKING:
     from handlers.registry import Registry, Verb
@@ -51,6 +53,8 @@ class Services:
     jobs: JobRunner
     roles: RolePolicy
     registry: Registry
+    machines: Machines
+    images: Images
 
 
 @dataclass(frozen=True, slots=True)

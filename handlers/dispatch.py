@@ -52,8 +52,8 @@ class Dispatcher:
         words = split_words(request.text)
         if not words:
             words = ["help"]
-        verb = self.services.registry.lookup(words[0])
-        args = parse_args(verb.name, verb.signature, words[1:])
+        verb, rest = self.services.registry.resolve(words)
+        args = parse_args(verb.name, verb.signature, rest)
         inv = Invocation(
             request=request,
             verb=verb,
@@ -78,7 +78,7 @@ class Dispatcher:
         """Whether the command would change something (used to word the Slack ack)."""
         try:
             words = split_words(text)
-            return bool(words) and self.services.registry.lookup(words[0]).mutating
+            return bool(words) and self.services.registry.resolve(words)[0].mutating
         except UserError:
             return False
 

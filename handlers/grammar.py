@@ -51,6 +51,15 @@ class Signature:
     flags: tuple[Flag, ...] = ()
     passthrough: str | None = None  # metavar of the words after "--", None if not accepted
 
+    def short_usage(self, verb: str) -> str:
+        """The usage line with the options folded into ``[options]``."""
+        parts = [verb, *(p.usage for p in self.positionals)]
+        if self.flags:
+            parts.append("[options]")
+        if self.passthrough:
+            parts.append(f"-- {self.passthrough}…")
+        return " ".join(parts)
+
     def usage(self, verb: str) -> str:
         parts = [verb, *(p.usage for p in self.positionals)]
         parts += [f"[{f.usage}]" for f in self.flags]
@@ -85,10 +94,10 @@ def split_words(text: str) -> list[str]:
     return words
 
 
-def suggest(word: str, candidates: Sequence[str]) -> str | None:
+def suggest(word: str, candidates: Sequence[str], *, prefix: str = "") -> str | None:
     """A 'did you mean …' hint, or None when nothing is close."""
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else None
+    return f"did you mean `{prefix}{matches[0]}`?" if matches else None
 
 
 def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedArgs:

@@ -38,16 +38,21 @@ class Verb:
 
     @property
     def summary(self) -> str:
-        return self.doc.split("\n", 1)[0]
+        """The docstring's first paragraph, on one line."""
+        return " ".join(self.doc.split("\n\n", 1)[0].split())
 
     @property
     def details(self) -> str:
-        parts = self.doc.split("\n", 1)
+        parts = self.doc.split("\n\n", 1)
         return parts[1].strip() if len(parts) > 1 else ""
 
     @property
     def usage(self) -> str:
         return self.signature.usage(self.name)
+
+    @property
+    def short_usage(self) -> str:
+        return self.signature.short_usage(self.name)
 
 
 def verb(
@@ -101,6 +106,23 @@ class Registry:
         if v.name in self._verbs:
             raise ValueError(f"verb {v.name!r} registered twice")
         self._verbs[v.name] = v
+
+    def resolve(self, words: list[str]) -> tuple[Verb, list[str]]:
+        """The verb the words start with (one word, or two for a group like `image build`)
+        and the words after it."""
+        if len(words) >= 2 and f"{words[0]} {words[1]}" in self._verbs:
+            return self._verbs[f"{words[0]} {words[1]}"], words[2:]
+        group = [n.split(" ", 1)[1] for n in self._verbs if n.startswith(f"{words[0]} ")]
+        if group and words[0] not in self._verbs:
+            if len(words) < 2:
+                raise InvalidInput(f"`{words[0]}` needs a subcommand: {', '.join(sorted(group))}")
+            hint = suggest(words[1], sorted(group), prefix=f"{words[0]} ")
+            raise InvalidInput(f"unknown command `{words[0]} {words[1]}`",
+                               hint=hint or f"`{words[0]}` has: {', '.join(sorted(group))}")
+        return self.lookup(words[0]), words[1:]
+
+    def group(self, prefix: str) -> list[Verb]:
+        return [v for v in self if v.name.startswith(f"{prefix} ")]
 
     def lookup(self, name: str) -> Verb:
         found = self._verbs.get(name)

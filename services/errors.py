@@ -5,6 +5,7 @@
      │    ├── InvalidInput     input failed its grammar (name, address, flag, payload)
      │    ├── NotFound         the thing named does not exist
      │    ├── Conflict         exists already, in use, or busy with another job
+     │    ├── OperationFailed  the host could not do it (boot timeout, …); says what next
      │    └── PermissionDenied the caller's role is not enough
      └── InternalError        a bug or a host failure; logged with its traceback once,
           ├── StoreError       the user sees a short apology with a correlation id
@@ -44,6 +45,11 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     """The object exists already, is in use, or another job holds it."""
+
+
+class OperationFailed(UserError):
+    """The request was fine but the host could not carry it out; the message says why
+    and what to look at next (e.g. a machine that did not finish booting)."""
 
 
 class PermissionDenied(UserError):

@@ -15,7 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +92,8 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
 
 
 def spawn_detached(argv: Sequence[str], *, log_path: Path,
-                   env: Mapping[str, str] | None = None) -> int:
+                   env: Mapping[str, str] | None = None,
+                   preexec: Callable[[], None] | None = None) -> int:
     """Start a long-lived program in its own session, outliving ctbot; returns its PID.
 
     Its output is appended to ``log_path``. The child is reaped by whoever is its parent
@@ -110,9 +111,12 @@ def spawn_detached(argv: Sequence[str], *, log_path: Path,
             env={**BASE_ENV, **(env or {})},
             start_new_session=True,
             close_fds=True,
+            # Only for joining a cgroup (os.open/os.write): nothing that takes locks.
+            preexec_fn=preexec,
         )
-    # Popen keeps a handle to reap the child; hand that duty to a watcher thread so a
-    # short-lived `ctbot cmd` leaves no zombie and a long-lived `ctbot serve` sees exits.
+    # While ctbot lives it is the child's parent and must reap it, or a powered-off
+    # machine lingers as a zombie; reap_finished() does so whenever liveness is checked.
+    # Once ctbot exits, init inherits and reaps the child.
     _reapers.append(process)
     return process.pid
 

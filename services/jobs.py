@@ -123,6 +123,10 @@ class JobStore:
             (state, self._clock(), result, error, job_id),
         )
 
+    def annotate(self, job_id: int, error: str) -> None:
+        """Replace a finished job's error text (e.g. with what recovery did)."""
+        self._store.execute("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))
+
     def append_progress(self, job_id: int, line: str) -> None:
         with self._store.transaction() as tx:
             row = tx.execute(

@@ -39,10 +39,10 @@ def _format_timestamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def render(name: str, **context: Any) -> str:
-    return environment().get_template(name).render(**context)
+def render(template: str, /, **context: Any) -> str:
+    return environment().get_template(template).render(**context)
 
 
-def render_json(name: str, **context: Any) -> Any:
+def render_json(template: str, /, **context: Any) -> Any:
     """Render a template that produces JSON (Slack blocks) and parse it."""
-    return json.loads(render(name, **context))
+    return json.loads(render(template, **context))

@@ -12,13 +12,19 @@ AUDIT_DEFAULT = 20
 AUDIT_MAX = 200
 
 
-@verb("help", role=Role.NONE, positionals=[Positional("VERB", required=False)], audited=False)
+@verb("help", role=Role.NONE, audited=False,
+      positionals=[Positional("VERB", required=False), Positional("SUB", required=False)])
 async def run_help(inv: Invocation) -> Reply:
     """Show the commands you can use, or the details of one: `help VERB`."""
     registry = inv.services.registry
     name = inv.args.positionals.get("VERB")
     if name is not None:
-        v = registry.lookup(name)
+        sub = inv.args.positionals.get("SUB")
+        if sub is None and name not in registry and registry.group(name):
+            verbs = registry.group(name)
+            text = render("replies/help.txt.j2", verbs=verbs, role=inv.role)
+            return Reply(text=text, data={"verbs": [v.name for v in verbs]})
+        v, _ = registry.resolve([name] if sub is None else [name, sub])
         text = render("replies/help_verb.txt.j2", verb=v)
         return Reply(text=text, data={"verb": v.name, "usage": v.usage, "role": v.role,
                                       "help": v.doc})

@@ -97,7 +97,7 @@ async def slack_bot(tmp_path: Path, fake_slack: FakeSlack,
                     ) -> AsyncIterator[SlackBot]:
     secret = secrets.token_hex(16)
     settings = slack_settings(tmp_path, fake_slack, secret)
-    runtime = Runtime.open(settings, registry=registry_factory())
+    runtime = await Runtime.open(settings, registry=registry_factory())
     bolt = build_bolt_app(runtime, transport=Transport.SLACK)
     app = build_web_app(bolt_app=bolt.app, guard=SlackRequestGuard(secret))
     runner = web.AppRunner(app, access_log=None)

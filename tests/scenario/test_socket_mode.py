@@ -103,7 +103,7 @@ async def fake() -> AsyncIterator[FakeSocketModeSlack]:
 async def socket_bot(tmp_path: Path, fake: FakeSocketModeSlack) -> AsyncIterator[SocketBot]:
     settings = socket_mode_settings(tmp_path, fake)
     assert settings.slack.socket_mode_enabled and settings.slack.app_token
-    runtime = Runtime.open(settings)
+    runtime = await Runtime.open(settings)
     try:
         bolt = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
         try:

@@ -13,8 +13,12 @@ from handlers.registry import Registry, verb
 from handlers.roles import Role, RolePolicy
 from handlers.verbs import core, default_registry
 from services.audit import AuditLog, Outcome
+from services.images import ImageConfig, Images
 from services.jobs import JobRunner, JobStore
+from services.machine_store import MachineStore
+from services.machines import Machines, MachinesConfig
 from services.store import Store
+from services.supervisor import DirectSupervisor
 
 
 @verb("poke", role=Role.OPERATOR, mutating=True,
@@ -45,8 +49,16 @@ def dispatcher(tmp_path) -> Dispatcher:
     registry = Registry.from_modules(core, sys.modules[__name__])
     policy = RolePolicy.from_lists(admins=["U0ADMIN"], operators=["U0OPS"],
                                    viewers=["U0VIEW"])
+    images = Images(ImageConfig(images_dir=tmp_path / "images", default="base",
+                                suite="bookworm", mirror="http://127.0.0.1:9/", packages=()))
+    machines = Machines(records=MachineStore(store), images=images,
+                        supervisor=DirectSupervisor(), jobs=JobStore(store),
+                        config=MachinesConfig(machines_dir=tmp_path / "machines",
+                                              state_dir=tmp_path, boot_timeout=5,
+                                              stop_timeout=5))
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
-                               roles=policy, registry=registry))
+                               roles=policy, registry=registry, machines=machines,
+                               images=images))
 
 
 def request(text: str, user: str = "U0ADMIN", **kw) -> CommandRequest:
@@ -120,7 +132,7 @@ async def test_empty_text_shows_help(dispatcher):
 
 async def test_help_is_generated_from_docstrings(dispatcher):
     overview = await dispatcher.dispatch(request("help", "U0VIEW"))
-    assert "poke NAME [--hard]" in overview.text and "Poke a thing (test verb)." in overview.text
+    assert "poke NAME [options]" in overview.text and "Poke a thing (test verb)." in overview.text
     assert "[operator]" in overview.text  # marks what the caller may not run
     detail = await dispatcher.dispatch(request("help poke"))
     assert "Longer help: pokes NAME once." in detail.text and "--hard" in detail.text

@@ -1,0 +1,213 @@
+"""Images: read-only root filesystems that machines are cloned from.
+
+    images_dir/NAME/             the root filesystem, never written after it is made
+    images_dir/NAME.image.json   what it is: suite, source, packages, size, when
+
+The directory is the source of truth (like /var/lib/machines for machinectl): an image
+exists when both are there. A build or import writes into ``.NAME.partial`` and renames
+it into place as its last step, so a killed build leaves no image, only a partial
+directory that the next build of that name removes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from services import host, rootfs
+from services.errors import Conflict, InvalidInput, NotFound
+from services.names import image_name
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+
+DEBOOTSTRAP_TIMEOUT = 1800.0
+_SUITE_NAMES = ("bookworm", "trixie", "bullseye", "sid")
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    name: str
+    path: Path
+    suite: str
+    source: str  # "debootstrap" or "import:<origin>"
+    packages: tuple[str, ...]
+    size_bytes: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    images_dir: Path
+    default: str
+    suite: str
+    mirror: str
+    packages: tuple[str, ...]
+
+
+class Images:
+    def __init__(self, config: ImageConfig) -> None:
+        self.config = config
+        self.dir = config.images_dir
+
+    def path(self, name: str) -> Path:
+        return self.dir / image_name(name)
+
+    def _meta_path(self, name: str) -> Path:
+        return self.dir / f"{name}.image.json"
+
+    def all(self) -> list[Image]:
+        if not self.dir.is_dir():
+            return []
+        images = []
+        for meta in sorted(self.dir.glob("*.image.json")):
+            name = meta.name.removesuffix(".image.json")
+            try:
+                images.append(self.get(name))
+            except (NotFound, InvalidInput):
+                log.warning("ignoring stray image metadata path=%s", meta)
+        return images
+
+    def get(self, name: str) -> Image:
+        name = image_name(name)
+        meta, root = self._meta_path(name), self.dir / name
+        if not meta.is_file() or not root.is_dir():
+            known = ", ".join(f"`{i}`" for i in self._names()) or "none yet"
+            raise NotFound(f"there is no image `{name}` (images: {known}); "
+                           f"`image build {name}` makes one")
+        data = json.loads(meta.read_text())
+        return Image(name=name, path=root, suite=data["suite"], source=data["source"],
+                     packages=tuple(data["packages"]), size_bytes=data["size_bytes"],
+                     created_at=data["created_at"])
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except NotFound:
+            return False
+        return True
+
+    def _names(self) -> list[str]:
+        return sorted(m.name.removesuffix(".image.json") for m in self.dir.glob("*.image.json"))
+
+    async def build(self, name: str, *, suite: str | None = None,
+                    progress: Progress | None = None) -> Image:
+        """debootstrap a minimal Debian with the packages ctbot's features need."""
+        name = image_name(name)
+        suite = suite or self.config.suite
+        if suite not in _SUITE_NAMES:
+            raise InvalidInput(f"suite `{suite}` is not one of {', '.join(_SUITE_NAMES)}")
+        if self.exists(name):
+            raise Conflict(f"image `{name}` exists already; `image remove {name}` first")
+        partial = self._fresh_partial(name)
+        report = progress or _no_progress
+        await report(f"debootstrap {suite} ({len(self.config.packages)} extra packages)")
+        started = time.monotonic()
+        argv = [
+            "debootstrap", "--variant=minbase",
+            f"--include={','.join(self.config.packages)}",
+            "--", suite, str(partial), self.config.mirror,
+        ]
+        await host.run(argv, timeout=DEBOOTSTRAP_TIMEOUT)
+        await report(f"debootstrap done in {time.monotonic() - started:.0f} s; cleaning up")
+        _make_cloneable(partial)
+        await host.run(["chroot", "--", str(partial), "apt-get", "clean"], timeout=120)
+        return self._publish(name, partial, suite=suite, source="debootstrap",
+                             packages=self.config.packages)
+
+    async def import_(self, name: str, origin: Path, *,
+                      progress: Progress | None = None) -> Image:
+        """Import a root filesystem from a tarball or a directory."""
+        name = image_name(name)
+        if self.exists(name):
+            raise Conflict(f"image `{name}` exists already; `image remove {name}` first")
+        if not origin.is_absolute():
+            raise InvalidInput(f"give an absolute path, not `{origin}`")
+        report = progress or _no_progress
+        partial = self._fresh_partial(name)
+        if origin.is_dir():
+            await report(f"copying {origin}")
+            await host.run(["cp", "-a", "--reflink=auto", "--", f"{origin}/.", str(partial)],
+                           timeout=DEBOOTSTRAP_TIMEOUT)
+        elif origin.is_file() and tarfile.is_tarfile(origin):
+            await report(f"unpacking {origin}")
+            await host.run(["tar", "--extract", "--numeric-owners", "--xattrs",
+                            "--directory", str(partial), "--file", str(origin)],
+                           timeout=DEBOOTSTRAP_TIMEOUT)
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise InvalidInput(f"`{origin}` is neither a directory nor a tar archive")
+        if not (partial / "etc").is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+            raise InvalidInput(f"`{origin}` has no /etc: it is not a root filesystem")
+        _make_cloneable(partial)
+        return self._publish(name, partial, suite="unknown", source=f"import:{origin}",
+                             packages=())
+
+    def remove(self, name: str, *, used_by: Sequence[str]) -> None:
+        image = self.get(name)
+        if used_by:
+            raise Conflict(f"image `{image.name}` is used by {', '.join(used_by)}; destroy "
+                           "those machines first")
+        # Metadata first: a crash half-way leaves a directory without metadata, which
+        # is not an image, never an image without its files.
+        self._meta_path(image.name).unlink()
+        shutil.rmtree(image.path)
+
+    def _fresh_partial(self, name: str) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        partial = self.dir / f".{name}.partial"
+        if partial.exists():
+            log.warning("removing an unfinished image build path=%s", partial)
+            shutil.rmtree(partial)
+        partial.mkdir(mode=0o755)
+        return partial
+
+    def _publish(self, name: str, partial: Path, *, suite: str, source: str,
+                 packages: Sequence[str]) -> Image:
+        size = _tree_size(partial)
+        target = self.dir / name
+        if target.exists():  # a directory without metadata: a crashed earlier remove
+            shutil.rmtree(target)
+        partial.rename(target)
+        meta = {"suite": suite, "source": source, "packages": list(packages),
+                "size_bytes": size, "created_at": time.time()}
+        tmp = self._meta_path(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.rename(self._meta_path(name))
+        log.info("image ready name=%s source=%s bytes=%d", name, source, size)
+        return self.get(name)
+
+
+def _make_cloneable(root: Path) -> None:
+    """What every clone must get fresh is removed from the image."""
+    rootfs.write_file(root, "etc/machine-id", b"")  # filled per machine
+    rootfs.remove_file(root, "etc/hostname")
+    rootfs.remove_file(root, "var/lib/dbus/machine-id")
+    # A persistent journal, so `logs NAME` has something after a restart.
+    rootfs.ensure_dir(root, "var/log/journal")
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(root):  # does not follow symlinks
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+async def _no_progress(line: str) -> None:
+    return None
+
+
+__all__ = ["Image", "ImageConfig", "Images", "asdict"]

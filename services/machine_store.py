@@ -1,0 +1,173 @@
+"""Machine records, and the per-machine operation claim that makes concurrent
+commands (from any ctbot process sharing the store) safe.
+
+An operation (create, start, stop, restart, destroy) first *claims* the machine: the
+claim records the operation, the current step, its job and the claiming process. A
+second claim while the first holder lives is refused with who holds it; a claim whose
+process died (SIGKILL, crash, reboot) is stale, and start-up reconciliation finishes or
+undoes what it was doing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from services.clones import CloneMethod
+from services.errors import Conflict, NotFound
+from services.host import ProcessId, this_process
+from services.store import Store
+
+
+class Desired(StrEnum):
+    """What the machine should be doing; what it *is* doing is observed live."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class Op(StrEnum):
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    DESTROY = "destroy"
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRecord:
+    name: str
+    image: str
+    desired: Desired
+    features: tuple[str, ...]
+    cpu: float | None
+    memory_bytes: int | None
+    clone_method: CloneMethod | None
+    nspawn: ProcessId | None
+    op: Op | None
+    op_step: str | None
+    op_job: int | None
+    op_owner: ProcessId | None
+    created_at: float
+
+    @property
+    def op_alive(self) -> bool:
+        return self.op is not None and self.op_owner is not None and self.op_owner.alive()
+
+    @property
+    def op_stale(self) -> bool:
+        return self.op is not None and not self.op_alive
+
+
+class MachineStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def begin_create(self, *, name: str, image: str, features: Sequence[str],
+                     cpu: float | None, memory_bytes: int | None, job_id: int | None) -> None:
+        """Insert the record, claimed for ``create``; Conflict if the name is taken."""
+        owner = this_process()
+        with self._store.transaction() as tx:
+            row = tx.execute("SELECT * FROM machines WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                raise _busy_or_exists(_record(row))
+            tx.execute(
+                "INSERT INTO machines (name, image, state, features, cpu, memory_bytes, op,"
+                " op_step, op_job, op_pid, op_start, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, image, Desired.STOPPED, json.dumps(list(features)), cpu, memory_bytes,
+                 Op.CREATE, "claimed", job_id, owner.pid, owner.start, time.time()),
+            )
+
+    def claim(self, name: str, op: Op, *, job_id: int | None = None) -> MachineRecord:
+        """Claim an existing machine for ``op``; Conflict while another op holds it."""
+        owner = this_process()
+        with self._store.transaction() as tx:
+            row = tx.execute("SELECT * FROM machines WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"there is no machine `{name}`; `list` shows the machines")
+            record = _record(row)
+            if record.op_alive:
+                raise _busy_or_exists(record)
+            tx.execute(
+                "UPDATE machines SET op = ?, op_step = ?, op_job = ?, op_pid = ?, op_start = ?"
+                " WHERE name = ?",
+                (op, "claimed", job_id, owner.pid, owner.start, name),
+            )
+        return self.get(name)
+
+    def step(self, name: str, step: str) -> None:
+        self._store.execute("UPDATE machines SET op_step = ? WHERE name = ?", (step, name))
+
+    def release(self, name: str) -> None:
+        self._store.execute(
+            "UPDATE machines SET op = NULL, op_step = NULL, op_job = NULL, op_pid = NULL,"
+            " op_start = NULL WHERE name = ?", (name,))
+
+    def update(self, name: str, **fields: Any) -> None:
+        columns = {"desired": "state", "clone_method": "clone_method"}
+        sets, values = [], []
+        for key, value in fields.items():
+            if key == "nspawn":
+                sets += ["nspawn_pid = ?", "nspawn_start = ?"]
+                values += [value.pid, value.start] if value is not None else [None, None]
+            else:
+                sets.append(f"{columns[key]} = ?")
+                values.append(str(value) if value is not None else None)
+        self._store.execute(f"UPDATE machines SET {', '.join(sets)} WHERE name = ?",
+                            (*values, name))
+
+    def delete(self, name: str) -> None:
+        self._store.execute("DELETE FROM machines WHERE name = ?", (name,))
+
+    def get(self, name: str) -> MachineRecord:
+        rows = self._store.query("SELECT * FROM machines WHERE name = ?", (name,))
+        if not rows:
+            raise NotFound(f"there is no machine `{name}`; `list` shows the machines")
+        return _record(rows[0])
+
+    def find(self, name: str) -> MachineRecord | None:
+        rows = self._store.query("SELECT * FROM machines WHERE name = ?", (name,))
+        return _record(rows[0]) if rows else None
+
+    def all(self) -> list[MachineRecord]:
+        return [_record(r) for r in self._store.query("SELECT * FROM machines ORDER BY name")]
+
+    def using_image(self, image: str) -> list[str]:
+        rows = self._store.query("SELECT name FROM machines WHERE image = ? ORDER BY name",
+                                 (image,))
+        return [r["name"] for r in rows]
+
+
+def _busy_or_exists(record: MachineRecord) -> Conflict:
+    if record.op_alive:
+        job = f" (job #{record.op_job})" if record.op_job else ""
+        verb = "being created" if record.op is Op.CREATE else f"busy: {record.op} in progress"
+        return Conflict(f"machine `{record.name}` is {verb}{job}; try again when it is done")
+    return Conflict(f"machine `{record.name}` exists already; `status {record.name}` shows it")
+
+
+def _record(row: sqlite3.Row) -> MachineRecord:
+    nspawn = ProcessId(row["nspawn_pid"], row["nspawn_start"]) if row["nspawn_pid"] else None
+    owner = ProcessId(row["op_pid"], row["op_start"]) if row["op_pid"] else None
+    return MachineRecord(
+        name=row["name"],
+        image=row["image"],
+        desired=Desired(row["state"]),
+        features=tuple(json.loads(row["features"])),
+        cpu=row["cpu"],
+        memory_bytes=row["memory_bytes"],
+        clone_method=CloneMethod(row["clone_method"]) if row["clone_method"] else None,
+        nspawn=nspawn,
+        op=Op(row["op"]) if row["op"] else None,
+        op_step=row["op_step"],
+        op_job=row["op_job"],
+        op_owner=owner,
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,92 @@
+"""Writing files inside a machine's root without following symlinks planted there.
+
+A machine's root belongs to whoever is root inside it: ``/etc/hostname`` may be a
+symlink to ``/../../etc/shadow`` of the host. Every path component is opened with
+O_NOFOLLOW relative to the previous directory's file descriptor, and the file is
+replaced by rename(2), which replaces a symlink rather than writing through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path, PurePosixPath
+
+from services.errors import InternalError
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_file(root: Path, relpath: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Atomically write ``root/relpath``; missing parent directories are created."""
+    parts = _parts(relpath)
+    dir_fd = _open_dir(root, parts[:-1], create=True)
+    name = parts[-1]
+    tmp = f".{name}.ctbot-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode, dir_fd=dir_fd)
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise InternalError(f"cannot write {relpath} in {root}: {exc.strerror}") from exc
+    finally:
+        os.close(dir_fd)
+
+
+def ensure_dir(root: Path, relpath: str) -> None:
+    """Create ``root/relpath`` and its parents as plain directories."""
+    os.close(_open_dir(root, _parts(relpath), create=True))
+
+
+def remove_file(root: Path, relpath: str) -> None:
+    """Remove ``root/relpath`` if present (a symlink is removed, never followed)."""
+    parts = _parts(relpath)
+    try:
+        dir_fd = _open_dir(root, parts[:-1], create=False)
+    except FileNotFoundError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(parts[-1], dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _parts(relpath: str) -> list[str]:
+    path = PurePosixPath(relpath)
+    parts = [p for p in path.parts if p not in ("/", ".")]
+    if not parts or ".." in parts:
+        raise InternalError(f"refusing path {relpath!r} inside a machine root")
+    return parts
+
+
+def _open_dir(root: Path, parts: list[str], *, create: bool) -> int:
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts:
+            try:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:  # ELOOP / ENOTDIR: a symlink or file where a dir should be
+                raise InternalError(
+                    f"refusing to write below {part!r} in {root}: not a plain directory"
+                ) from exc
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

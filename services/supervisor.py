@@ -1,0 +1,197 @@
+"""Running machines: one interface, two backends, chosen automatically.
+
+- ``SystemdSupervisor`` where systemd is PID 1 (production): the machine runs as
+  ``systemd-nspawn@NAME.service`` with a drop-in that points it at our root and
+  settings and carries the resource limits.
+- ``DirectSupervisor`` elsewhere (CI, development VMs, WSL, containers): ctbot starts
+  ``systemd-nspawn --register=no --keep-unit …`` detached in its own session, so the
+  machine outlives ctbot, and finds it again through /proc.
+
+Both identify a machine's nspawn process by PID *and* start time, and both can find it
+from scratch by scanning /proc for the nspawn whose ``--directory=`` is the machine's
+root (used when ctbot died between spawning nspawn and recording its PID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from services import cgroups, host
+from services.cgroups import Limits
+from services.errors import HostCommandFailed, InternalError
+from services.host import ProcessId
+
+log = logging.getLogger(__name__)
+
+NSPAWN = "systemd-nspawn"
+# cgroup v2 inside the machine: Docker's runc needs it (ARCHITECTURE.md, measured facts).
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+POWEROFF = signal.SIGRTMIN + 4  # systemd's "halt and power off" request
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    name: str
+    root: Path
+    console_log: Path
+    limits: Limits
+
+
+def nspawn_argv(launch: Launch) -> list[str]:
+    """Everything else comes from NAME.nspawn next to the root (``--settings=trusted``)."""
+    return [
+        NSPAWN,
+        "--quiet",
+        "--keep-unit",
+        "--register=no",
+        "--settings=trusted",
+        "--console=read-only",
+        f"--directory={launch.root}",
+        f"--machine={launch.name}",
+    ]
+
+
+class Supervisor(Protocol):
+    kind: str
+
+    async def start(self, launch: Launch) -> ProcessId: ...
+
+    async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
+                   timeout: float) -> None: ...
+
+    def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None: ...
+
+
+def choose_supervisor() -> Supervisor:
+    if Path("/run/systemd/system").is_dir() and _pid1_is_systemd():
+        return SystemdSupervisor()
+    return DirectSupervisor()
+
+
+def _pid1_is_systemd() -> bool:
+    try:
+        return Path("/proc/1/comm").read_text().strip() == "systemd"
+    except OSError:
+        return False
+
+
+def leader_of(nspawn: ProcessId) -> int | None:
+    """The machine's PID 1 (its systemd), seen from the host: nspawn's child."""
+    children = host.process_children(nspawn.pid)
+    return children[0] if children else None
+
+
+def find_nspawn_by_root(root: Path) -> ProcessId | None:
+    """Scan /proc for the nspawn running ``root``: exact, since roots are unique."""
+    wanted = f"--directory={root}"
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        argv = host.process_cmdline(int(entry.name))
+        if argv and os.path.basename(argv[0]) == NSPAWN and wanted in argv:
+            pid = int(entry.name)
+            found = ProcessId(pid, host.process_start_time(pid))
+            if found.alive():
+                return found
+    return None
+
+
+class DirectSupervisor:
+    kind = "direct"
+
+    async def start(self, launch: Launch) -> ProcessId:
+        dirs = cgroups.prepare(launch.name, launch.limits)
+        join = cgroups.join_function(dirs) if dirs else None
+        pid = host.spawn_detached(nspawn_argv(launch), log_path=launch.console_log,
+                                  env=NSPAWN_ENV, preexec=join)
+        return ProcessId(pid, host.process_start_time(pid))
+
+    def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
+        if recorded is not None and recorded.alive():
+            return recorded
+        return find_nspawn_by_root(root)
+
+    async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
+                   timeout: float) -> None:
+        nspawn = self.find(name, root, recorded)
+        if nspawn is not None:
+            await _poweroff(nspawn, timeout=timeout)
+        cgroups.remove(name)
+
+
+async def _poweroff(nspawn: ProcessId, *, timeout: float) -> None:
+    """Ask the machine's systemd to power off; kill it if it does not in time."""
+    leader = leader_of(nspawn)
+    if leader is not None:
+        host.send_signal(leader, POWEROFF)
+    if await _wait_gone(nspawn, timeout):
+        return
+    log.warning("machine did not power off in %.0f s; killing nspawn_pid=%d", timeout,
+                nspawn.pid)
+    # Kill the machine's PID 1 first: that ends its whole PID namespace; then nspawn.
+    leader = leader_of(nspawn)
+    if leader is not None:
+        host.send_signal(leader, signal.SIGKILL)
+    if not await _wait_gone(nspawn, 5):
+        host.send_signal(nspawn.pid, signal.SIGKILL)
+        if not await _wait_gone(nspawn, 5):
+            raise InternalError(f"nspawn process {nspawn.pid} does not die")
+
+
+async def _wait_gone(process: ProcessId, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process.alive():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+class SystemdSupervisor:
+    """systemd-nspawn@NAME.service, pointed at our root by a runtime drop-in."""
+
+    kind = "systemd"
+    dropin_root = Path("/run/systemd/system")
+
+    def _unit(self, name: str) -> str:
+        return f"systemd-nspawn@{name}.service"
+
+    async def start(self, launch: Launch) -> ProcessId:
+        dropin = self.dropin_root / f"{self._unit(launch.name)}.d" / "ctbot.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["[Service]", "ExecStart=",
+                 "ExecStart=" + " ".join(nspawn_argv(launch)),
+                 *(f"Environment={k}={v}" for k, v in NSPAWN_ENV.items())]
+        if launch.limits.cpu is not None:
+            lines.append(f"CPUQuota={int(launch.limits.cpu * 100)}%")
+        if launch.limits.memory_bytes is not None:
+            lines.append(f"MemoryMax={launch.limits.memory_bytes}")
+        dropin.write_text("\n".join(lines) + "\n")
+        await host.run(["systemctl", "daemon-reload"], timeout=30)
+        await host.run(["systemctl", "start", "--", self._unit(launch.name)], timeout=30)
+        found = self.find(launch.name, launch.root, None)
+        if found is None:
+            raise InternalError(f"{self._unit(launch.name)} started but has no main process")
+        return found
+
+    def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
+        if recorded is not None and recorded.alive():
+            return recorded
+        return find_nspawn_by_root(root)
+
+    async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
+                   timeout: float) -> None:
+        try:
+            await host.run(["systemctl", "stop", "--", self._unit(name)], timeout=timeout + 10)
+        except HostCommandFailed as exc:
+            log.warning("systemctl stop failed machine=%s error=%s", name, exc)
+            nspawn = self.find(name, root, recorded)
+            if nspawn is not None:
+                await _poweroff(nspawn, timeout=timeout)
