@@ -94,11 +94,12 @@ def join_function(dirs: list[Path]) -> Callable[[], None]:
 def remove(name: str) -> None:
     """Remove the machine's cgroups once nothing runs in them."""
     for d in cgroup_dirs(name):
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                d.rmdir()
-            except OSError as exc:
-                log.warning("cannot remove cgroup path=%s error=%s", d, exc.strerror)
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            continue  # the machine had no limits
+        except OSError as exc:
+            log.warning("cannot remove cgroup path=%s error=%s", d, exc.strerror)
 
 
 def memory_limit_of(name: str) -> int | None:

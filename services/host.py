@@ -179,6 +179,14 @@ def this_process() -> ProcessId:
     return ProcessId(os.getpid(), process_start_time(os.getpid()))
 
 
+def process_parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def process_children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

@@ -91,12 +91,17 @@ def leader_of(nspawn: ProcessId) -> int | None:
 def find_nspawn_by_root(root: Path) -> ProcessId | None:
     """Scan /proc for the nspawn running ``root``: exact, since roots are unique."""
     wanted = f"--directory={root}"
+    matches = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         argv = host.process_cmdline(int(entry.name))
         if argv and os.path.basename(argv[0]) == NSPAWN and wanted in argv:
-            pid = int(entry.name)
+            matches.add(int(entry.name))
+    # nspawn forks the machine's PID 1, which carries nspawn's argv until it execs
+    # systemd: the nspawn we want is the match whose parent is not a match.
+    for pid in sorted(matches):
+        if host.process_parent(pid) not in matches:
             found = ProcessId(pid, host.process_start_time(pid))
             if found.alive():
                 return found
