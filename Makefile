@@ -7,7 +7,8 @@ VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 # Everything ctbot needs from Debian, in one list (the machine features add theirs here).
-APT_PACKAGES := python3 python3-venv python3-pip ca-certificates
+APT_PACKAGES := python3 python3-venv python3-pip ca-certificates \
+	systemd-container debootstrap util-linux mount iputils-ping
 
 .PHONY: run test lint system-deps venv clean
 

@@ -8,6 +8,7 @@ per machine itself — ``ctbot/NAME`` in the v2 hierarchy, or in the v1 ``cpu`` 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -36,17 +37,23 @@ def _unified() -> bool:
     return (CGROUP_ROOT / "cgroup.controllers").is_file()
 
 
-def cgroup_dirs(name: str) -> list[Path]:
+def group_name(name: str, root: Path) -> str:
+    """One cgroup per machine *root*: two ctbot instances (say, production and a test
+    run with its own machines_dir) may both have a `web1`, never the same root."""
+    return f"{name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+
+
+def cgroup_dirs(group: str) -> list[Path]:
     if _unified():
-        return [CGROUP_ROOT / "ctbot" / name]
-    return [CGROUP_ROOT / "cpu" / "ctbot" / name, CGROUP_ROOT / "memory" / "ctbot" / name]
+        return [CGROUP_ROOT / "ctbot" / group]
+    return [CGROUP_ROOT / "cpu" / "ctbot" / group, CGROUP_ROOT / "memory" / "ctbot" / group]
 
 
-def prepare(name: str, limits: Limits) -> list[Path]:
+def prepare(group: str, limits: Limits) -> list[Path]:
     """Create the machine's cgroup(s) with its limits; returns the dirs to join."""
     if not limits.any:
         return []
-    dirs = cgroup_dirs(name)
+    dirs = cgroup_dirs(group)
     try:
         if _unified():
             (CGROUP_ROOT / "ctbot").mkdir(exist_ok=True)
@@ -68,7 +75,7 @@ def prepare(name: str, limits: Limits) -> list[Path]:
             if limits.memory_bytes is not None:
                 (memory_dir / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
     except OSError as exc:
-        raise InternalError(f"cannot set resource limits for {name}: {exc}") from exc
+        raise InternalError(f"cannot set resource limits for {group}: {exc}") from exc
     return dirs
 
 
@@ -91,21 +98,12 @@ def join_function(dirs: list[Path]) -> Callable[[], None]:
     return join
 
 
-def remove(name: str) -> None:
+def remove(group: str) -> None:
     """Remove the machine's cgroups once nothing runs in them."""
-    for d in cgroup_dirs(name):
+    for d in cgroup_dirs(group):
         try:
             d.rmdir()
         except FileNotFoundError:
             continue  # the machine had no limits
         except OSError as exc:
             log.warning("cannot remove cgroup path=%s error=%s", d, exc.strerror)
-
-
-def memory_limit_of(name: str) -> int | None:
-    """The memory limit in force for the machine (bytes), read back from the kernel."""
-    for d in cgroup_dirs(name):
-        for file in ("memory.max", "memory.limit_in_bytes"):
-            with contextlib.suppress(OSError, ValueError):
-                return int((d / file).read_text().strip())
-    return None

@@ -115,7 +115,8 @@ class Images:
         argv = [
             "debootstrap", "--variant=minbase",
             f"--include={','.join(self.config.packages)}",
-            "--", suite, str(partial), self.config.mirror,
+            # debootstrap takes no "--"; suite and mirror were validated, partial is ours.
+            suite, str(partial), self.config.mirror,
         ]
         await host.run(argv, timeout=DEBOOTSTRAP_TIMEOUT)
         await report(f"debootstrap done in {time.monotonic() - started:.0f} s; cleaning up")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from services.errors import NotFound, UserError
+from services.errors import HostCommandFailed, NotFound, UserError
 from services.host import ProcessId, this_process
 from services.store import Store
 
@@ -269,6 +269,11 @@ class JobRunner:
             raise
         except UserError as exc:
             self._jobs.mark_finished(job_id, JobState.FAILED, error=str(exc))
+        except HostCommandFailed as exc:
+            # What the host program said is what an operator needs to act on.
+            log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
+            self._jobs.mark_finished(job_id, JobState.FAILED,
+                                     error=f"{exc} (log: {job.correlation_id})")
         except Exception as exc:
             log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
             self._jobs.mark_finished(

@@ -112,7 +112,7 @@ class DirectSupervisor:
     kind = "direct"
 
     async def start(self, launch: Launch) -> ProcessId:
-        dirs = cgroups.prepare(launch.name, launch.limits)
+        dirs = cgroups.prepare(cgroups.group_name(launch.name, launch.root), launch.limits)
         join = cgroups.join_function(dirs) if dirs else None
         pid = host.spawn_detached(nspawn_argv(launch), log_path=launch.console_log,
                                   env=NSPAWN_ENV, preexec=join)
@@ -128,7 +128,7 @@ class DirectSupervisor:
         nspawn = self.find(name, root, recorded)
         if nspawn is not None:
             await _poweroff(nspawn, timeout=timeout)
-        cgroups.remove(name)
+        cgroups.remove(cgroups.group_name(name, root))
 
 
 async def _poweroff(nspawn: ProcessId, *, timeout: float) -> None:

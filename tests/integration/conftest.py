@@ -1,0 +1,134 @@
+"""Real machines: a base image cached between runs, machines made per test, all torn down.
+
+The image is built by ctbot itself (`image build`) the first time, into
+/var/cache/ctbot/test-images (outside the repo, kept between runs; CTBOT_TEST_IMAGES_DIR
+overrides), named after a hash of its package list so a changed list builds a new one.
+Machines and state live in a fresh directory under /var/tmp per session; the session
+teardown destroys every machine through ctbot, then kills by PID any nspawn still
+running a root below that directory and unmounts what is left, even after failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot.settings import DEFAULT_IMAGE_PACKAGES
+from services import clones
+from services.supervisor import find_nspawn_by_root
+from tests.scenario.processes import run_ctbot
+
+IMAGES_DIR = Path(os.environ.get("CTBOT_TEST_IMAGES_DIR", "/var/cache/ctbot/test-images"))
+IMAGE = "it-" + hashlib.sha256(",".join(DEFAULT_IMAGE_PACKAGES).encode()).hexdigest()[:8]
+REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "mount")
+
+
+@dataclass
+class Host:
+    """ctbot pointed at the session's own directories."""
+
+    base: Path
+    env: dict[str, str]
+
+    @property
+    def machines_dir(self) -> Path:
+        return self.base / "machines"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    def ctbot(self, text: str, *flags: str, timeout: float = 300
+              ) -> subprocess.CompletedProcess[str]:
+        return run_ctbot("cmd", text, *flags, env=self.env, timeout=timeout)
+
+    def json(self, text: str, *flags: str) -> dict:
+        result = self.ctbot(text, "--json", *flags)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
+    def status(self, name: str) -> dict:
+        return self.json(f"status {name}")
+
+    def names(self) -> list[str]:
+        return [m["name"] for m in self.json("list")["machines"]]
+
+    def create(self, name: str, *flags: str) -> dict:
+        result = self.ctbot(f"create {name} {' '.join(flags)}".strip())
+        assert result.returncode == 0, result.stdout + result.stderr
+        return self.status(name)
+
+
+def _missing_requirements() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    return f"missing {', '.join(missing)} (make test installs them)" if missing else None
+
+
+@pytest.fixture(scope="session")
+def host_env() -> Iterator[Host]:
+    reason = _missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="ctbot-it-", dir="/var/tmp"))
+    config = base / "ctbot.toml"
+    config.write_text(f'[images]\ndefault = "{IMAGE}"\n[machines]\nboot_timeout = 90\n')
+    host = Host(base, {
+        "CTBOT_CONFIG": str(config),
+        "CTBOT_STATE_DIR": str(base / "state"),
+        "CTBOT_MACHINES_DIR": str(base / "machines"),
+        "CTBOT_IMAGES_DIR": str(IMAGES_DIR),
+    })
+    try:
+        if not (IMAGES_DIR / f"{IMAGE}.image.json").exists():
+            built = host.ctbot(f"image build {IMAGE}", timeout=1800)
+            assert built.returncode == 0, built.stdout + built.stderr
+        yield host
+    finally:
+        _teardown(host)
+
+
+def _teardown(host: Host) -> None:
+    listed = host.ctbot("list", "--json")
+    if listed.returncode == 0:
+        for machine in json.loads(listed.stdout)["machines"]:
+            host.ctbot(f"destroy {machine['name']}", "--yes")
+    # Safety net for whatever ctbot could not destroy: only what lives below our base.
+    if host.machines_dir.is_dir():
+        for root in host.machines_dir.iterdir():
+            nspawn = find_nspawn_by_root(root)
+            if nspawn is not None:
+                os.kill(nspawn.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+                while nspawn.alive() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            if clones.is_mounted(root):
+                subprocess.run(["umount", "--lazy", str(root)], check=False)
+    shutil.rmtree(host.base, ignore_errors=True)
+
+
+@pytest.fixture
+def host(host_env: Host) -> Host:
+    return host_env
+
+
+def inside(leader: int, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command in the machine directly (not through ctbot): what a user would check."""
+    return subprocess.run(["nsenter", f"--target={leader}", "--all", "--", *argv],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def nspawn_running(host: Host, name: str) -> bool:
+    return find_nspawn_by_root(host.machines_dir / name) is not None
