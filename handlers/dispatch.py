@@ -9,11 +9,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from handlers import messages
-from handlers.context import CommandRequest, Invocation, Reply, Services, Visibility
+from handlers.context import (
+    CommandRequest,
+    Invocation,
+    Reply,
+    Services,
+    Transport,
+    Visibility,
+)
 from handlers.grammar import parse_args, split_words
 from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
 from services.audit import Outcome
-from services.errors import PermissionDenied, UserError
+from services.errors import InvalidInput, PermissionDenied, UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,11 @@ class Dispatcher:
         words = split_words(request.text)
         if not words:
             words = ["help"]
+        words, typed_yes = _take_yes(words)
+        if typed_yes:
+            if request.transport not in TYPED_CONFIRMATION:
+                raise InvalidInput("in Slack, confirm with the Confirm button, not `--yes`")
+            request = replace(request, confirmed=True)
         verb, rest = self.services.registry.resolve(words)
         args = parse_args(verb.name, verb.signature, rest)
         inv = Invocation(
@@ -81,6 +93,19 @@ class Dispatcher:
             return bool(words) and self.services.registry.resolve(words)[0].mutating
         except UserError:
             return False
+
+
+# Where a typed `--yes` confirms a destructive command: a terminal the operator sits at.
+# In Slack only the button does, so a pasted command cannot skip the question.
+TYPED_CONFIRMATION = frozenset({Transport.CLI, Transport.CONSOLE})
+
+
+def _take_yes(words: list[str]) -> tuple[list[str], bool]:
+    """Remove a `--yes` given before any `--` pass-through."""
+    end = words.index("--") if "--" in words else len(words)
+    if "--yes" not in words[:end]:
+        return words, False
+    return [w for i, w in enumerate(words) if not (i < end and w == "--yes")], True
 
 
 def _with_visibility(reply: Reply, visibility: Visibility) -> Reply:

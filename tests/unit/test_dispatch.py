@@ -150,3 +150,13 @@ def test_a_verb_without_docstring_is_refused():
         @verb("nodoc", role=Role.ADMIN)
         async def run_nodoc(inv: Invocation) -> Reply:
             return Reply(text="")
+
+
+async def test_typed_yes_confirms_on_a_terminal_but_not_in_slack(dispatcher):
+    console = await dispatcher.dispatch(CommandRequest(
+        text="zap --yes", user_id="U0ADMIN", transport=Transport.CONSOLE,
+        correlation_id="c-1"))
+    assert console.ok and console.text == "zapped"
+    slack = await dispatcher.dispatch(CommandRequest(
+        text="zap --yes", user_id="U0ADMIN", transport=Transport.SLACK, correlation_id="c-2"))
+    assert slack.outcome is Outcome.USER_ERROR and "Confirm button" in slack.text
