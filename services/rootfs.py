@@ -27,10 +27,11 @@ def write_file(root: Path, relpath: str, data: bytes, *, mode: int = 0o644) -> N
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode, dir_fd=dir_fd)
+        # No fsync: these files belong to a machine that an interrupted create rolls back
+        # whole; rename still makes each replacement atomic.
         try:
             os.write(fd, data)
             os.fchmod(fd, mode)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
