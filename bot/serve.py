@@ -14,11 +14,14 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack_app import SlackBolt, build_bolt_app
 from bot.slack_guard import SlackRequestGuard
+from bot.slack_progress import sync_stale_messages
 from bot.socket_mode import SocketModeTransport
 from bot.web import build_web_app
 from handlers.context import Transport
 
 log = logging.getLogger("ctbot")
+
+HOUSEKEEPING_SECONDS = 60.0
 
 
 async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
@@ -47,6 +50,9 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
                                           silence_seconds=slack.socket_watchdog_seconds)
         await socket_mode.start()
 
+    housekeeping = asyncio.create_task(
+        _housekeeping(runtime, slack_http or slack_socket), name="housekeeping")
+
     console: asyncio.Task[None] | None = None
     if not (slack.http_enabled or slack.socket_mode_enabled):
         if console_allowed:
@@ -59,6 +65,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
         await stop.wait()
     finally:
         log.info("stopping")
+        housekeeping.cancel()
         if console is not None:
             console.cancel()
         if socket_mode is not None:
@@ -71,3 +78,18 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _housekeeping(runtime: Runtime, slack: SlackBolt | None) -> None:
+    """Catch what other ctbot processes left behind (a `ctbot cmd` killed half-way):
+    orphaned jobs, interrupted machine operations, and job messages in Slack that still
+    show a state from before the crash. Runs at start and then every minute."""
+    while True:
+        try:
+            runtime.jobs.recover_interrupted()
+            await runtime.machines.reconcile()
+            if slack is not None:
+                await sync_stale_messages(slack.app.client, runtime.jobs.store)
+        except Exception:
+            log.exception("housekeeping failed; retrying in a minute")
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)

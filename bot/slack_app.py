@@ -90,7 +90,8 @@ def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
         if not is_slack_user_id(user_id):
             log.warning("slack payload with a malformed user id ignored cid=%s", cid)
             return
-        observer = SlackJobMessage(client, channel_id) if channel_id else None
+        observer = (SlackJobMessage(client, channel_id, jobs=runtime.jobs.store)
+                    if channel_id else None)
         reply = await dispatcher.dispatch(CommandRequest(
             text=text, user_id=user_id, transport=transport, correlation_id=cid,
             channel_id=channel_id, confirmed=confirmed, observer=observer,

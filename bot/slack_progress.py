@@ -16,16 +16,24 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.verbs.jobs import render_job
-from services.jobs import Job
+from services.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 
 
+def job_message(job: Job) -> tuple[str, list[dict[str, Any]]]:
+    """The notification line and the blocks of a job's message."""
+    text = render_job(job)
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"```{text[:2900]}```"}}]
+    return text.split("\n", 1)[0], blocks
+
+
 class SlackJobMessage:
-    def __init__(self, client: AsyncWebClient, channel: str, *,
+    def __init__(self, client: AsyncWebClient, channel: str, *, jobs: JobStore | None = None,
                  min_interval: float = 1.0) -> None:
         self._client = client
         self._channel = channel
+        self._jobs = jobs
         self._min_interval = min_interval
         self._lock = asyncio.Lock()
         self._ts: str | None = None
@@ -63,25 +71,44 @@ class SlackJobMessage:
             await self._send(job)
 
     async def _send(self, job: Job) -> None:
-        text = render_job(job)
-        blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{text[:2900]}```"}}
-        ]
+        text, blocks = job_message(job)
         async with self._lock:
             try:
                 if self._ts is None:
                     response = await self._client.chat_postMessage(
-                        channel=self._channel, text=text.split("\n", 1)[0], blocks=blocks
-                    )
+                        channel=self._channel, text=text, blocks=blocks)
                     self._ts = response["ts"]
+                    if self._jobs is not None:
+                        # Remembered so that a ctbot restarted after a crash can still
+                        # tell this message how the job ended (sync_stale_messages).
+                        self._jobs.set_chat_ref(job.id, {"channel": self._channel,
+                                                         "ts": str(self._ts)})
                 else:
                     await self._client.chat_update(
-                        channel=self._channel, ts=self._ts, text=text.split("\n", 1)[0],
-                        blocks=blocks,
-                    )
+                        channel=self._channel, ts=self._ts, text=text, blocks=blocks)
                 self._last_sent = time.monotonic()
             except SlackApiError as exc:
                 # e.g. not_in_channel: the final reply then goes through response_url.
                 log.warning("cannot post job progress job_id=%d channel=%s error=%s",
                             job.id, self._channel, exc.response.get("error"))
                 self.failed = True
+
+
+async def sync_stale_messages(client: AsyncWebClient, jobs: JobStore) -> int:
+    """Edit the Slack messages of jobs that ended while no one could update them (ctbot
+    was killed; the restart rolled back or finished the work). Returns how many."""
+    synced = 0
+    for job, ref in jobs.stale_chat_messages():
+        if "channel" not in ref or "ts" not in ref:
+            jobs.chat_synced(job.id)
+            continue
+        text, blocks = job_message(job)
+        try:
+            await client.chat_update(channel=ref["channel"], ts=ref["ts"], text=text,
+                                     blocks=blocks)
+        except SlackApiError as exc:
+            log.warning("cannot update the message of job_id=%d error=%s", job.id,
+                        exc.response.get("error"))
+        jobs.chat_synced(job.id)
+        synced += 1
+    return synced

@@ -124,8 +124,25 @@ class JobStore:
         )
 
     def annotate(self, job_id: int, error: str) -> None:
-        """Replace a finished job's error text (e.g. with what recovery did)."""
-        self._store.execute("UPDATE jobs SET error = ? WHERE id = ?", (error, job_id))
+        """Replace a finished job's error text (e.g. with what recovery did); its chat
+        message, if any, now shows an old state."""
+        self._store.execute("UPDATE jobs SET error = ?, chat_stale = 1 WHERE id = ?",
+                            (error, job_id))
+
+    def set_chat_ref(self, job_id: int, ref: Mapping[str, str]) -> None:
+        """Where the job's progress message lives (e.g. a Slack channel and ts)."""
+        self._store.execute("UPDATE jobs SET chat_ref = ? WHERE id = ?",
+                            (json.dumps(dict(ref)), job_id))
+
+    def stale_chat_messages(self) -> list[tuple[Job, dict[str, str]]]:
+        """Finished jobs whose chat message was last updated before they ended (their
+        process died): the message still says "running"."""
+        rows = self._store.query(
+            "SELECT id, chat_ref FROM jobs WHERE chat_stale = 1 AND chat_ref != ''")
+        return [(self.get(row["id"]), json.loads(row["chat_ref"])) for row in rows]
+
+    def chat_synced(self, job_id: int) -> None:
+        self._store.execute("UPDATE jobs SET chat_stale = 0 WHERE id = ?", (job_id,))
 
     def append_progress(self, job_id: int, line: str) -> None:
         with self._store.transaction() as tx:
@@ -207,6 +224,7 @@ class JobRunner:
             self._jobs.mark_finished(
                 job.id, JobState.INTERRUPTED, error="ctbot stopped while this job ran"
             )
+            self._jobs.annotate(job.id, "ctbot stopped while this job ran")
             recovered.append(self._jobs.get(job.id))
         return recovered
 

@@ -82,6 +82,11 @@ MIGRATIONS: tuple[str, ...] = (
         created_at   REAL    NOT NULL
     );
     """,
+    # 3: where a job's chat message lives, and whether it still shows an old state
+    """
+    ALTER TABLE jobs ADD COLUMN chat_ref TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN chat_stale INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -99,3 +99,39 @@ async def test_sigterm_stops_cleanly_and_logs_hold_no_secrets_or_bodies(served: 
     assert served.secret not in logs and served.token not in logs
     assert "response_url" not in logs and "trigger_id" not in logs  # no request bodies
     assert "Traceback" not in logs
+
+
+async def test_restart_tells_slack_how_a_job_cut_off_by_a_crash_ended(tmp_path, fake_slack):
+    # A job that was running from Slack when its ctbot process died: its message last
+    # said "running". The restarted bot must edit that message, not leave it lying.
+    from services.jobs import JobStore
+    from services.store import Store
+
+    store = Store(tmp_path / "state" / "ctbot.sqlite3")
+    jobs = JobStore(store)
+    job_id = jobs.create(kind="machine.create", args={"name": "web1"}, requested_by="U0A",
+                         correlation_id="c-crash")
+    jobs.mark_running(job_id)
+    jobs.set_chat_ref(job_id, {"channel": "C0OPS", "ts": "1700000000.000042"})
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.execute("UPDATE jobs SET owner_pid = ?, owner_start = NULL", (dead.pid,))
+    store.close()
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*CTBOT, "serve"], cwd=REPO, text=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=ctbot_env({"SLACK_SIGNING_SECRET": "s" * 32, "SLACK_BOT_TOKEN": "xoxb-x",
+                       "SLACK_API_URL": fake_slack.api_url,
+                       "CTBOT_STATE_DIR": str(tmp_path / "state"),
+                       "CTBOT_MACHINES_DIR": str(tmp_path / "machines"),
+                       "CTBOT_LISTEN": f"127.0.0.1:{port}"}))
+    try:
+        update = await fake_slack.wait_for(
+            lambda c: c.method == "chat.update" and c.body.get("ts") == "1700000000.000042",
+            timeout=20)
+    finally:
+        stop(process)
+    shown = str(update[0].body["blocks"])
+    assert "interrupted" in shown and "ctbot stopped while this job ran" in shown
