@@ -44,13 +44,17 @@ class Launch:
     limits: Limits
 
 
-def nspawn_argv(launch: Launch) -> list[str]:
-    """Everything else comes from NAME.nspawn next to the root (``--settings=trusted``)."""
+def nspawn_argv(launch: Launch, *, register: bool = False) -> list[str]:
+    """Everything else comes from NAME.nspawn next to the root (``--settings=trusted``).
+
+    ``register``: announce the machine to systemd-machined (so `machinectl list` shows
+    it); only possible where systemd runs, and required off elsewhere.
+    """
     return [
         NSPAWN,
         "--quiet",
         "--keep-unit",
-        "--register=no",
+        f"--register={'yes' if register else 'no'}",
         "--settings=trusted",
         "--console=read-only",
         f"--directory={launch.root}",
@@ -172,7 +176,7 @@ class SystemdSupervisor:
         dropin = self.dropin_root / f"{self._unit(launch.name)}.d" / "ctbot.conf"
         dropin.parent.mkdir(parents=True, exist_ok=True)
         lines = ["[Service]", "ExecStart=",
-                 "ExecStart=" + " ".join(nspawn_argv(launch)),
+                 "ExecStart=" + " ".join(nspawn_argv(launch, register=True)),
                  *(f"Environment={k}={v}" for k, v in NSPAWN_ENV.items())]
         if launch.limits.cpu is not None:
             lines.append(f"CPUQuota={int(launch.limits.cpu * 100)}%")
