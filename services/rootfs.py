@@ -43,6 +43,23 @@ def write_file(root: Path, relpath: str, data: bytes, *, mode: int = 0o644) -> N
         os.close(dir_fd)
 
 
+def write_symlink(root: Path, relpath: str, target: str) -> None:
+    """Create or replace the symlink ``root/relpath`` → ``target`` (a path *inside*
+    the machine, resolved there, never by ctbot)."""
+    parts = _parts(relpath)
+    dir_fd = _open_dir(root, parts[:-1], create=True)
+    tmp = f".{parts[-1]}.ctbot-{secrets.token_hex(4)}"
+    try:
+        os.symlink(target, tmp, dir_fd=dir_fd)
+        os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise InternalError(f"cannot link {relpath} in {root}: {exc.strerror}") from exc
+    finally:
+        os.close(dir_fd)
+
+
 def ensure_dir(root: Path, relpath: str) -> None:
     """Create ``root/relpath`` and its parents as plain directories."""
     os.close(_open_dir(root, _parts(relpath), create=True))

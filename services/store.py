@@ -87,6 +87,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN chat_ref TEXT NOT NULL DEFAULT '';
     ALTER TABLE jobs ADD COLUMN chat_stale INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: addresses and port forwards
+    """
+    CREATE TABLE addresses (
+        machine   TEXT    NOT NULL,
+        family    TEXT    NOT NULL,
+        address   TEXT    NOT NULL UNIQUE,
+        prefixlen INTEGER NOT NULL,
+        PRIMARY KEY (machine, family)
+    );
+
+    CREATE TABLE port_forwards (
+        host_port    INTEGER NOT NULL,
+        protocol     TEXT    NOT NULL,
+        machine      TEXT    NOT NULL,
+        machine_port INTEGER NOT NULL,
+        PRIMARY KEY (host_port, protocol)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,6 +23,7 @@ def environment() -> jinja2.Environment:
     env.filters["tojson_str"] = lambda value: json.dumps(value, ensure_ascii=False)
     env.filters["timestamp"] = _format_timestamp
     env.filters["job_icon"] = lambda state: _JOB_ICONS.get(str(state), "•")
+    env.filters["nft_address"] = lambda a: f"[{a}]" if ":" in str(a) else str(a)
     return env
 
 

@@ -1,0 +1,176 @@
+"""Address management: one IPv4 and one IPv6 pool, allocations persisted in the store.
+
+    request := "auto" | "none" | ADDRESS "/" PREFIXLEN
+
+An allocation is never handed out twice (a UNIQUE column, inside a write transaction),
+never the network, broadcast or gateway address, and stays with its machine across
+machine and bot restarts until the machine is destroyed or re-addressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from services.errors import Conflict, InvalidInput
+from services.store import Store
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Family(StrEnum):
+    V4 = "ipv4"
+    V6 = "ipv6"
+
+    @property
+    def version(self) -> int:
+        return 4 if self is Family.V4 else 6
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    family: Family
+    network: IPNetwork
+
+    @property
+    def gateway(self) -> IPInterface:
+        """The bridge's own address: the first address after the network address."""
+        return ipaddress.ip_interface(f"{self.network.network_address + 1}/"
+                                      f"{self.network.prefixlen}")
+
+    def reserved(self) -> set[IPAddress]:
+        reserved = {self.network.network_address, self.gateway.ip}
+        if isinstance(self.network, ipaddress.IPv4Network):
+            reserved.add(self.network.broadcast_address)
+        return reserved
+
+    @property
+    def capacity(self) -> int:
+        size = self.network.num_addresses - len(self.reserved())
+        return min(size, 2**32)
+
+
+@dataclass(frozen=True, slots=True)
+class Auto:
+    """Let ctbot pick the lowest free address of the pool."""
+
+
+AddressRequest = Auto | IPInterface | None  # None: no address of this family
+
+
+def parse_request(raw: str, family: Family) -> AddressRequest:
+    if raw == "auto":
+        return Auto()
+    if raw == "none":
+        return None
+    if "/" not in raw:
+        raise InvalidInput(f"--{family} `{raw}`: write auto, none or ADDRESS/PREFIX "
+                           f"(e.g. {'10.231.0.10/24' if family is Family.V4 else 'fd00::10/64'})")
+    try:
+        interface = ipaddress.ip_interface(raw)
+    except ValueError:
+        raise InvalidInput(f"--{family} `{raw}` is not a valid address/prefix") from None
+    if interface.version != family.version:
+        raise InvalidInput(f"--{family} `{raw}` is an IPv{interface.version} address")
+    return interface
+
+
+def parse_pool(raw: str, family: Family) -> Pool:
+    try:
+        network = ipaddress.ip_network(raw, strict=True)
+    except ValueError as exc:
+        raise InvalidInput(f"{family} pool `{raw}` is not a network: {exc}") from None
+    if network.version != family.version:
+        raise InvalidInput(f"{family} pool `{raw}` is not an IPv{family.version} network")
+    if network.num_addresses < 4:
+        raise InvalidInput(f"{family} pool `{raw}` is too small")
+    return Pool(family, network)
+
+
+class AddressBook:
+    def __init__(self, store: Store, pools: dict[Family, Pool]) -> None:
+        self._store = store
+        self.pools = pools
+
+    def allocate(self, machine: str, family: Family,
+                 request: AddressRequest) -> IPInterface | None:
+        """Give ``machine`` an address of ``family`` (replacing what it had)."""
+        if request is None:
+            self.release(machine, family)
+            return None
+        pool = self.pools.get(family)
+        if pool is None:
+            raise InvalidInput(f"no {family} pool is configured ([network] {family}_pool)")
+        with self._store.transaction() as tx:
+            rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
+                              (str(family),)).fetchall()
+            taken = {ipaddress.ip_address(r["address"]): r["machine"] for r in rows
+                     if r["machine"] != machine}
+            chosen = (self._lowest_free(pool, set(taken)) if isinstance(request, Auto)
+                      else self._check(pool, request, taken))
+            tx.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
+                       (machine, str(family)))
+            tx.execute("INSERT INTO addresses (machine, family, address, prefixlen)"
+                       " VALUES (?, ?, ?, ?)",
+                       (machine, str(family), str(chosen.ip), chosen.network.prefixlen))
+        return chosen
+
+    def _lowest_free(self, pool: Pool, taken: set[IPAddress]) -> IPInterface:
+        reserved = pool.reserved()
+        start = int(pool.network.network_address) + 1
+        end = int(pool.network.broadcast_address)
+        for value in range(start, min(end, start + len(taken) + len(reserved) + 2)):
+            candidate = ipaddress.ip_address(value)
+            if candidate not in taken and candidate not in reserved:
+                return ipaddress.ip_interface(f"{candidate}/{pool.network.prefixlen}")
+        raise Conflict(f"the {pool.family} pool {pool.network} is exhausted "
+                       f"({pool.capacity} addresses in use); free one or widen the pool")
+
+    def _check(self, pool: Pool, wanted: IPInterface,
+               taken: dict[IPAddress, str]) -> IPInterface:
+        if wanted.network != pool.network:
+            raise InvalidInput(f"{wanted} is outside the {pool.family} pool {pool.network}")
+        if wanted.ip == pool.gateway.ip:
+            raise InvalidInput(f"{wanted.ip} is the gateway (the bridge's own address)")
+        if wanted.ip in pool.reserved():
+            raise InvalidInput(f"{wanted.ip} is the network or broadcast address of "
+                               f"{pool.network}")
+        if wanted.ip in taken:
+            raise Conflict(f"{wanted.ip} is already used by `{taken[wanted.ip]}`")
+        return wanted
+
+    def release(self, machine: str, family: Family | None = None) -> None:
+        if family is None:
+            self._store.execute("DELETE FROM addresses WHERE machine = ?", (machine,))
+        else:
+            self._store.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
+                                (machine, str(family)))
+
+    def of(self, machine: str) -> dict[Family, IPInterface]:
+        rows = self._store.query("SELECT family, address, prefixlen FROM addresses"
+                                 " WHERE machine = ?", (machine,))
+        return {Family(r["family"]): ipaddress.ip_interface(f"{r['address']}/{r['prefixlen']}")
+                for r in rows}
+
+    def used(self, family: Family) -> int:
+        rows = self._store.query("SELECT COUNT(*) FROM addresses WHERE family = ?",
+                                 (str(family),))
+        return int(rows[0][0])
+
+
+def host_ula_prefix() -> ipaddress.IPv6Network:
+    """A unique local /64 (RFC 4193) that stays the same on this host: its 40-bit global
+    id is derived from /etc/machine-id instead of stored, so no state is needed."""
+    try:
+        seed = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        seed = socket.gethostname()
+    global_id = hashlib.sha256(f"ctbot-ula:{seed}".encode()).digest()[:5]
+    prefix = bytes([0xFD]) + global_id + bytes(10)
+    return ipaddress.IPv6Network((prefix, 64))
