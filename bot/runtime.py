@@ -16,6 +16,7 @@ from services.images import Images
 from services.jobs import JobRunner, JobStore
 from services.machine_store import MachineStore
 from services.machines import Machines, MachinesConfig, register_jobs
+from services.networking import Networking
 from services.store import Store
 from services.supervisor import choose_supervisor
 
@@ -43,9 +44,10 @@ class Runtime:
         job_store = JobStore(store)
         jobs = JobRunner(job_store)
         images = Images(settings.images)
+        networking = Networking(store, settings.network)
         machines = Machines(
             records=MachineStore(store), images=images, supervisor=choose_supervisor(),
-            jobs=job_store,
+            jobs=job_store, networking=networking,
             config=MachinesConfig(
                 machines_dir=settings.machines.machines_dir, state_dir=settings.state_dir,
                 boot_timeout=settings.machines.boot_timeout,
@@ -55,7 +57,7 @@ class Runtime:
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
-            machines=machines, images=images,
+            machines=machines, images=images, networking=networking,
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,

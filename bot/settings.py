@@ -18,9 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from handlers.roles import Role, RolePolicy, is_slack_user_id
+from services.addresses import Family, host_ula_prefix, parse_pool
 from services.errors import InvalidInput
 from services.images import ImageConfig
 from services.names import image_name
+from services.network import check_bridge_name
+from services.networking import NetworkConfig
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
@@ -89,6 +92,7 @@ class Settings:
         mirror=DEFAULT_MIRROR, packages=DEFAULT_IMAGE_PACKAGES,
     ))
     machines: MachineSettings = field(default_factory=MachineSettings)
+    network: NetworkConfig = field(default_factory=lambda: _parse_network({}))
     log_level: str = "info"
     source: str = "built-in defaults"
 
@@ -103,6 +107,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "paths": {"state_dir": (str,), "images_dir": (str,), "machines_dir": (str,)},
     "images": {"default": (str,), "suite": (str,), "mirror": (str,), "packages": (list,)},
     "machines": {"boot_timeout": (int, float), "stop_timeout": (int, float)},
+    "network": {"bridge": (str,), "ipv4_pool": (str,), "ipv6_pool": (str,), "dns": (list,),
+                "nft_table": (str,), "outbound": (bool,)},
     "roles": {"admins": (list,), "operators": (list,), "viewers": (list,), "default": (str,)},
     "slack": {"api_url": (str,), "command": (str,), "socket_watchdog_seconds": (int, float)},
     "log": {"level": (str,)},
@@ -169,6 +175,7 @@ def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
             command=command,
             socket_watchdog_seconds=float(watchdog),
         ),
+        network=_parse_network(raw.get("network", {})),
         log_level=level,
         source=source,
     )
@@ -203,7 +210,7 @@ def _check_schema(raw: Mapping[str, Any]) -> None:
             types = known.get(key)
             if types is None:
                 raise SettingsError(f"[{section}] {key}", _unknown("key", key, list(known)))
-            if not isinstance(value, types) or isinstance(value, bool):
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 expected = " or ".join(t.__name__ for t in types)
                 raise SettingsError(f"[{section}] {key}",
                                     f"must be a {expected}, not {type(value).__name__}")
@@ -229,6 +236,36 @@ def _seconds(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 3600:
         raise SettingsError(key, f"must be a number of seconds from 1 to 3600, not {value!r}")
     return float(value)
+
+
+def _parse_network(section: Mapping[str, Any]) -> NetworkConfig:
+    bridge = section.get("bridge", "ctbr0")
+    try:
+        check_bridge_name(bridge)
+    except ValueError as exc:
+        raise SettingsError("[network] bridge", str(exc)) from None
+    pools = {}
+    for family, default in ((Family.V4, "10.231.0.0/24"), (Family.V6, "auto")):
+        raw = section.get(f"{family}_pool", default)
+        if raw == "none":
+            continue
+        if raw == "auto":  # only for IPv6: a ULA /64 derived from this host's machine-id
+            raw = str(host_ula_prefix())
+        try:
+            pools[family] = parse_pool(raw, family)
+        except InvalidInput as exc:
+            raise SettingsError(f"[network] {family}_pool", str(exc)) from None
+    dns = section.get("dns", [])
+    for server in dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise SettingsError("[network] dns", f"{server!r} is not an IP address") from None
+    table = section.get("nft_table", "ctbot")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", table):
+        raise SettingsError("[network] nft_table", f"{table!r}: letters, digits, underscores")
+    return NetworkConfig(bridge=bridge, pools=pools, dns=tuple(dns), nft_table=table,
+                         outbound=section.get("outbound", True))
 
 
 def _parse_images(section: Mapping[str, Any], images_dir: Path) -> ImageConfig:

@@ -13,6 +13,7 @@ from services.audit import AuditLog, Outcome
 from services.images import Images
 from services.jobs import JobObserver, JobRunner
 from services.machines import Machines
+from services.networking import Networking
 
 if TYPE_CHECKING:
     from handlers.registry import Registry, Verb
@@ -55,6 +56,7 @@ class Services:
     registry: Registry
     machines: Machines
     images: Images
+    networking: Networking
 
 
 @dataclass(frozen=True, slots=True)

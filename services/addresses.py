@@ -61,6 +61,7 @@ class Auto:
     """Let ctbot pick the lowest free address of the pool."""
 
 
+AUTO = Auto()
 AddressRequest = Auto | IPInterface | None  # None: no address of this family
 
 

@@ -38,6 +38,7 @@ class Op(StrEnum):
     STOP = "stop"
     RESTART = "restart"
     DESTROY = "destroy"
+    READDRESS = "readdress"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,13 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from services import clones, host, rootfs
+from services.addresses import AUTO, AddressRequest, Family, IPInterface, parse_request
 from services.cgroups import Limits
 from services.clones import MachinePaths
 from services.errors import Conflict, InvalidInput, NotFound, OperationFailed
@@ -29,6 +30,7 @@ from services.images import Images
 from services.jobs import JobContext, JobRunner, JobStore
 from services.machine_store import Desired, MachineRecord, MachineStore, Op
 from services.names import image_name, machine_name
+from services.networking import Networking
 from services.supervisor import Launch, Supervisor, leader_of
 from services.templating import render
 
@@ -55,6 +57,8 @@ class CreateSpec:
     memory_bytes: int | None = None
     start: bool = True
     features: tuple[str, ...] = ()
+    ipv4: AddressRequest = AUTO
+    ipv6: AddressRequest = AUTO
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ class MachineStatus:
     memory_bytes: int | None
     clone_method: str | None
     operation: str | None
+    ipv4: IPInterface | None
+    ipv6: IPInterface | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +88,9 @@ class MachinesConfig:
 
 class Machines:
     def __init__(self, *, records: MachineStore, images: Images, supervisor: Supervisor,
-                 jobs: JobStore, config: MachinesConfig) -> None:
+                 jobs: JobStore, networking: Networking, config: MachinesConfig) -> None:
         self.records = records
+        self.networking = networking
         self.images = images
         self.supervisor = supervisor
         self.jobs = jobs
@@ -103,6 +110,7 @@ class Machines:
 
     def _observe(self, record: MachineRecord) -> MachineStatus:
         nspawn = self.supervisor.find(record.name, self.paths(record.name).root, record.nspawn)
+        addresses = self.networking.of(record.name)
         if record.op_alive:
             state = (MachineState.STOPPING if record.op in (Op.STOP, Op.DESTROY)
                      else MachineState.STARTING)
@@ -119,6 +127,7 @@ class Machines:
             features=record.features, cpu=record.cpu, memory_bytes=record.memory_bytes,
             clone_method=str(record.clone_method) if record.clone_method else None,
             operation=str(record.op) if record.op_alive else None,
+            ipv4=addresses.get(Family.V4), ipv6=addresses.get(Family.V6),
         )
 
     def check_can_create(self, name: str) -> None:
@@ -145,6 +154,8 @@ class Machines:
                 # Not ours by record, so not ours to delete: someone else's machine dir.
                 raise Conflict(f"{paths.root} or {paths.settings} exists but ctbot has no "
                                f"machine `{name}`; move it away or pick another name")
+            self.records.step(name, "addresses")
+            self.networking.allocate(name, spec.ipv4, spec.ipv6)
             await self._create_steps(name, image, spec, paths, progress)
         except BaseException:
             log.warning("create failed, rolling back machine=%s", name)
@@ -167,8 +178,9 @@ class Machines:
         started = time.monotonic()
         self.records.step(name, "configure")
         self._configure(name, paths, spec.features)
-        await progress(f"configured machine-id, hostname and settings in "
-                       f"{time.monotonic() - started:.2f} s")
+        addresses = ", ".join(str(a) for a in self.networking.of(name).values()) or "none"
+        await progress(f"configured machine-id, hostname, settings and addresses ({addresses}) "
+                       f"in {time.monotonic() - started:.2f} s")
         if spec.start:
             await self._boot(self.records.get(name), paths, progress)
         else:
@@ -180,8 +192,14 @@ class Machines:
         rootfs.write_file(paths.root, "etc/hostname", f"{name}\n".encode())
         rootfs.write_file(paths.root, "etc/hosts", render(
             "machine/hosts.j2", name=name).encode())
+        if self.networking.of(name):
+            self.networking.write_machine_files(paths.root, name)
+        self._write_settings(name, paths, features)
+
+    def _write_settings(self, name: str, paths: MachinePaths, features: Sequence[str]) -> None:
         settings = render("machine/container.nspawn.j2", name=name, features=list(features),
-                          cpu_affinity=None, binds=[], network="private")
+                          cpu_affinity=None, binds=[],
+                          network=self.networking.nspawn_network(name))
         tmp = paths.settings.with_suffix(".tmp")
         tmp.write_text(settings)
         tmp.rename(paths.settings)
@@ -189,6 +207,9 @@ class Machines:
     async def _boot(self, record: MachineRecord, paths: MachinePaths,
                     progress: Progress) -> None:
         name = record.name
+        if self.networking.of(name):
+            self.records.step(name, "network")
+            await self.networking.ensure_host()
         self.records.step(name, "start")
         started = time.monotonic()
         nspawn = await self.supervisor.start(Launch(
@@ -232,6 +253,7 @@ class Machines:
                                        timeout=5)
         if record is not None and record.op is Op.CREATE:
             await clones.remove(paths)
+            self.networking.release(name)
             self.records.delete(name)
 
     # ------------------------------------------------------------------ lifecycle
@@ -300,8 +322,12 @@ class Machines:
             await progress("powered off")
         self.records.step(name, "remove")
         await clones.remove(paths)
+        had_forwards = bool(self.networking.forwards(name))
+        self.networking.release(name)
+        if had_forwards:
+            await self.networking.apply_firewall()
         self.records.delete(name)
-        await progress(f"removed its root filesystem and settings; `{name}` is gone")
+        await progress(f"removed its root filesystem, settings and addresses; `{name}` is gone")
 
     async def _claim(self, name: str, op: Op, *, job_id: int | None = None) -> MachineRecord:
         name = machine_name(name)
@@ -317,6 +343,33 @@ class Machines:
     def _observe_running(self, record: MachineRecord) -> bool:
         return self.supervisor.find(record.name, self.paths(record.name).root,
                                     record.nspawn) is not None
+
+    async def readdress(self, name: str, changes: Mapping[Family, AddressRequest], *,
+                        progress: Progress) -> MachineStatus:
+        """Give a machine new addresses; families not in ``changes`` keep theirs."""
+        record = await self._claim(name, Op.READDRESS)
+        try:
+            was_attached = bool(self.networking.of(name))
+            for family, request in changes.items():
+                self.networking.addresses.allocate(name, family, request)
+            paths = self.paths(name)
+            self.networking.write_machine_files(paths.root, name)
+            self._write_settings(name, paths, record.features)
+            now = ", ".join(str(a) for a in self.networking.of(name).values()) or "none"
+            await progress(f"addresses now: {now}")
+            await self.networking.apply_firewall()  # forwards follow the new addresses
+            if self._observe_running(record):
+                if was_attached != bool(self.networking.of(name)):
+                    await progress("the machine joins or leaves the bridge: restarting it")
+                    await self._stop_claimed(record, progress)
+                    await self._start_claimed(self.records.get(name), progress)
+                else:
+                    await self.exec(name, ["networkctl", "reload"], timeout=30)
+                    await self.exec(name, ["networkctl", "reconfigure", "host0"], timeout=30)
+                    await progress("applied inside the running machine (networkctl reload)")
+        finally:
+            self.records.release(name)
+        return self.status(name)
 
     # ------------------------------------------------------------------ inside
 
@@ -389,6 +442,7 @@ class Machines:
         if record.op is Op.CREATE:
             await self.supervisor.stop(name, paths.root, record.nspawn, timeout=5)
             await clones.remove(paths)
+            self.networking.release(name)
             self.records.delete(name)
             note = (f"create of `{name}` was interrupted at step {at}; rolled back: "
                     "nothing of it is left")
@@ -443,7 +497,9 @@ def register_jobs(runner: JobRunner, machines: Machines) -> None:
         a = ctx.args
         status = await machines.create(
             CreateSpec(name=a["name"], image=a["image"], cpu=a.get("cpu"),
-                       memory_bytes=a.get("memory_bytes"), start=a.get("start", True)),
+                       memory_bytes=a.get("memory_bytes"), start=a.get("start", True),
+                       ipv4=parse_request(a.get("ipv4", "auto"), Family.V4),
+                       ipv6=parse_request(a.get("ipv6", "auto"), Family.V6)),
             progress=ctx.progress, job_id=ctx.job_id)
         return f"`{status.name}` is {status.state}"
 
@@ -463,6 +519,12 @@ def register_jobs(runner: JobRunner, machines: Machines) -> None:
         await machines.destroy(ctx.args["name"], progress=ctx.progress, job_id=ctx.job_id)
         return f"`{ctx.args['name']}` destroyed"
 
+    async def readdress(ctx: JobContext) -> str:
+        changes = {family: parse_request(ctx.args[str(family)], family)
+                   for family in Family if str(family) in ctx.args}
+        status = await machines.readdress(ctx.args["name"], changes, progress=ctx.progress)
+        return f"`{status.name}`: ipv4 {status.ipv4 or 'none'}, ipv6 {status.ipv6 or 'none'}"
+
     async def build_image(ctx: JobContext) -> str:
         image = await machines.images.build(ctx.args["name"], suite=ctx.args.get("suite"),
                                             progress=ctx.progress)
@@ -475,6 +537,7 @@ def register_jobs(runner: JobRunner, machines: Machines) -> None:
 
     for kind, body in (("machine.create", create), ("machine.start", start),
                        ("machine.stop", stop), ("machine.restart", restart),
-                       ("machine.destroy", destroy), ("image.build", build_image),
+                       ("machine.destroy", destroy), ("machine.readdress", readdress),
+                       ("image.build", build_image),
                        ("image.import", import_image)):
         runner.register(kind, body)

@@ -63,7 +63,7 @@ class HostBridge:
             info = link.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
             addresses = []
-            for msg in await ipr.addr("dump", index=index):
+            async for msg in await ipr.addr("dump", index=index):
                 address = msg.get_attr("IFA_ADDRESS")
                 if address and not address.startswith("fe80:"):
                     addresses.append(ipaddress.ip_interface(f"{address}/{msg['prefixlen']}"))

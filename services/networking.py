@@ -184,6 +184,17 @@ class Networking:
 
     # ------------------------------------------------------------------ export
 
+    def write_export(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, content in self.export_files().items():
+            path = directory / name
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(content)
+            tmp.rename(path)
+            written.append(path)
+        return written
+
     def export_files(self) -> dict[str, str]:
         """systemd-networkd files that recreate the bridge at boot."""
         gateways = [p.gateway for p in self.config.pools.values()]

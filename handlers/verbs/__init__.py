@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from handlers.registry import Registry
-from handlers.verbs import core, images, jobs, machines
+from handlers.verbs import core, images, jobs, machines, network
 
 
 def default_registry() -> Registry:
-    return Registry.from_modules(core, jobs, machines, images)
+    return Registry.from_modules(core, jobs, machines, images, network)

@@ -12,6 +12,7 @@ from handlers.grammar import Flag, Positional, parse_count
 from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.jobs import run_as_job
+from services.addresses import Family, parse_request
 from services.errors import InvalidInput
 from services.machines import MachineStatus, parse_size
 from services.names import image_name, machine_name
@@ -30,8 +31,8 @@ def status_json(status: MachineStatus) -> dict[str, Any]:
         "leader_pid": status.leader_pid,
         "created_at": datetime.fromtimestamp(status.created_at, tz=UTC).isoformat(),
         "features": list(status.features),
-        "ipv4": None,
-        "ipv6": None,
+        "ipv4": str(status.ipv4) if status.ipv4 else None,
+        "ipv6": str(status.ipv6) if status.ipv6 else None,
         "cpu": status.cpu,
         "memory_bytes": status.memory_bytes,
         "clone": status.clone_method,
@@ -54,6 +55,8 @@ async def _machine_job(inv: Invocation, kind: str, args: dict[str, Any]) -> Repl
     Flag("cpu", "CPU limit in CPUs, e.g. 1.5", "N"),
     Flag("memory", "memory limit, e.g. 512M or 2G", "SIZE"),
     Flag("no-start", "create it stopped"),
+    Flag("ipv4", "auto (default), none, or ADDRESS/PREFIX in the IPv4 pool", "ADDR"),
+    Flag("ipv6", "auto (default), none, or ADDRESS/PREFIX in the IPv6 pool", "ADDR"),
 ])
 async def run_create(inv: Invocation) -> Reply:
     """Create a machine: a copy-on-write clone of an image, booted.
@@ -67,11 +70,14 @@ async def run_create(inv: Invocation) -> Reply:
     image = image_name(str(image_flag)) if image_flag else inv.services.images.config.default
     cpu = _cpu(inv.args.flag("cpu"))
     memory = inv.args.flag("memory")
+    addresses = {str(f): str(inv.args.flag(str(f)) or "auto") for f in Family}
+    for family in Family:
+        parse_request(addresses[str(family)], family)  # a clear error before any job
     inv.services.machines.check_can_create(name)
     return await _machine_job(inv, "machine.create", {
         "name": name, "image": image, "cpu": cpu,
         "memory_bytes": parse_size(str(memory)) if memory else None,
-        "start": not inv.args.flag("no-start"),
+        "start": not inv.args.flag("no-start"), **addresses,
     })
 
 

@@ -17,6 +17,7 @@ from services.images import ImageConfig, Images
 from services.jobs import JobRunner, JobStore
 from services.machine_store import MachineStore
 from services.machines import Machines, MachinesConfig
+from services.networking import NetworkConfig, Networking
 from services.store import Store
 from services.supervisor import DirectSupervisor
 
@@ -51,14 +52,16 @@ def dispatcher(tmp_path) -> Dispatcher:
                                    viewers=["U0VIEW"])
     images = Images(ImageConfig(images_dir=tmp_path / "images", default="base",
                                 suite="bookworm", mirror="http://127.0.0.1:9/", packages=()))
+    networking = Networking(store, NetworkConfig(bridge="ctbt-unit", pools={}))
     machines = Machines(records=MachineStore(store), images=images,
                         supervisor=DirectSupervisor(), jobs=JobStore(store),
+                        networking=networking,
                         config=MachinesConfig(machines_dir=tmp_path / "machines",
                                               state_dir=tmp_path, boot_timeout=5,
                                               stop_timeout=5))
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
-                               images=images))
+                               images=images, networking=networking))
 
 
 def request(text: str, user: str = "U0ADMIN", **kw) -> CommandRequest:
