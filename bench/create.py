@@ -34,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.integration.cleanup import remove_everything  # noqa: E402
 from tests.integration.conftest import IMAGE, IMAGES_DIR  # noqa: E402
 from tests.scenario.processes import CTBOT, ctbot_env, free_port  # noqa: E402
 
@@ -84,12 +85,16 @@ class Console:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.read_until("ctbot console")
 
-    def read_until(self, needle: str, timeout: float = 600) -> str:
+    def read_until(self, needle: str, timeout: float = 600, fail: str | None = None) -> str:
         assert self.process.stdout is not None
         seen = b""
         deadline = time.monotonic() + timeout
         fd = self.process.stdout.fileno()
         while needle.encode() not in seen:
+            if fail is not None and fail.encode() in seen:
+                time.sleep(0.2)  # let the rest of the error arrive
+                seen += os.read(fd, 65536) if select.select([fd], [], [], 0)[0] else b""
+                break
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise SystemExit(f"ctbot never said {needle!r}; it said:\n{seen.decode()}")
@@ -104,7 +109,9 @@ class Console:
         started = time.monotonic()
         self.process.stdin.write(text.encode() + b"\n")
         self.process.stdin.flush()
-        self.read_until(until)
+        said = self.read_until(until, fail="\nerror: ")
+        if until not in said:
+            raise SystemExit(f"`{text}` failed:\n{said}")
         return time.monotonic() - started
 
     def close(self) -> None:
@@ -157,7 +164,7 @@ def main() -> int:
             shutil.rmtree(root)
     finally:
         console.close()
-        shutil.rmtree(base, ignore_errors=True)
+        remove_everything(env, base=base)
 
     med = {k: statistics.median(v) for k, v in
            (("ctbot", ctbot_s), ("copy_boot", copy_boot_s), ("boot_only", boot_s))}

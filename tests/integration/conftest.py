@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from bot.settings import DEFAULT_IMAGE_PACKAGES
-from services import clones
 from services.supervisor import find_nspawn_by_root
+from tests.integration.cleanup import remove_everything
 from tests.scenario.processes import run_ctbot
 
 IMAGES_DIR = Path(os.environ.get("CTBOT_TEST_IMAGES_DIR", "/var/cache/ctbot/test-images"))
@@ -36,9 +35,11 @@ REQUIRED_TOOLS = ("systemd-nspawn", "debootstrap", "nsenter", "mount")
 
 @dataclass
 class Host:
-    """ctbot pointed at the session's own directories."""
+    """ctbot pointed at the session's own directories, bridge, pools and nft table."""
 
     base: Path
+    bridge: str
+    nft_table: str
     env: dict[str, str]
 
     @property
@@ -84,8 +85,16 @@ def host_env() -> Iterator[Host]:
         pytest.skip(reason)
     base = Path(tempfile.mkdtemp(prefix="ctbot-it-", dir="/var/tmp"))
     config = base / "ctbot.toml"
-    config.write_text(f'[images]\ndefault = "{IMAGE}"\n[machines]\nboot_timeout = 90\n')
-    host = Host(base, {
+    # The session's own bridge, pools and nftables table: nothing shared with the host's
+    # or another run's. Outbound stays off: tests never enable forwarding on the host.
+    tag = secrets.token_hex(2)
+    octet = 100 + secrets.randbelow(100)
+    config.write_text(
+        f'[images]\ndefault = "{IMAGE}"\n[machines]\nboot_timeout = 90\n'
+        f'[network]\nbridge = "ctbt-{tag}"\nipv4_pool = "10.239.{octet}.0/24"\n'
+        f'ipv6_pool = "fd39:{octet:x}:{tag}::/64"\nnft_table = "ctbot_test_{tag}"\n'
+        'outbound = false\n')
+    host = Host(base, bridge=f"ctbt-{tag}", nft_table=f"ctbot_test_{tag}", env={
         "CTBOT_CONFIG": str(config),
         "CTBOT_STATE_DIR": str(base / "state"),
         "CTBOT_MACHINES_DIR": str(base / "machines"),
@@ -101,22 +110,7 @@ def host_env() -> Iterator[Host]:
 
 
 def _teardown(host: Host) -> None:
-    listed = host.ctbot("list", "--json")
-    if listed.returncode == 0:
-        for machine in json.loads(listed.stdout)["machines"]:
-            host.ctbot(f"destroy {machine['name']}", "--yes")
-    # Safety net for whatever ctbot could not destroy: only what lives below our base.
-    if host.machines_dir.is_dir():
-        for root in host.machines_dir.iterdir():
-            nspawn = find_nspawn_by_root(root)
-            if nspawn is not None:
-                os.kill(nspawn.pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-                while nspawn.alive() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            if clones.is_mounted(root):
-                subprocess.run(["umount", "--lazy", str(root)], check=False)
-    shutil.rmtree(host.base, ignore_errors=True)
+    remove_everything(host.env, base=host.base, bridge=host.bridge, nft_table=host.nft_table)
 
 
 @pytest.fixture

@@ -1,0 +1,192 @@
+"""Dual-stack networking of real machines: pings, TCP, port forwards, address lifecycle."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Host, inside
+
+
+def system_ping(address: str) -> bool:
+    version = ipaddress.ip_interface(address).version
+    ip = str(ipaddress.ip_interface(address).ip)
+    return subprocess.run(["ping", f"-{version}", "-c", "1", "-W", "2", ip],
+                          capture_output=True, check=False).returncode == 0
+
+
+def serve_tcp(host: Host, name: str, port: int, answer: str) -> None:
+    """A TCP server inside the machine (systemd's socket activation: no extra package)."""
+    result = host.ctbot(f"exec {name} -- systemd-run --unit=tcp{port} systemd-socket-activate "
+                        f"--listen={port} --accept --inetd echo {answer}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def tcp_from(leader: int, address: str, port: int) -> str:
+    """Connect from inside a machine with bash's /dev/tcp and return what was sent."""
+    ip = str(ipaddress.ip_interface(address).ip)
+    return inside(leader, "bash", "-c", f"exec 3<>/dev/tcp/{ip}/{port}; cat <&3").stdout
+
+
+def tcp_from_host(address: str, port: int) -> bytes:
+    with socket.create_connection((address, port), timeout=5) as sock:
+        sock.settimeout(5)
+        return sock.recv(100)
+
+
+@pytest.fixture(scope="module")
+def pair(host_env: Host) -> tuple[dict, dict]:
+    return host_env.create("neta"), host_env.create("netb")
+
+
+def test_auto_addresses_are_from_the_pools_and_distinct(host: Host, pair):
+    a, b = pair
+    pools = {p["family"]: p for p in host.json("net pools")["pools"]}
+    for machine in (a, b):
+        assert ipaddress.ip_interface(machine["ipv4"]).network == \
+            ipaddress.ip_network(pools["ipv4"]["network"])
+        assert ipaddress.ip_interface(machine["ipv6"]).network == \
+            ipaddress.ip_network(pools["ipv6"]["network"])
+    assert a["ipv4"] != b["ipv4"] and a["ipv6"] != b["ipv6"]
+    gateways = {pools["ipv4"]["gateway"], pools["ipv6"]["gateway"]}
+    assert not gateways & {a["ipv4"], a["ipv6"], b["ipv4"], b["ipv6"]}
+
+
+def test_host_pings_each_machine_over_both_families(host: Host, pair):
+    for machine in pair:
+        assert system_ping(machine["ipv4"]) and system_ping(machine["ipv6"])
+        answer = host.json(f"ping {machine['name']}")
+        assert [r["answered"] for r in answer["results"]] == [True, True]
+
+
+def test_machines_reach_each_other_over_both_families(host: Host, pair):
+    a, b = pair
+    for family in ("ipv4", "ipv6"):
+        ip = str(ipaddress.ip_interface(b[family]).ip)
+        ping = inside(a["leader_pid"], "ping", "-c", "1", "-W", "2", ip)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    serve_tcp(host, "netb", 8080, "hello-from-b")
+    assert tcp_from(a["leader_pid"], b["ipv4"], 8080) == "hello-from-b\n"
+    assert tcp_from(a["leader_pid"], b["ipv6"], 8080) == "hello-from-b\n"
+
+
+def test_port_forward_from_the_host_reaches_a_machine_over_both_families(host: Host, pair):
+    a, _ = pair
+    serve_tcp(host, "neta", 8081, "hello-from-a")
+    added = host.json("port add neta 18081:8081")
+    assert added["targets"] == [str(ipaddress.ip_interface(a[f]).ip) for f in ("ipv4", "ipv6")]
+    gateways = {p["family"]: str(ipaddress.ip_interface(p["gateway"]).ip)
+                for p in host.json("net pools")["pools"]}
+    assert tcp_from_host(gateways["ipv4"], 18081) == b"hello-from-a\n"
+    assert tcp_from_host(gateways["ipv6"], 18081) == b"hello-from-a\n"
+    assert [p["host_port"] for p in host.json("port list neta")["ports"]] == [18081]
+
+    taken = host.ctbot("port add netb 18081:80")
+    assert taken.returncode == 1 and "already forwards to `neta`" in taken.stdout
+    assert host.ctbot("port remove neta 18081").returncode == 0
+    with pytest.raises(OSError):
+        tcp_from_host(gateways["ipv4"], 18081)
+
+
+def test_addresses_survive_machine_and_bot_restarts(host: Host, pair):
+    a, _ = pair
+    assert host.ctbot("restart neta").returncode == 0
+    after = host.status("neta")  # a new ctbot process: the bot restarted too
+    assert (after["ipv4"], after["ipv6"]) == (a["ipv4"], a["ipv6"])
+    assert system_ping(after["ipv4"]) and system_ping(after["ipv6"])
+    inside_addresses = inside(after["leader_pid"], "ip", "-br", "address", "show", "host0")
+    assert after["ipv4"] in inside_addresses.stdout and after["ipv6"] in inside_addresses.stdout
+
+
+def test_destroy_frees_addresses_for_a_new_machine(host: Host):
+    first = host.create("free1")
+    assert host.ctbot("destroy free1", "--yes").returncode == 0
+    again = host.create("free2", f"--ipv4 {first['ipv4']}", f"--ipv6 {first['ipv6']}")
+    assert (again["ipv4"], again["ipv6"]) == (first["ipv4"], first["ipv6"])
+    assert system_ping(again["ipv4"]) and system_ping(again["ipv6"])
+
+
+def test_net_set_readdresses_a_running_machine(host: Host):
+    machine = host.create("move1")
+    pools = {p["family"]: ipaddress.ip_network(p["network"])
+             for p in host.json("net pools")["pools"]}
+    new4 = f"{pools['ipv4'].network_address + 200}/{pools['ipv4'].prefixlen}"
+    moved = host.json(f"net set move1 --ipv4 {new4}")
+    assert moved["ipv4"] == new4 and moved["ipv6"] == machine["ipv6"]
+    deadline = time.monotonic() + 10
+    while not system_ping(new4) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert system_ping(new4)
+    assert not system_ping(machine["ipv4"])
+
+
+def test_none_means_no_address_and_no_bridge(host: Host):
+    host.create("v6only", "--ipv4 none")
+    status = host.status("v6only")
+    assert status["ipv4"] is None and status["ipv6"] is not None
+    assert system_ping(status["ipv6"])
+    host.create("alone1", "--ipv4 none", "--ipv6 none")
+    alone = host.status("alone1")
+    links = inside(alone["leader_pid"], "ip", "-br", "link").stdout
+    assert "host0" not in links  # private network: loopback only
+
+
+def test_bad_addresses_are_clear_errors_that_change_nothing(host: Host, pair):
+    a, _ = pair
+    pools = {p["family"]: p for p in host.json("net pools")["pools"]}
+    net4 = ipaddress.ip_network(pools["ipv4"]["network"])
+    cases = {
+        "--ipv4 10.0.0.300/24": "not a valid address",
+        "--ipv4 10.0.0.5": "ADDRESS/PREFIX",
+        "--ipv4 fd00::5/64": "is an IPv6 address",
+        "--ipv4 192.0.2.50/24": "outside the ipv4 pool",
+        f"--ipv4 {pools['ipv4']['gateway']}": "is the gateway",
+        f"--ipv4 {net4.network_address}/{net4.prefixlen}": "network or broadcast",
+        f"--ipv4 {a['ipv4']}": "already used by `neta`",
+        f"--ipv6 {a['ipv6']}": "already used by `neta`",
+    }
+    used_before = {p["family"]: p["used"] for p in host.json("net pools")["pools"]}
+    for flags, message in cases.items():
+        result = host.ctbot(f"create bad1 {flags}")
+        assert result.returncode == 1, flags
+        assert message in result.stdout, (flags, result.stdout)
+    assert "bad1" not in host.names()
+    assert {p["family"]: p["used"] for p in host.json("net pools")["pools"]} == used_before
+
+
+def test_an_exhausted_pool_is_a_clear_error(host: Host, tmp_path):
+    # A separate ctbot state with a /30 pool: one usable address after the gateway.
+    config = tmp_path / "tiny.toml"
+    base = dict(host.env)
+    original = Path(base["CTBOT_CONFIG"]).read_text()
+    octet = original.split("10.239.")[1].split(".")[0]
+    config.write_text(original.replace(f"10.239.{octet}.0/24", "10.238.77.0/30"))
+    tiny = Host(host.base, host.bridge, host.nft_table, base | {
+        "CTBOT_CONFIG": str(config), "CTBOT_STATE_DIR": str(tmp_path / "state")})
+    tiny.ctbot("create tiny1 --no-start --ipv6 none")
+    full = tiny.ctbot("create tiny2 --no-start --ipv6 none")
+    assert full.returncode == 1 and "pool 10.238.77.0/30 is exhausted" in full.stdout
+    tiny.ctbot("destroy tiny1", "--yes")
+
+
+def test_interface_names_stay_valid_for_the_longest_names(host: Host):
+    machine = host.create("abcdefghijkl")
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert "vb-abcdefghijkl" in links
+    assert system_ping(machine["ipv4"])
+    assert host.ctbot("destroy abcdefghijkl", "--yes").returncode == 0
+
+
+def test_net_export_writes_networkd_files(host: Host, tmp_path):
+    written = host.json(f"net export --dir {tmp_path}")["written"]
+    netdev = (tmp_path / f"90-{host.bridge}.netdev").read_text()
+    network = (tmp_path / f"90-{host.bridge}.network").read_text()
+    assert sorted(written) == sorted(str(p) for p in tmp_path.iterdir())
+    assert f"Name={host.bridge}" in netdev and "Kind=bridge" in netdev
+    gateways = [p["gateway"] for p in host.json("net pools")["pools"]]
+    assert all(f"Address={g}" in network for g in gateways)
