@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from typing import TextIO
 
 from bot.runtime import Runtime, new_correlation_id
@@ -36,14 +37,13 @@ async def run_console(runtime: Runtime, *, stdin: TextIO | None = None,
     stdin = stdin or sys.stdin
     out = stdout or sys.stdout
     interactive = stdin.isatty()
-    loop = asyncio.get_running_loop()
+    lines = _read_lines_in_background(stdin)
     out.write(BANNER + "\n")
     while True:
         if interactive:
             out.write(PROMPT)
         out.flush()
-        # readline in a thread: the event loop keeps serving HTTP and jobs meanwhile.
-        line = await loop.run_in_executor(None, stdin.readline)
+        line = await lines.get()
         if not line:  # end of file
             break
         text = line.strip()
@@ -57,3 +57,23 @@ async def run_console(runtime: Runtime, *, stdin: TextIO | None = None,
         ))
         out.write(reply.text.rstrip() + "\n")
         out.flush()
+
+
+def _read_lines_in_background(stdin: TextIO) -> asyncio.Queue[str]:
+    """Lines of ``stdin`` ("" at end of file), read by a daemon thread.
+
+    A blocking readline in the event loop's executor would keep `ctbot serve` from
+    exiting on SIGTERM until someone pressed Enter; a daemon thread does not.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def pump() -> None:
+        while True:
+            line = stdin.readline()
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+            if not line:
+                return
+
+    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+    return queue

@@ -106,6 +106,8 @@ class AddressBook:
             self.release(machine, family)
             return None
         pool = self.pools.get(family)
+        if pool is None and isinstance(request, Auto):
+            return None  # the family is switched off ([network] …_pool = "none")
         if pool is None:
             raise InvalidInput(f"no {family} pool is configured ([network] {family}_pool)")
         with self._store.transaction() as tx:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import shutil
 from dataclasses import dataclass
 from enum import StrEnum
@@ -51,6 +53,10 @@ class MachinePaths:
     @property
     def console_log(self) -> Path:
         return self.layers / "console.log"
+
+    @property
+    def notify_socket(self) -> Path:
+        return self.layers / "notify.sock"
 
     def exists(self) -> bool:
         return self.root.exists() or self.layers.exists() or self.settings.exists()
@@ -92,9 +98,14 @@ def is_mounted(path: Path) -> bool:
     return False
 
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
 def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal (\040 …).
-    return field.encode().decode("unicode_escape")
+    # mountinfo escapes space, tab, newline and backslash as octal (\040 …); everything
+    # else, UTF-8 included, is as it is on disk.
+    raw = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(field))
+    return os.fsdecode(raw)
 
 
 async def ensure_mounted(image_root: Path, paths: MachinePaths, method: CloneMethod) -> bool:

@@ -48,7 +48,12 @@ async def run(
     check: bool = True,
     max_output: int = 4 * 1024 * 1024,
 ) -> Completed:
-    """Run a program to completion and capture its output."""
+    """Run a program to completion and capture its output.
+
+    Output beyond ``max_output`` bytes per stream is dropped while the program runs (a
+    command printing forever cannot fill ctbot's memory). On timeout or cancel, the
+    program's whole process group is terminated, not only its first process.
+    """
     argv = tuple(str(a) for a in argv)
     log.debug("run %s", shlex.join(argv))
     process = await asyncio.create_subprocess_exec(
@@ -57,10 +62,27 @@ async def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**BASE_ENV, **(env or {})},
-        start_new_session=True,  # a signal to ctbot's group does not reach the child
+        start_new_session=True,  # its own process group: signals reach all it forked
     )
+
+    async def feed() -> None:
+        if process.stdin is not None and input is not None:
+            process.stdin.write(input)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await process.stdin.drain()
+            process.stdin.close()
+
+    async def collect(stream: asyncio.StreamReader | None) -> bytes:
+        kept = bytearray()
+        while stream is not None and (chunk := await stream.read(65536)):
+            if len(kept) < max_output:
+                kept += chunk[: max_output - len(kept)]
+        return bytes(kept)
+
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(input), timeout)
+        _, stdout, stderr, _ = await asyncio.wait_for(
+            asyncio.gather(feed(), collect(process.stdout), collect(process.stderr),
+                           process.wait()), timeout)
     except TimeoutError:
         await _terminate(process)
         raise HostCommandFailed(argv, None, f"no answer within {timeout:.0f} s") from None
@@ -70,8 +92,8 @@ async def run(
     result = Completed(
         argv,
         process.returncode if process.returncode is not None else -1,
-        stdout[:max_output].decode(errors="replace"),
-        stderr[:max_output].decode(errors="replace"),
+        stdout.decode(errors="replace"),
+        stderr.decode(errors="replace"),
     )
     if check and result.returncode != 0:
         raise HostCommandFailed(argv, result.returncode, result.stderr or result.stdout)
@@ -82,12 +104,12 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         await asyncio.wait_for(process.wait(), 5)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
 
 

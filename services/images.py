@@ -12,14 +12,15 @@ directory that the next build of that name removes first.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tarfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from services import host, rootfs
@@ -103,6 +104,24 @@ class Images:
                     progress: Progress | None = None) -> Image:
         """debootstrap a minimal Debian with the packages ctbot's features need."""
         name = image_name(name)
+        with self._lock(name):
+            if self.exists(name) and suite is None:
+                return self.get(name)  # built meanwhile by another job or process
+            return await self._build(name, suite=suite, progress=progress)
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        """One build or import of a name at a time, across processes (flock)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with open(self.dir / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    async def _build(self, name: str, *, suite: str | None,
+                     progress: Progress | None) -> Image:
         suite = suite or self.config.suite
         if suite not in _SUITE_NAMES:
             raise InvalidInput(f"suite `{suite}` is not one of {', '.join(_SUITE_NAMES)}")
@@ -129,6 +148,11 @@ class Images:
                       progress: Progress | None = None) -> Image:
         """Import a root filesystem from a tarball or a directory."""
         name = image_name(name)
+        with self._lock(name):
+            return await self._import(name, origin, progress=progress)
+
+    async def _import(self, name: str, origin: Path, *,
+                      progress: Progress | None) -> Image:
         if self.exists(name):
             raise Conflict(f"image `{name}` exists already; `image remove {name}` first")
         if not origin.is_absolute():
@@ -141,7 +165,7 @@ class Images:
                            timeout=DEBOOTSTRAP_TIMEOUT)
         elif origin.is_file() and tarfile.is_tarfile(origin):
             await report(f"unpacking {origin}")
-            await host.run(["tar", "--extract", "--numeric-owners", "--xattrs",
+            await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
                             "--directory", str(partial), "--file", str(origin)],
                            timeout=DEBOOTSTRAP_TIMEOUT)
         else:
@@ -211,4 +235,3 @@ async def _no_progress(line: str) -> None:
     return None
 
 
-__all__ = ["Image", "ImageConfig", "Images", "asdict"]

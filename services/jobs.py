@@ -60,6 +60,7 @@ class Job:
     result: str
     error: str
     progress: tuple[ProgressLine, ...] = field(default=())
+    internal_failure: bool = False  # failed on ctbot or the host, not on the caller's input
 
     @property
     def elapsed(self) -> float | None:
@@ -117,10 +118,11 @@ class JobStore:
         )
 
     def mark_finished(self, job_id: int, state: JobState, *, result: str = "",
-                      error: str = "") -> None:
+                      error: str = "", internal: bool = False) -> None:
         self._store.execute(
-            "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ? WHERE id = ?",
-            (state, self._clock(), result, error, job_id),
+            "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?,"
+            " internal_failure = ? WHERE id = ?",
+            (state, self._clock(), result, error, int(internal), job_id),
         )
 
     def annotate(self, job_id: int, error: str) -> None:
@@ -191,6 +193,7 @@ def _job_from_row(row: Any, progress: tuple[ProgressLine, ...]) -> Job:
         result=row["result"],
         error=row["error"],
         progress=progress,
+        internal_failure=bool(row["internal_failure"]),
     )
 
 
@@ -222,7 +225,8 @@ class JobRunner:
         for job in self._jobs.orphaned():
             log.warning("job interrupted by restart job_id=%d kind=%s", job.id, job.kind)
             self._jobs.mark_finished(
-                job.id, JobState.INTERRUPTED, error="ctbot stopped while this job ran"
+                job.id, JobState.INTERRUPTED, error="ctbot stopped while this job ran",
+                internal=True,
             )
             self._jobs.annotate(job.id, "ctbot stopped while this job ran")
             recovered.append(self._jobs.get(job.id))
@@ -290,12 +294,12 @@ class JobRunner:
         except HostCommandFailed as exc:
             # What the host program said is what an operator needs to act on.
             log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
-            self._jobs.mark_finished(job_id, JobState.FAILED,
+            self._jobs.mark_finished(job_id, JobState.FAILED, internal=True,
                                      error=f"{exc} (log: {job.correlation_id})")
         except Exception as exc:
             log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
             self._jobs.mark_finished(
-                job_id, JobState.FAILED,
+                job_id, JobState.FAILED, internal=True,
                 error=f"internal error ({type(exc).__name__}); "
                 f"see the log for {job.correlation_id}",
             )

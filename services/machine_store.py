@@ -103,6 +103,22 @@ class MachineStore:
             )
         return self.get(name)
 
+    def take_over(self, record: MachineRecord) -> bool:
+        """Claim a stale operation for recovery; False if another process got there first."""
+        owner = this_process()
+        old = record.op_owner
+        cursor = self._store.execute(
+            "UPDATE machines SET op_pid = ?, op_start = ? WHERE name = ? AND op = ?"
+            " AND op_pid IS ? AND op_start IS ?",
+            (owner.pid, owner.start, record.name, str(record.op),
+             old.pid if old else None, old.start if old else None))
+        return cursor.rowcount == 1
+
+    def abandon(self, name: str) -> None:
+        """Keep the operation but drop its owner: it becomes stale, to be recovered."""
+        self._store.execute("UPDATE machines SET op_pid = NULL, op_start = NULL"
+                            " WHERE name = ?", (name,))
+
     def step(self, name: str, step: str) -> None:
         self._store.execute("UPDATE machines SET op_step = ? WHERE name = ?", (step, name))
 

@@ -31,14 +31,20 @@ from services.jobs import JobContext, JobRunner, JobStore
 from services.machine_store import Desired, MachineRecord, MachineStore, Op
 from services.names import image_name, machine_name
 from services.networking import Networking
-from services.supervisor import Launch, Supervisor, leader_of
+from services.supervisor import (
+    BootFailed,
+    BootTimeout,
+    Launch,
+    Readiness,
+    Supervisor,
+    leader_of,
+)
 from services.templating import render
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
 EXEC_OUTPUT_LIMIT = 64 * 1024
-_READY_STATES = ("running", "degraded")
 
 
 class MachineState(StrEnum):
@@ -147,13 +153,15 @@ class Machines:
         if not self.images.exists(image) and image != self.images.config.default:
             self.images.get(image)  # raises NotFound with the list of images
         paths = self.paths(name)
+        self.check_can_create(name)
+        if paths.exists():
+            # Not ours by record, so not ours to delete (checked before claiming the name,
+            # so that no rollback ever touches it).
+            raise Conflict(f"{paths.root} or {paths.settings} exists but ctbot has no "
+                           f"machine `{name}`; move it away or pick another name")
         self.records.begin_create(name=name, image=image, features=spec.features,
                                   cpu=spec.cpu, memory_bytes=spec.memory_bytes, job_id=job_id)
         try:
-            if paths.exists():
-                # Not ours by record, so not ours to delete: someone else's machine dir.
-                raise Conflict(f"{paths.root} or {paths.settings} exists but ctbot has no "
-                               f"machine `{name}`; move it away or pick another name")
             self.records.step(name, "addresses")
             self.networking.allocate(name, spec.ipv4, spec.ipv6)
             await self._create_steps(name, image, spec, paths, progress)
@@ -212,49 +220,47 @@ class Machines:
             await self.networking.ensure_host()
         self.records.step(name, "start")
         started = time.monotonic()
-        nspawn = await self.supervisor.start(Launch(
+        nspawn, readiness = await self.supervisor.start(Launch(
             name=name, root=paths.root, console_log=paths.console_log,
+            notify_socket=paths.notify_socket,
             limits=Limits(cpu=record.cpu, memory_bytes=record.memory_bytes)))
         self.records.update(name, nspawn=nspawn)
         await progress(f"started systemd-nspawn (pid {nspawn.pid}, {self.supervisor.kind})")
         self.records.step(name, "boot")
-        state = await self._wait_ready(name, nspawn, paths)
+        if readiness is not None:
+            await self._wait_ready(name, nspawn, readiness, paths)
         self.records.update(name, desired=Desired.RUNNING)
-        await progress(f"booted: systemd reports {state} after "
+        await progress(f"booted: its systemd reported ready after "
                        f"{time.monotonic() - started:.2f} s")
 
-    async def _wait_ready(self, name: str, nspawn: ProcessId, paths: MachinePaths) -> str:
-        deadline = time.monotonic() + self.config.boot_timeout
-        last = "no answer yet"
-        while True:
-            if not nspawn.alive():
-                raise OperationFailed(
-                    f"machine `{name}` stopped while booting. Its console said:\n"
-                    f"{_tail(paths.console_log, 8)}")
-            leader = leader_of(nspawn)
-            if leader is not None:
-                result = await host.run(
-                    ["nsenter", f"--target={leader}", "--all", "--",
-                     "systemctl", "is-system-running"], check=False, timeout=5)
-                last = result.stdout.strip() or result.stderr.strip() or last
-                if last in _READY_STATES:
-                    return last
-            if time.monotonic() > deadline:
-                raise OperationFailed(
-                    f"machine `{name}` did not finish booting within "
-                    f"{self.config.boot_timeout:.0f} s (its systemd says: {last}); "
-                    f"`logs {name}` shows its journal")
-            await asyncio.sleep(0.05)
+    async def _wait_ready(self, name: str, nspawn: ProcessId, readiness: Readiness,
+                          paths: MachinePaths) -> None:
+        try:
+            await readiness.wait(nspawn, self.config.boot_timeout)
+        except BootFailed:
+            raise OperationFailed(
+                f"machine `{name}` stopped while booting. Its console said:\n"
+                f"{_tail(paths.console_log, 8)}") from None
+        except BootTimeout:
+            raise OperationFailed(
+                f"machine `{name}` did not finish booting within "
+                f"{self.config.boot_timeout:.0f} s. Its console said:\n"
+                f"{_tail(paths.console_log, 8)}") from None
 
     async def _undo_create(self, name: str, paths: MachinePaths) -> None:
         record = self.records.find(name)
-        with contextlib.suppress(Exception):
-            await self.supervisor.stop(name, paths.root, record.nspawn if record else None,
-                                       timeout=5)
-        if record is not None and record.op is Op.CREATE:
+        if record is None or record.op is not Op.CREATE:
+            return
+        try:
+            await self.supervisor.stop(name, paths.root, record.nspawn, timeout=5)
             await clones.remove(paths)
             self.networking.release(name)
             self.records.delete(name)
+        except Exception:
+            # Leave the claim stale: the next reconcile (every minute in `serve`, or at
+            # the start of any ctbot process) tries the rollback again.
+            log.exception("rolling back the create of %s failed; will retry", name)
+            self.records.abandon(name)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -311,14 +317,22 @@ class Machines:
     async def destroy(self, name: str, *, progress: Progress,
                       job_id: int | None = None) -> None:
         record = await self._claim(name, Op.DESTROY, job_id=job_id)
-        await self._destroy_claimed(record, progress)
+        try:
+            await self._destroy_claimed(record, progress)
+        except Exception:
+            # Every step is idempotent: a second `destroy` picks up where this one failed.
+            if self.records.find(name) is not None:
+                self.records.release(name)
+            raise
 
     async def _destroy_claimed(self, record: MachineRecord, progress: Progress) -> None:
         name, paths = record.name, self.paths(record.name)
         self.records.step(name, "stop")
-        if self.supervisor.find(name, paths.root, record.nspawn) is not None:
-            await self.supervisor.stop(name, paths.root, record.nspawn,
-                                       timeout=self.config.stop_timeout)
+        running = self.supervisor.find(name, paths.root, record.nspawn) is not None
+        # Even when not running: stop() also removes the cgroup and unit drop-in.
+        await self.supervisor.stop(name, paths.root, record.nspawn,
+                                   timeout=self.config.stop_timeout)
+        if running:
             await progress("powered off")
         self.records.step(name, "remove")
         await clones.remove(paths)
@@ -332,7 +346,7 @@ class Machines:
     async def _claim(self, name: str, op: Op, *, job_id: int | None = None) -> MachineRecord:
         name = machine_name(name)
         record = self.records.find(name)
-        if record is not None and record.op_stale:
+        if record is not None and record.op_stale and self.records.take_over(record):
             # An operation died half-way (its process was killed): finish or undo it first.
             await self._recover(record)
             if self.records.find(name) is None:
@@ -349,7 +363,6 @@ class Machines:
         """Give a machine new addresses; families not in ``changes`` keep theirs."""
         record = await self._claim(name, Op.READDRESS)
         try:
-            was_attached = bool(self.networking.of(name))
             for family, request in changes.items():
                 self.networking.addresses.allocate(name, family, request)
             paths = self.paths(name)
@@ -359,17 +372,22 @@ class Machines:
             await progress(f"addresses now: {now}")
             await self.networking.apply_firewall()  # forwards follow the new addresses
             if self._observe_running(record):
-                if was_attached != bool(self.networking.of(name)):
-                    await progress("the machine joins or leaves the bridge: restarting it")
-                    await self._stop_claimed(record, progress)
-                    await self._start_claimed(self.records.get(name), progress)
-                else:
-                    await self.exec(name, ["networkctl", "reload"], timeout=30)
-                    await self.exec(name, ["networkctl", "reconfigure", "host0"], timeout=30)
-                    await progress("applied inside the running machine (networkctl reload)")
+                # Restarted rather than told to reload from inside: ctbot never runs the
+                # machine's own programs on its own initiative (they could be replaced by
+                # whoever is root in the machine, and would run with the host's rights).
+                await progress("restarting the machine so it takes its new addresses")
+                await self._stop_claimed(record, progress)
+                await self._start_claimed(self.records.get(name), progress)
         finally:
             self.records.release(name)
         return self.status(name)
+
+    def remove_image(self, image: str) -> None:
+        """Delete an image unless a machine uses it."""
+        self.images.remove(image, used_by=self.records.using_image(image))
+
+    def image_users(self, image: str) -> list[str]:
+        return self.records.using_image(image)
 
     # ------------------------------------------------------------------ inside
 
@@ -408,13 +426,21 @@ class Machines:
     async def reconcile(self) -> list[str]:
         """Make the records match what runs and exists; return what was found."""
         notes: list[str] = []
-        for record in self.records.all():
-            if record.op_alive:
+        for snapshot in self.records.all():
+            record = self.records.find(snapshot.name)  # fresh: others may act meanwhile
+            if record is None or record.op_alive:
                 continue
-            if record.op_stale:
-                notes.append(await self._recover(record))
-                continue
-            notes += await self._reconcile_idle(record)
+            try:
+                if record.op_stale:
+                    # Only one process recovers a given stale operation.
+                    if self.records.take_over(record):
+                        notes.append(await self._recover(record))
+                    continue
+                notes += await self._reconcile_idle(record)
+            except Exception:
+                # One broken machine must not stop ctbot from starting.
+                log.exception("reconcile of %s failed; will retry", record.name)
+                notes.append(f"could not reconcile `{record.name}`; see the log")
         for note in notes:
             log.warning("reconcile: %s", note)
         return notes

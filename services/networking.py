@@ -7,6 +7,8 @@ never creates a bridge or a firewall table.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ NETWORKD_WANTS = "etc/systemd/system/multi-user.target.wants/systemd-networkd.se
 NETWORKD_UNIT = "/lib/systemd/system/systemd-networkd.service"
 
 
-class Protocol(StrEnum):
+class PortProtocol(StrEnum):
     TCP = "tcp"
     UDP = "udp"
 
@@ -44,7 +46,7 @@ class NetworkConfig:
 @dataclass(frozen=True, slots=True)
 class PortForward:
     host_port: int
-    protocol: Protocol
+    protocol: PortProtocol
     machine: str
     machine_port: int
     targets: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = field(default=())
@@ -53,11 +55,11 @@ class PortForward:
         return f"{self.host_port}/{self.protocol} → {self.machine}:{self.machine_port}"
 
 
-def parse_port_spec(raw: str) -> tuple[int, int, Protocol]:
+def parse_port_spec(raw: str) -> tuple[int, int, PortProtocol]:
     """``HOSTPORT:CTPORT[/tcp|udp]`` → (host port, machine port, protocol)."""
     spec, _, proto = raw.partition("/")
     try:
-        protocol = Protocol(proto or "tcp")
+        protocol = PortProtocol(proto or "tcp")
     except ValueError:
         raise InvalidInput(f"`{raw}`: the protocol is tcp or udp, not `{proto}`") from None
     host_port, sep, machine_port = spec.partition(":")
@@ -89,6 +91,19 @@ class Networking:
         return notes
 
     async def apply_firewall(self) -> None:
+        """Render the whole table from the store and load it in one nft transaction.
+
+        Under an exclusive flock: two processes (serve and a cmd) applying at once could
+        otherwise load a snapshot without the other's new forward."""
+        lock_path = Path(self._store.path).parent / "nftables.lock"
+        with open(lock_path, "w") as lock:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            try:
+                await self._apply_firewall_locked()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    async def _apply_firewall_locked(self) -> None:
         ruleset = render(
             "network/nftables.nft.j2", table=self.config.nft_table, bridge=self.config.bridge,
             forwards=self.forwards(), outbound=self.config.outbound,
@@ -142,7 +157,7 @@ class Networking:
         result = []
         for r in rows:
             targets = tuple(i.ip for i in self.of(r["machine"]).values())
-            result.append(PortForward(r["host_port"], Protocol(r["protocol"]), r["machine"],
+            result.append(PortForward(r["host_port"], PortProtocol(r["protocol"]), r["machine"],
                                       r["machine_port"], targets))
         return result
 
@@ -172,7 +187,7 @@ class Networking:
         host_port_text = host_port_text.split(":", 1)[0]
         if not host_port_text.isdigit():
             raise InvalidInput(f"`{spec}`: give the host port, e.g. 8080 or 8080/udp")
-        protocol = Protocol(proto or "tcp") if proto in ("", "tcp", "udp") else None
+        protocol = PortProtocol(proto or "tcp") if proto in ("", "tcp", "udp") else None
         if protocol is None:
             raise InvalidInput(f"`{spec}`: the protocol is tcp or udp")
         cursor = self._store.execute(

@@ -105,6 +105,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (host_port, protocol)
     );
     """,
+    # 5: whether a failed job failed on the caller's input or on ctbot/the host
+    """
+    ALTER TABLE jobs ADD COLUMN internal_failure INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -126,9 +130,12 @@ class Store:
             raise StoreError(f"cannot open state database {path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot use state database {path}: {exc}") from exc
         self._migrate(migrations)
 
     @property
@@ -144,8 +151,12 @@ class Store:
                 f"ctbot ({len(migrations)}); upgrade ctbot or restore a backup"
             )
         for version in range(current + 1, len(migrations) + 1):
-            log.info("migrating state database path=%s to_version=%d", self.path, version)
             with self.transaction() as conn:
+                # Read again under the write lock: another process starting at the same
+                # moment may have applied this version already.
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= version:
+                    continue
+                log.info("migrating state database path=%s to_version=%d", self.path, version)
                 conn.executescript_in_tx(migrations[version - 1])
                 conn.execute(f"PRAGMA user_version = {version:d}")
 

@@ -15,9 +15,12 @@ root (used when ctbot died between spawning nspawn and recording its PID).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,56 @@ class Launch:
     name: str
     root: Path
     console_log: Path
+    notify_socket: Path  # where nspawn reports READY=1 (--notify-ready=yes)
     limits: Limits
+
+
+class BootFailed(Exception):
+    """nspawn exited before the machine was ready."""
+
+
+class BootTimeout(Exception):
+    """The machine's systemd did not report ready in time."""
+
+
+class Readiness:
+    """nspawn's sd_notify channel: READY=1 arrives once the machine's own systemd has
+    finished booting. Nothing inside the machine is executed to find out, so a machine
+    cannot trick ctbot into running its binaries with the host's privileges."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._sock.bind(str(path))
+        self._sock.setblocking(False)
+
+    async def wait(self, nspawn: ProcessId, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BootTimeout
+                try:
+                    message = await asyncio.wait_for(loop.sock_recv(self._sock, 4096),
+                                                     min(remaining, 0.25))
+                except TimeoutError:
+                    if not nspawn.alive():
+                        raise BootFailed from None
+                    continue
+                if b"READY=1" in message.split(b"\n"):
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
 
 def nspawn_argv(launch: Launch, *, register: bool = False) -> list[str]:
@@ -57,6 +109,7 @@ def nspawn_argv(launch: Launch, *, register: bool = False) -> list[str]:
         f"--register={'yes' if register else 'no'}",
         "--settings=trusted",
         "--console=read-only",
+        "--notify-ready=yes",
         f"--directory={launch.root}",
         f"--machine={launch.name}",
     ]
@@ -65,7 +118,9 @@ def nspawn_argv(launch: Launch, *, register: bool = False) -> list[str]:
 class Supervisor(Protocol):
     kind: str
 
-    async def start(self, launch: Launch) -> ProcessId: ...
+    async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
+        """Start nspawn; the Readiness (None: already ready) tells when it has booted."""
+        ...
 
     async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
                    timeout: float) -> None: ...
@@ -93,15 +148,25 @@ def leader_of(nspawn: ProcessId) -> int | None:
 
 
 def find_nspawn_by_root(root: Path) -> ProcessId | None:
-    """Scan /proc for the nspawn running ``root``: exact, since roots are unique."""
+    """Scan /proc for the nspawn running ``root``: exact, since roots are unique.
+
+    Only the host's own nspawn binary in the host's PID namespace counts: a process in a
+    machine (a nested nspawn, or one named to look like it) cannot pass for a machine.
+    """
     wanted = f"--directory={root}"
+    host_nspawn = _host_nspawn_identity()
+    own_pidns = _pidns("self")
     matches = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         argv = host.process_cmdline(int(entry.name))
-        if argv and os.path.basename(argv[0]) == NSPAWN and wanted in argv:
-            matches.add(int(entry.name))
+        if not (argv and os.path.basename(argv[0]) == NSPAWN and wanted in argv):
+            continue
+        if _exe_identity(entry.name) != host_nspawn or _pidns(entry.name) != own_pidns:
+            log.warning("ignoring a look-alike nspawn pid=%s root=%s", entry.name, root)
+            continue
+        matches.add(int(entry.name))
     # nspawn forks the machine's PID 1, which carries nspawn's argv until it execs
     # systemd: the nspawn we want is the match whose parent is not a match.
     for pid in sorted(matches):
@@ -112,15 +177,46 @@ def find_nspawn_by_root(root: Path) -> ProcessId | None:
     return None
 
 
+def _host_nspawn_identity() -> tuple[int, int] | None:
+    path = shutil.which(NSPAWN, path=host.BASE_ENV["PATH"])
+    if path is None:
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _exe_identity(pid: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _pidns(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 class DirectSupervisor:
     kind = "direct"
 
-    async def start(self, launch: Launch) -> ProcessId:
-        dirs = cgroups.prepare(cgroups.group_name(launch.name, launch.root), launch.limits)
+    async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
+        group = cgroups.group_name(launch.name, launch.root)
+        dirs = cgroups.prepare(group, launch.limits)
         join = cgroups.join_function(dirs) if dirs else None
-        pid = host.spawn_detached(nspawn_argv(launch), log_path=launch.console_log,
-                                  env=NSPAWN_ENV, preexec=join)
-        return ProcessId(pid, host.process_start_time(pid))
+        readiness = Readiness(launch.notify_socket)
+        try:
+            pid = host.spawn_detached(
+                nspawn_argv(launch), log_path=launch.console_log, preexec=join,
+                env={**NSPAWN_ENV, "NOTIFY_SOCKET": str(launch.notify_socket)})
+        except BaseException:
+            readiness.close()
+            cgroups.remove(group)
+            raise
+        return ProcessId(pid, host.process_start_time(pid)), readiness
 
     def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
         if recorded is not None and recorded.alive():
@@ -172,7 +268,7 @@ class SystemdSupervisor:
     def _unit(self, name: str) -> str:
         return f"systemd-nspawn@{name}.service"
 
-    async def start(self, launch: Launch) -> ProcessId:
+    async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
         dropin = self.dropin_root / f"{self._unit(launch.name)}.d" / "ctbot.conf"
         dropin.parent.mkdir(parents=True, exist_ok=True)
         lines = ["[Service]", "ExecStart=",
@@ -185,10 +281,12 @@ class SystemdSupervisor:
         dropin.write_text("\n".join(lines) + "\n")
         await host.run(["systemctl", "daemon-reload"], timeout=30)
         await host.run(["systemctl", "start", "--", self._unit(launch.name)], timeout=30)
+        # The unit is Type=notify and nspawn runs with --notify-ready=yes: `systemctl
+        # start` returned once the machine had booted.
         found = self.find(launch.name, launch.root, None)
         if found is None:
             raise InternalError(f"{self._unit(launch.name)} started but has no main process")
-        return found
+        return found, None
 
     def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
         if recorded is not None and recorded.alive():
@@ -204,3 +302,5 @@ class SystemdSupervisor:
             nspawn = self.find(name, root, recorded)
             if nspawn is not None:
                 await _poweroff(nspawn, timeout=timeout)
+        dropin = self.dropin_root / f"{self._unit(name)}.d"
+        shutil.rmtree(dropin, ignore_errors=True)

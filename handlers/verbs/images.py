@@ -46,7 +46,7 @@ async def run_image_import(inv: Invocation) -> Reply:
 async def run_image_list(inv: Invocation) -> Reply:
     """List images with their size and the machines that use them."""
     images = inv.services.images.all()
-    users = {i.name: inv.services.machines.records.using_image(i.name) for i in images}
+    users = {i.name: inv.services.machines.image_users(i.name) for i in images}
     return Reply(text=render("replies/image_list.txt.j2", images=images, users=users),
                  data={"images": [image_json(i) | {"used_by": users[i.name]} for i in images]})
 
@@ -55,5 +55,5 @@ async def run_image_list(inv: Invocation) -> Reply:
 async def run_image_remove(inv: Invocation) -> Reply:
     """Delete an image. Refused while any machine uses it."""
     name = image_name(inv.args.positionals["NAME"])
-    inv.services.images.remove(name, used_by=inv.services.machines.records.using_image(name))
+    inv.services.machines.remove_image(name)
     return Reply(text=f"Image `{name}` removed.", data={"removed": name})

@@ -60,5 +60,8 @@ async def run_as_job(inv: Invocation, kind: str, args: dict[str, Any]) -> Reply:
         observer=inv.request.observer,
     )
     done = await inv.services.jobs.wait(job.id)
-    outcome = Outcome.OK if done.state is JobState.SUCCEEDED else Outcome.USER_ERROR
+    if done.state is JobState.SUCCEEDED:
+        outcome = Outcome.OK
+    else:
+        outcome = Outcome.INTERNAL_ERROR if done.internal_failure else Outcome.USER_ERROR
     return Reply(text=render_job(done), outcome=outcome, data=job_json(done), job_id=done.id)

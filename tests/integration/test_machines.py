@@ -25,7 +25,7 @@ def test_create_gives_a_booted_machine_with_its_own_identity(host: Host):
 
     assert web["state"] == "running" and web["image"] == IMAGE
     assert leader_comm(web["leader_pid"]) == "systemd"
-    assert web["ipv4"] is None and web["ipv6"] is None and web["features"] == []
+    assert web["features"] == [] and web["ipv4"] and web["ipv6"]
     running = inside(web["leader_pid"], "systemctl", "is-system-running").stdout.strip()
     assert running in ("running", "degraded")
     assert inside(web["leader_pid"], "hostname").stdout.strip() == "web1"
@@ -196,3 +196,21 @@ def test_missing_machines_and_images_in_use_are_clear_errors(host: Host):
     assert in_use.returncode == 1 and "is used by" in in_use.stdout and "user1" in in_use.stdout
     no_image = host.ctbot("create img1 --image nosuch")
     assert no_image.returncode == 1 and "there is no image `nosuch`" in no_image.stdout
+
+
+def test_image_import_from_a_tarball_and_remove(host: Host, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/os-release").write_text('ID=tiny\n')
+    tarball = tmp_path / "tiny.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tarball), "."], check=True)
+    imported = host.ctbot(f"image import tiny-{os.getpid()} {tarball}")
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    names = [i["name"] for i in host.json("image list")["images"]]
+    assert f"tiny-{os.getpid()}" in names
+    not_root = tmp_path / "notroot.tar"
+    subprocess.run(["tar", "-C", str(tree / "etc"), "-cf", str(not_root), "."], check=True)
+    refused = host.ctbot(f"image import bad-{os.getpid()} {not_root}")
+    assert refused.returncode == 1 and "not a root filesystem" in refused.stdout
+    assert host.ctbot(f"image remove tiny-{os.getpid()}", "--yes").returncode == 0
+    assert f"tiny-{os.getpid()}" not in [i["name"] for i in host.json("image list")["images"]]

@@ -70,3 +70,22 @@ def test_console_reads_commands_from_a_pipe_until_eof(tmp_path):
     assert "You are local with the admin role" in result.stdout
     assert "usage: whoami" in result.stdout
     assert "ctbot> " not in result.stdout  # no prompt when not on a terminal
+
+
+def test_sigterm_stops_serve_while_the_console_waits_for_input(tmp_path):
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*CTBOT, "serve"], cwd=REPO, stdin=follower, stdout=follower,
+        stderr=subprocess.DEVNULL,
+        env=ctbot_env({"CTBOT_STATE_DIR": str(tmp_path),
+                       "CTBOT_LISTEN": f"127.0.0.1:{free_port()}"}))
+    os.close(follower)
+    try:
+        read_until(leader, "ctbot> ")
+        started = time.monotonic()
+        process.terminate()
+        process.wait(timeout=10)
+        assert process.returncode == 0 and time.monotonic() - started < 5
+    finally:
+        stop(process)
+        os.close(leader)
