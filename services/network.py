@@ -76,10 +76,12 @@ class HostBridge:
         if state.exists:
             problems = self._differences(state)
             if problems:
-                note = (f"bridge {self.name} exists but {'; '.join(problems)}; leaving it "
-                        "as it is (fix it or set [network] bridge to another name)")
+                # Someone else's interface: report it, never clobber it or attach to it.
+                note = (f"bridge {self.name} exists but {'; '.join(problems)}; ctbot leaves "
+                        "it as it is and attaches no machine to it (fix it, or set "
+                        "[network] bridge to another name)")
                 log.warning("%s", note)
-                return [note]
+                raise OperationFailed(note)
             if not state.up:
                 await self._set_up()
             return []

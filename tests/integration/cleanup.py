@@ -47,3 +47,22 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
                        capture_output=True)
     if bridge:
         subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
+
+
+def leftovers(*, base: Path, bridge: str | None, nft_table: str | None) -> list[str]:
+    """What of a run is still on the host (should be nothing after remove_everything)."""
+    found = []
+    if base.exists():
+        found.append(f"directory {base}")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    if str(base) in mounts:
+        found.append(f"mounts below {base}")
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    if bridge and any(line.split("@")[0].split()[0] == bridge for line in links.splitlines()):
+        found.append(f"bridge {bridge}")
+    if nft_table:
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                text=True).stdout
+        if f"inet {nft_table}" in tables:
+            found.append(f"nftables table {nft_table}")
+    return found

@@ -25,7 +25,7 @@ import pytest
 
 from bot.settings import DEFAULT_IMAGE_PACKAGES
 from services.supervisor import find_nspawn_by_root
-from tests.integration.cleanup import remove_everything
+from tests.integration.cleanup import leftovers, remove_everything
 from tests.scenario.processes import run_ctbot
 
 IMAGES_DIR = Path(os.environ.get("CTBOT_TEST_IMAGES_DIR", "/var/cache/ctbot/test-images"))
@@ -111,6 +111,8 @@ def host_env() -> Iterator[Host]:
 
 def _teardown(host: Host) -> None:
     remove_everything(host.env, base=host.base, bridge=host.bridge, nft_table=host.nft_table)
+    left = leftovers(base=host.base, bridge=host.bridge, nft_table=host.nft_table)
+    assert not left, f"the suite left behind: {', '.join(left)}"
 
 
 @pytest.fixture

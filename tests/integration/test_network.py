@@ -190,3 +190,23 @@ def test_net_export_writes_networkd_files(host: Host, tmp_path):
     assert f"Name={host.bridge}" in netdev and "Kind=bridge" in netdev
     gateways = [p["gateway"] for p in host.json("net pools")["pools"]]
     assert all(f"Address={g}" in network for g in gateways)
+
+
+def test_a_foreign_bridge_of_the_same_name_is_reported_not_used(host: Host, tmp_path):
+    foreign = "ctbf-" + host.bridge[-4:]
+    subprocess.run(["ip", "link", "add", foreign, "type", "bridge"], check=True)
+    try:
+        config = tmp_path / "foreign.toml"
+        config.write_text(Path(host.env["CTBOT_CONFIG"]).read_text()
+                          .replace(host.bridge, foreign))
+        other = Host(host.base, foreign, host.nft_table, dict(host.env) | {
+            "CTBOT_CONFIG": str(config), "CTBOT_STATE_DIR": str(tmp_path / "state")})
+        result = other.ctbot("create alien1")
+        assert result.returncode == 1
+        assert f"bridge {foreign} exists but it lacks the gateway address" in result.stdout
+        assert "alien1" not in other.names()
+        addresses = subprocess.run(["ip", "-br", "address", "show", foreign],
+                                   capture_output=True, text=True).stdout
+        assert "10.239." not in addresses  # left as it was
+    finally:
+        subprocess.run(["ip", "link", "delete", foreign], check=False)
