@@ -26,8 +26,15 @@ class BackgroundWork:
         task.add_done_callback(self._finished)
 
     async def _bounded(self, work: Coroutine[Any, Any, None]) -> None:
-        async with self._slots:
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            work.close()  # cancelled while queued: it never started, and never will
+            raise
+        try:
             await work
+        finally:
+            self._slots.release()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -2,7 +2,8 @@
 
 Messages are written as ``"what happened key=value key=value"``; the formatter adds the
 timestamp, level and logger. Known secret values are replaced by ``***`` wherever they
-appear, as a last line of defence: code must not log them in the first place.
+appear in the finished line, tracebacks included, as a last line of defence: code must
+not log them in the first place.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from typing import TextIO
 
 
 class KeyValueFormatter(logging.Formatter):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if len(s) >= 6)
+
     def format(self, record: logging.LogRecord) -> str:
+        line = self._format(record)
+        # Masked on the finished line: message, arguments and traceback alike.
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        return line
+
+    def _format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         message = record.getMessage().replace("\n", "\\n")
         line = (f'ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} '
@@ -25,28 +37,10 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-class RedactSecrets(logging.Filter):
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._secrets = tuple(s for s in secrets if len(s) >= 6)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        redacted = message
-        for secret in self._secrets:
-            redacted = redacted.replace(secret, "***")
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
 def configure_logging(level: str, *, secrets: Iterable[str] = (),
                       stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(KeyValueFormatter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -32,7 +32,10 @@ def render_blocks(reply: Reply, *, command_text: str | None = None) -> list[dict
     chunks = [body[i:i + _SECTION_LIMIT] for i in range(0, len(body), _SECTION_LIMIT)]
     if "\n" in body:
         chunks = [f"```{c}```" for c in chunks]
-    confirm = command_text if reply.needs_confirmation else None
+    # Slack refuses a button whose value is over 2000 characters (and the whole message
+    # with it): such a command is confirmed from a terminal instead.
+    confirm = (command_text if reply.needs_confirmation and command_text
+               and len(command_text) <= 2000 else None)
     blocks: list[dict[str, Any]] = render_json("replies/reply.blocks.json.j2", chunks=chunks,
                                                confirm=confirm)
     return blocks

@@ -127,8 +127,9 @@ async def remove(paths: MachinePaths) -> None:
             await host.run(["umount", "--lazy", "--", str(paths.root)], timeout=60)
     if is_mounted(paths.root):
         raise InternalError(f"{paths.root} is still mounted; refusing to delete below it")
-    with contextlib.suppress(FileNotFoundError):
-        paths.settings.unlink()
+    for leftover in (paths.settings, paths.settings.with_suffix(".tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
     for path in (paths.root, paths.layers):
         if path.is_symlink():
             path.unlink()

@@ -18,7 +18,7 @@ from pathlib import Path
 from services import host, rootfs
 from services.addresses import AddressBook, AddressRequest, Family, IPInterface, Pool
 from services.errors import Conflict, InvalidInput, NotFound
-from services.network import HostBridge, interface_name
+from services.host_network import HostBridge, interface_name
 from services.store import Store
 from services.templating import render
 

@@ -14,7 +14,7 @@ from services.addresses import Family, parse_request
 from services.audit import Outcome
 from services.errors import Conflict, InvalidInput
 from services.names import machine_name
-from services.network import ping
+from services.host_network import ping
 from services.networking import PortForward
 from services.templating import render
 

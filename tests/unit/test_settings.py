@@ -94,3 +94,26 @@ def test_example_config_documents_and_loads_every_key():
         assert f"[{section}]" in text
         for key in keys:
             assert f"{key} =" in text, f"{section}.{key} undocumented"
+
+
+def test_log_lines_mask_secrets_even_in_tracebacks():
+    import io
+    import logging
+
+    from bot.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    try:
+        configure_logging("info", secrets=["xoxb-super-secret"], stream=stream)
+        try:
+            raise RuntimeError("token xoxb-super-secret rejected")
+        except RuntimeError:
+            logging.getLogger("ctbot.test").exception("call failed with %s",
+                                                      "xoxb-super-secret")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert "xoxb-super-secret" not in stream.getvalue()
+    assert "***" in stream.getvalue() and "Traceback" in stream.getvalue()
