@@ -11,6 +11,7 @@ ctbot falls back to a full copy (``cp -a --reflink=auto``) and logs that it did.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -134,4 +135,5 @@ async def remove(paths: MachinePaths) -> None:
         if path.is_symlink():
             path.unlink()
         elif path.exists():
-            shutil.rmtree(path)
+            # A copied root is a whole filesystem tree: delete it off the event loop.
+            await asyncio.to_thread(shutil.rmtree, path)

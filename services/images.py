@@ -11,6 +11,7 @@ directory that the next build of that name removes first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -19,7 +20,7 @@ import os
 import shutil
 import tarfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,20 +102,24 @@ class Images:
         return sorted(m.name.removesuffix(".image.json") for m in self.dir.glob("*.image.json"))
 
     async def build(self, name: str, *, suite: str | None = None,
-                    progress: Progress | None = None) -> Image:
-        """debootstrap a minimal Debian with the packages ctbot's features need."""
+                    progress: Progress | None = None, if_missing: bool = False) -> Image:
+        """debootstrap a minimal Debian with the packages ctbot's features need.
+
+        ``if_missing``: the first-use build of `create`; an image that another job or
+        process finished meanwhile (we waited for its lock) is taken as it is."""
         name = image_name(name)
-        with self._lock(name):
-            if self.exists(name) and suite is None:
-                return self.get(name)  # built meanwhile by another job or process
+        async with self._lock(name):
+            if if_missing and self.exists(name):
+                return self.get(name)
             return await self._build(name, suite=suite, progress=progress)
 
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        """One build or import of a name at a time, across processes (flock)."""
+    @contextlib.asynccontextmanager
+    async def _lock(self, name: str) -> AsyncIterator[None]:
+        """One build or import of a name at a time, across processes (flock, waited for
+        in a thread so the event loop keeps serving meanwhile)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         with open(self.dir / f".{name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
             try:
                 yield
             finally:
@@ -148,7 +153,7 @@ class Images:
                       progress: Progress | None = None) -> Image:
         """Import a root filesystem from a tarball or a directory."""
         name = image_name(name)
-        with self._lock(name):
+        async with self._lock(name):
             return await self._import(name, origin, progress=progress)
 
     async def _import(self, name: str, origin: Path, *,

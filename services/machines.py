@@ -176,7 +176,7 @@ class Machines:
         if not self.images.exists(image):
             self.records.step(name, "image")
             await progress(f"image `{image}` does not exist yet: building it (first use)")
-            await self.images.build(image, progress=progress)
+            await self.images.build(image, progress=progress, if_missing=True)
         started = time.monotonic()
         self.records.step(name, "clone")
         method = await clones.clone(self.images.get(image).path, paths)
@@ -382,9 +382,10 @@ class Machines:
             self.records.release(name)
         return self.status(name)
 
-    def remove_image(self, image: str) -> None:
-        """Delete an image unless a machine uses it."""
-        self.images.remove(image, used_by=self.records.using_image(image))
+    async def remove_image(self, image: str) -> None:
+        """Delete an image unless a machine uses it (the tree is deleted off the loop)."""
+        await asyncio.to_thread(self.images.remove, image,
+                                used_by=self.records.using_image(image))
 
     def image_users(self, image: str) -> list[str]:
         return self.records.using_image(image)

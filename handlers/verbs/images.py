@@ -55,5 +55,5 @@ async def run_image_list(inv: Invocation) -> Reply:
 async def run_image_remove(inv: Invocation) -> Reply:
     """Delete an image. Refused while any machine uses it."""
     name = image_name(inv.args.positionals["NAME"])
-    inv.services.machines.remove_image(name)
+    await inv.services.machines.remove_image(name)
     return Reply(text=f"Image `{name}` removed.", data={"removed": name})

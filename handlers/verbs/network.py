@@ -13,8 +13,8 @@ from handlers.verbs.machines import _machine_job
 from services.addresses import Family, parse_request
 from services.audit import Outcome
 from services.errors import Conflict, InvalidInput
-from services.names import machine_name
 from services.host_network import ping
+from services.names import machine_name
 from services.networking import PortForward
 from services.templating import render
 
