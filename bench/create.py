@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -135,7 +136,14 @@ def main() -> int:
 
     base = Path(tempfile.mkdtemp(prefix="ctbot-bench-", dir="/var/tmp"))
     config = base / "ctbot.toml"
-    config.write_text(f'[images]\ndefault = "{IMAGE}"\n')
+    # Its own bridge, pools and nftables table, and no outbound forwarding: a benchmark
+    # leaves the host as it found it.
+    tag = secrets.token_hex(2)
+    bridge, table = f"ctbc-{tag}", f"ctbot_bench_{tag}"
+    config.write_text(
+        f'[images]\ndefault = "{IMAGE}"\n[network]\nbridge = "{bridge}"\n'
+        f'ipv4_pool = "10.237.{secrets.randbelow(200)}.0/24"\nipv6_pool = "fd37:{tag}::/64"\n'
+        f'nft_table = "{table}"\noutbound = false\n')
     env = {"CTBOT_CONFIG": str(config), "CTBOT_STATE_DIR": str(base / "state"),
            "CTBOT_MACHINES_DIR": str(base / "machines"), "CTBOT_IMAGES_DIR": str(IMAGES_DIR)}
     image = IMAGES_DIR / IMAGE
@@ -164,7 +172,7 @@ def main() -> int:
             shutil.rmtree(root)
     finally:
         console.close()
-        remove_everything(env, base=base)
+        remove_everything(env, base=base, bridge=bridge, nft_table=table)
 
     med = {k: statistics.median(v) for k, v in
            (("ctbot", ctbot_s), ("copy_boot", copy_boot_s), ("boot_only", boot_s))}
