@@ -24,6 +24,7 @@ from services import clones, host, rootfs
 from services.addresses import AUTO, AddressRequest, Family, IPInterface, parse_request
 from services.cgroups import Limits
 from services.clones import MachinePaths
+from services.enter import enter_argv
 from services.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from services.host import Completed, ProcessId
 from services.images import Images
@@ -401,11 +402,8 @@ class Machines:
     async def exec(self, name: str, argv: Sequence[str], *, timeout: float) -> Completed:
         """Run a command inside the machine; its exit status is part of the result."""
         leader = self._leader(name)
-        result = await host.run(
-            ["nsenter", f"--target={leader}", "--all", "--", *argv],
-            env={"HOME": "/root", "TERM": "dumb"}, check=False, timeout=timeout,
-            max_output=EXEC_OUTPUT_LIMIT,
-        )
+        result = await host.run(enter_argv(leader, list(argv)), check=False,
+                                timeout=timeout, max_output=EXEC_OUTPUT_LIMIT)
         if result.returncode == 127 or (result.returncode == 126 and not result.stdout):
             raise OperationFailed(f"cannot run `{argv[0]}` in `{name}`: "
                                   f"{result.stderr.strip()[-300:]}")
@@ -417,8 +415,8 @@ class Machines:
         if status.leader_pid is None:
             return _tail(self.paths(name).console_log, lines)
         result = await host.run(
-            ["nsenter", f"--target={status.leader_pid}", "--all", "--", "journalctl",
-             "--no-pager", "--output=short-iso", f"--lines={lines}"],
+            enter_argv(status.leader_pid, ["journalctl", "--no-pager", "--output=short-iso",
+                                           f"--lines={lines}"]),
             check=False, timeout=30, max_output=EXEC_OUTPUT_LIMIT)
         return result.stdout or result.stderr
 

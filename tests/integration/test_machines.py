@@ -214,3 +214,13 @@ def test_image_import_from_a_tarball_and_remove(host: Host, tmp_path):
     assert refused.returncode == 1 and "not a root filesystem" in refused.stdout
     assert host.ctbot(f"image remove tiny-{os.getpid()}", "--yes").returncode == 0
     assert f"tiny-{os.getpid()}" not in [i["name"] for i in host.json("image list")["images"]]
+
+
+def test_exec_runs_with_no_more_rights_than_the_machine(host: Host):
+    machine = host.create("priv1", "--ipv4 none", "--ipv6 none")
+    leader_bounding = next(line for line in Path(f"/proc/{machine['leader_pid']}/status")
+                           .read_text().splitlines() if line.startswith("CapBnd:"))
+    shown = host.json("exec priv1 -- grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status")
+    assert leader_bounding in shown["stdout"] and "NoNewPrivs:\t1" in shown["stdout"]
+    # …and it is in the machine's namespaces: its PID 1 is the machine's systemd.
+    assert host.json("exec priv1 -- cat /proc/1/comm")["stdout"] == "systemd\n"
