@@ -47,7 +47,9 @@ async def run_net_pools(inv: Invocation) -> Reply:
     """Show the address pools and how many addresses are in use."""
     net = inv.services.networking
     pools = [{"family": str(f), "network": str(p.network), "gateway": str(p.gateway),
-              "used": net.addresses.used(f), "capacity": p.capacity}
+              "used": net.addresses.used(f), "capacity": p.capacity,
+              "capacity_text": (str(p.capacity) if p.capacity < 2**32
+                                else f"2^{p.network.max_prefixlen - p.network.prefixlen}")}
              for f, p in net.config.pools.items()]
     return Reply(text=render("replies/net_pools.txt.j2", pools=pools,
                              bridge=net.config.bridge),
@@ -59,7 +61,7 @@ async def run_net_pools(inv: Invocation) -> Reply:
     Flag("ipv6", "auto, none, or ADDRESS/PREFIX in the IPv6 pool", "ADDR"),
 ])
 async def run_net_set(inv: Invocation) -> Reply:
-    """Give a machine new addresses; a running machine takes them at once."""
+    """Give a machine new addresses; a running machine is restarted to take them."""
     name = machine_name(inv.args.positionals["NAME"])
     changes = {str(f): str(inv.args.flag(str(f))) for f in Family
                if inv.args.flag(str(f)) is not None}
