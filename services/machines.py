@@ -239,9 +239,18 @@ class Machines:
         try:
             await readiness.wait(nspawn, self.config.boot_timeout)
         except BootFailed:
+            console = _tail(paths.console_log, 8)
+            hint = ""
+            if "Too many open files" in console:
+                # Every machine's systemd holds inotify instances, and all machines run as
+                # the host's root: the per-user limit (128 by default) runs out first.
+                hint = ("\nThe host ran out of inotify instances (fs.inotify."
+                        f"max_user_instances = {_sysctl('fs/inotify/max_user_instances')}). "
+                        "Raise it, e.g. `sysctl -w fs.inotify.max_user_instances=1024`, "
+                        "and persist it in /etc/sysctl.d/.")
             raise OperationFailed(
                 f"machine `{name}` stopped while booting. Its console said:\n"
-                f"{_tail(paths.console_log, 8)}") from None
+                f"{console}{hint}") from None
         except BootTimeout:
             raise OperationFailed(
                 f"machine `{name}` did not finish booting within "
@@ -485,6 +494,13 @@ class Machines:
             with contextlib.suppress(NotFound):
                 self.jobs.annotate(record.op_job, f"interrupted: {note}")
         return note
+
+
+def _sysctl(name: str) -> str:
+    try:
+        return Path(f"/proc/sys/{name}").read_text().strip()
+    except OSError:
+        return "?"
 
 
 def _tail(path: Path, lines: int) -> str:

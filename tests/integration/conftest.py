@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -41,6 +41,7 @@ class Host:
     bridge: str
     nft_table: str
     env: dict[str, str]
+    keep: set[str] = field(default_factory=set)  # machines shared by several tests
 
     @property
     def machines_dir(self) -> Path:
@@ -116,8 +117,14 @@ def _teardown(host: Host) -> None:
 
 
 @pytest.fixture
-def host(host_env: Host) -> Host:
-    return host_env
+def host(host_env: Host) -> Iterator[Host]:
+    """The session's host; machines a test made are destroyed when it ends, so that the
+    suite never has more than a few running (each machine's systemd holds inotify
+    instances, and fs.inotify.max_user_instances is 128 by default)."""
+    before = set(host_env.names())
+    yield host_env
+    for name in set(host_env.names()) - before - host_env.keep:
+        host_env.ctbot(f"destroy {name}", "--yes")
 
 
 def inside(leader: int, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,12 @@ def tcp_from_host(address: str, port: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def pair(host_env: Host) -> tuple[dict, dict]:
-    return host_env.create("neta"), host_env.create("netb")
+def pair(host_env: Host) -> Iterator[tuple[dict, dict]]:
+    host_env.keep |= {"neta", "netb"}
+    yield host_env.create("neta"), host_env.create("netb")
+    host_env.keep -= {"neta", "netb"}
+    for name in ("neta", "netb"):
+        host_env.ctbot(f"destroy {name}", "--yes")
 
 
 def test_auto_addresses_are_from_the_pools_and_distinct(host: Host, pair):
