@@ -165,6 +165,12 @@ class Networking:
         host_port, machine_port, protocol = parse_port_spec(spec)
         if not self.of(machine):
             raise Conflict(f"`{machine}` has no address; give it one with `net set`")
+        if host_port in host_ports_in_use(protocol):
+            # The forward applies to every address of the host: it would take the port
+            # away from the program listening there (sshd on 22, say).
+            raise Conflict(f"host port {host_port}/{protocol} is in use by a program on "
+                           "the host; forwarding it would cut that program off. Pick "
+                           "another host port")
         with self._store.transaction() as tx:
             row = tx.execute("SELECT machine FROM port_forwards WHERE host_port = ? AND "
                              "protocol = ?", (host_port, str(protocol))).fetchone()
@@ -220,6 +226,22 @@ class Networking:
                                                        bridge=self.config.bridge,
                                                        gateways=gateways),
         }
+
+
+def host_ports_in_use(protocol: PortProtocol) -> set[int]:
+    """Ports with a listening TCP socket, or a bound UDP socket, on the host."""
+    ports = set()
+    for family in ("", "6"):
+        try:
+            lines = Path(f"/proc/net/{protocol}{family}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # TCP: state 0A is LISTEN; UDP: state 07 is a bound (unconnected) socket.
+            if fields[3] == ("0A" if protocol is PortProtocol.TCP else "07"):
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def _enable_forwarding() -> None:

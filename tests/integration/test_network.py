@@ -91,6 +91,13 @@ def test_port_forward_from_the_host_reaches_a_machine_over_both_families(host: H
     assert tcp_from_host(gateways["ipv6"], 18081) == b"hello-from-a\n"
     assert [p["host_port"] for p in host.json("port list neta")["ports"]] == [18081]
 
+    with socket.socket(socket.AF_INET6) as listener:  # a program of the host's own
+        listener.bind(("::", 0))
+        listener.listen()
+        busy = listener.getsockname()[1]
+        refused = host.ctbot(f"port add neta {busy}:8081")
+    assert refused.returncode == 1 and "in use by a program on the host" in refused.stdout
+
     taken = host.ctbot("port add netb 18081:80")
     assert taken.returncode == 1 and "already forwards to `neta`" in taken.stdout
     assert host.ctbot("port remove neta 18081").returncode == 0

@@ -91,3 +91,18 @@ def test_the_default_ula_prefix_is_stable_and_unique_local():
     prefix = host_ula_prefix()
     assert prefix == host_ula_prefix() and prefix.prefixlen == 64
     assert prefix.subnet_of(ipaddress.ip_network("fd00::/8"))
+
+
+def test_ports_used_by_host_programs_are_detected():
+    import socket
+
+    from services.networking import PortProtocol, host_ports_in_use
+
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert port in host_ports_in_use(PortProtocol.TCP)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        assert bound.getsockname()[1] in host_ports_in_use(PortProtocol.UDP)
