@@ -266,7 +266,7 @@ class JobRunner:
     def running(self) -> list[int]:
         return sorted(self._tasks)
 
-    async def shutdown(self, timeout: float = 5.0) -> None:
+    async def shutdown(self, timeout: float = 20.0) -> None:
         """Cancel what still runs; cancelled jobs are recorded as interrupted."""
         tasks = list(self._tasks.values())
         for task in tasks:

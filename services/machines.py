@@ -15,10 +15,11 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from services import clones, host, rootfs
 from services.addresses import AUTO, AddressRequest, Family, IPInterface, parse_request
@@ -168,7 +169,7 @@ class Machines:
             await self._create_steps(name, image, spec, paths, progress)
         except BaseException:
             log.warning("create failed, rolling back machine=%s", name)
-            await asyncio.shield(self._undo_create(name, paths))
+            await _finish_despite_cancel(self._undo_create(name, paths))
             raise
         return self.status(name)
 
@@ -292,7 +293,8 @@ class Machines:
         try:
             await self._boot(record, paths, progress)
         except BaseException:
-            await asyncio.shield(self.supervisor.stop(record.name, paths.root, None, timeout=5))
+            await _finish_despite_cancel(
+                self.supervisor.stop(record.name, paths.root, None, timeout=5))
             self.records.update(record.name, desired=Desired.FAILED, nspawn=None)
             raise
 
@@ -494,6 +496,22 @@ class Machines:
             with contextlib.suppress(NotFound):
                 self.jobs.annotate(record.op_job, f"interrupted: {note}")
         return note
+
+
+async def _finish_despite_cancel(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run a cleanup to its end even if the caller is cancelled meanwhile (shutdown):
+    a rollback cut off half-way would leave exactly the half-made machine it undoes."""
+    task = asyncio.ensure_future(cleanup)
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            break
+    # The caller re-raises what went wrong first; a failing cleanup must not hide it.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("cleanup failed", exc_info=task.exception())
 
 
 def _sysctl(name: str) -> str:
