@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import select
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.integration.cleanup import remove_everything  # noqa: E402
 from tests.integration.conftest import IMAGE, IMAGES_DIR  # noqa: E402
+from tests.integration.isolation import isolate, remove_everything  # noqa: E402
 from tests.scenario.processes import CTBOT, ctbot_env, free_port  # noqa: E402
 
 READY = ("running", "degraded")
@@ -134,18 +132,10 @@ def main() -> int:
         print("bench/create.py needs root (it boots machines)", file=sys.stderr)
         return 2
 
-    base = Path(tempfile.mkdtemp(prefix="ctbot-bench-", dir="/var/tmp"))
-    config = base / "ctbot.toml"
     # Its own bridge, pools and nftables table, and no outbound forwarding: a benchmark
     # leaves the host as it found it.
-    tag = secrets.token_hex(2)
-    bridge, table = f"ctbc-{tag}", f"ctbot_bench_{tag}"
-    config.write_text(
-        f'[images]\ndefault = "{IMAGE}"\n[network]\nbridge = "{bridge}"\n'
-        f'ipv4_pool = "10.237.{secrets.randbelow(200)}.0/24"\nipv6_pool = "fd37:{tag}::/64"\n'
-        f'nft_table = "{table}"\noutbound = false\n')
-    env = {"CTBOT_CONFIG": str(config), "CTBOT_STATE_DIR": str(base / "state"),
-           "CTBOT_MACHINES_DIR": str(base / "machines"), "CTBOT_IMAGES_DIR": str(IMAGES_DIR)}
+    run = isolate(kind="bench", image=IMAGE, images_dir=IMAGES_DIR, ipv4_prefix="10.237")
+    base, env = run.base, run.env
     image = IMAGES_DIR / IMAGE
     ctbot_s, copy_boot_s, boot_s = [], [], []
     console = Console(env)
@@ -172,7 +162,7 @@ def main() -> int:
             shutil.rmtree(root)
     finally:
         console.close()
-        remove_everything(env, base=base, bridge=bridge, nft_table=table)
+        remove_everything(env, base=base, bridge=run.bridge, nft_table=run.nft_table)
 
     med = {k: statistics.median(v) for k, v in
            (("ctbot", ctbot_s), ("copy_boot", copy_boot_s), ("boot_only", boot_s))}

@@ -19,11 +19,9 @@ import argparse
 import ipaddress
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,8 +31,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.create import Console  # noqa: E402
-from tests.integration.cleanup import remove_everything  # noqa: E402
 from tests.integration.conftest import IMAGE, IMAGES_DIR  # noqa: E402
+from tests.integration.isolation import isolate, remove_everything  # noqa: E402
 
 TARGET_GAP = 0.2
 
@@ -75,16 +73,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/net_ready.py needs root (it boots machines)", file=sys.stderr)
         return 2
-    tag = secrets.token_hex(2)
-    v4 = ipaddress.ip_network(f"10.238.{100 + secrets.randbelow(100)}.0/24")
-    v6 = ipaddress.ip_network(f"fd38:{tag}::/64")
-    bridge, table = f"ctbb-{tag}", f"ctbot_bench_{tag}"
-    base = Path(tempfile.mkdtemp(prefix="ctbot-bench-", dir="/var/tmp"))
-    (base / "ctbot.toml").write_text(
-        f'[images]\ndefault = "{IMAGE}"\n[network]\nbridge = "{bridge}"\n'
-        f'ipv4_pool = "{v4}"\nipv6_pool = "{v6}"\nnft_table = "{table}"\noutbound = false\n')
-    env = {"CTBOT_CONFIG": str(base / "ctbot.toml"), "CTBOT_STATE_DIR": str(base / "state"),
-           "CTBOT_MACHINES_DIR": str(base / "machines"), "CTBOT_IMAGES_DIR": str(IMAGES_DIR)}
+    run = isolate(kind="bench", image=IMAGE, images_dir=IMAGES_DIR, ipv4_prefix="10.238")
+    v4, v6, env = run.ipv4_pool, run.ipv6_pool, run.env
     rows = []
     console = Console(env)
     try:
@@ -108,7 +98,7 @@ def main() -> int:
             console.command(f"destroy {name} --yes", until=f"`{name}` destroyed")
     finally:
         console.close()
-        remove_everything(env, base=base, bridge=bridge, nft_table=table)
+        remove_everything(env, base=run.base, bridge=run.bridge, nft_table=run.nft_table)
 
     gaps = [r["gap_s"] for r in rows]
     result = {

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.console import PrintProgress
 from bot.logs import configure_logging
 from bot.runtime import Runtime, new_correlation_id
 from bot.settings import Settings, SettingsError, load_settings
@@ -22,7 +23,6 @@ from handlers.context import CommandRequest, Transport
 from handlers.roles import LOCAL_USER, is_valid_user_id
 from services.audit import Outcome
 from services.errors import CtbotError
-from services.jobs import Job
 
 log = logging.getLogger("ctbot")
 
@@ -81,16 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-class _StderrProgress:
-    def __init__(self) -> None:
-        self._shown = 0
-
-    async def job_changed(self, job: Job) -> None:
-        for p in job.progress[self._shown:]:
-            print(f"… {p.line}", file=sys.stderr, flush=True)
-        self._shown = len(job.progress)
-
-
 async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: bool,
                   as_json: bool) -> int:
     if not is_valid_user_id(as_user):
@@ -102,7 +92,7 @@ async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: boo
         reply = await runtime.dispatcher.dispatch(CommandRequest(
             text=text, user_id=as_user, transport=Transport.CLI,
             correlation_id=new_correlation_id(), confirmed=confirmed,
-            observer=_StderrProgress(),
+            observer=PrintProgress(sys.stderr),
         ))
     finally:
         await runtime.close()

@@ -20,14 +20,17 @@ PROMPT = "ctbot> "
 BANNER = "ctbot console: type `help`, or `quit` to stop. Commands run as the local admin."
 
 
-class _PrintProgress:
-    def __init__(self, out: TextIO) -> None:
+class PrintProgress:
+    """A job's new progress lines, printed as they come (terminal transports)."""
+
+    def __init__(self, out: TextIO, *, prefix: str = "… ") -> None:
         self._out = out
+        self._prefix = prefix
         self._shown = 0
 
     async def job_changed(self, job: Job) -> None:
         for p in job.progress[self._shown:]:
-            self._out.write(f"  … {p.line}\n")
+            self._out.write(f"{self._prefix}{p.line}\n")
         self._shown = len(job.progress)
         self._out.flush()
 
@@ -53,7 +56,7 @@ async def run_console(runtime: Runtime, *, stdin: TextIO | None = None,
             break
         reply = await runtime.dispatcher.dispatch(CommandRequest(
             text=text, user_id=LOCAL_USER, transport=Transport.CONSOLE,
-            correlation_id=new_correlation_id(), observer=_PrintProgress(out),
+            correlation_id=new_correlation_id(), observer=PrintProgress(out, prefix="  … "),
         ))
         out.write(reply.text.rstrip() + "\n")
         out.flush()

@@ -83,13 +83,17 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
 async def _housekeeping(runtime: Runtime, slack: SlackBolt | None) -> None:
     """Catch what other ctbot processes left behind (a `ctbot cmd` killed half-way):
     orphaned jobs, interrupted machine operations, and job messages in Slack that still
-    show a state from before the crash. Runs at start and then every minute."""
+    show a state from before the crash. Runtime.open() has just recovered and reconciled,
+    so the first round only brings Slack up to date; then every minute, all of it."""
     while True:
         try:
-            runtime.jobs.recover_interrupted()
-            await runtime.machines.reconcile()
             if slack is not None:
                 await sync_stale_messages(slack.app.client, runtime.jobs.store)
         except Exception:
             log.exception("housekeeping failed; retrying in a minute")
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            runtime.jobs.recover_interrupted()
+            await runtime.machines.reconcile()
+        except Exception:
+            log.exception("housekeeping failed; retrying in a minute")

@@ -20,7 +20,3 @@ def internal_error(correlation_id: str) -> str:
 def needs_confirmation(usage: str) -> str:
     return (f"`{usage}` cannot be undone. Confirm to go ahead (the button in Slack, "
             "`--yes` on the command line or in the console).")
-
-
-def empty_command() -> str:
-    return "Type `help` to see what I can do."

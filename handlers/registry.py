@@ -112,8 +112,10 @@ class Registry:
         and the words after it."""
         if len(words) >= 2 and f"{words[0]} {words[1]}" in self._verbs:
             return self._verbs[f"{words[0]} {words[1]}"], words[2:]
+        if words[0] in self._verbs:
+            return self._verbs[words[0]], words[1:]
         group = [n.split(" ", 1)[1] for n in self._verbs if n.startswith(f"{words[0]} ")]
-        if group and words[0] not in self._verbs:
+        if group:
             if len(words) < 2:
                 raise InvalidInput(f"`{words[0]}` needs a subcommand: {', '.join(sorted(group))}")
             hint = suggest(words[1], sorted(group), prefix=f"{words[0]} ")

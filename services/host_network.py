@@ -21,7 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from services import host
 from services.addresses import Family, IPInterface, Pool
-from services.errors import Conflict, HostCommandFailed, InternalError, OperationFailed
+from services.errors import HostCommandFailed, InternalError, OperationFailed
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,6 @@ class HostBridge:
             index = (await ipr.link_lookup(ifname=self.name))[0]
             await ipr.link("set", index=index, state="up")
 
-    async def remove(self) -> None:
-        """Delete the bridge (only ever called for a bridge ctbot made)."""
-        async with AsyncIPRoute() as ipr:
-            found = await ipr.link_lookup(ifname=self.name)
-            if found:
-                await ipr.link("del", index=found[0])
-
 
 @dataclass(frozen=True, slots=True)
 class PingResult:
@@ -144,11 +137,3 @@ async def ping(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *,
     match = _RTT_RE.search(result.stdout)
     return PingResult(str(address), result.returncode == 0,
                       float(match.group(1)) if match else None)
-
-
-def interface_name(machine: str) -> str:
-    """The host side of a machine's veth, as nspawn names it for Bridge=."""
-    name = f"vb-{machine}"
-    if len(name.encode()) > 15:
-        raise Conflict(f"machine name {machine} makes an interface name over 15 bytes")
-    return name

@@ -18,7 +18,7 @@ from pathlib import Path
 from services import host, rootfs
 from services.addresses import AddressBook, AddressRequest, Family, IPInterface, Pool
 from services.errors import Conflict, InvalidInput, NotFound
-from services.host_network import HostBridge, interface_name
+from services.host_network import HostBridge
 from services.store import Store
 from services.templating import render
 
@@ -111,13 +111,6 @@ class Networking:
                         if p.network.version == 4 or p.network.is_private])
         await host.run(["nft", "-f", "-"], input=ruleset.encode(), timeout=30)
 
-    async def remove_host(self) -> None:
-        """Delete ctbot's table and bridge (used by tests and `net teardown`)."""
-        table = self.config.nft_table
-        await host.run(["nft", "-f", "-"], timeout=30,
-                       input=f"table inet {table}\ndelete table inet {table}\n".encode())
-        await self.bridge.remove()
-
     # ------------------------------------------------------------------ per machine
 
     def allocate(self, machine: str, ipv4: AddressRequest, ipv6: AddressRequest) -> None:
@@ -144,9 +137,6 @@ class Networking:
             "network/host0.network.j2", addresses=list(addresses.values()),
             gateways=gateways, dns=self.config.dns).encode())
         rootfs.write_symlink(root, NETWORKD_WANTS, NETWORKD_UNIT)
-
-    def host_interface(self, machine: str) -> str:
-        return interface_name(machine)
 
     # ------------------------------------------------------------------ port forwards
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from services.errors import InternalError
@@ -20,11 +21,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def write_file(root: Path, relpath: str, data: bytes, *, mode: int = 0o644) -> None:
     """Atomically write ``root/relpath``; missing parent directories are created."""
-    parts = _parts(relpath)
-    dir_fd = _open_dir(root, parts[:-1], create=True)
-    name = parts[-1]
-    tmp = f".{name}.ctbot-{secrets.token_hex(4)}"
-    try:
+
+    def make(tmp: str, dir_fd: int) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      mode, dir_fd=dir_fd)
         # No fsync: these files belong to a machine that an interrupted create rolls back
@@ -34,28 +32,30 @@ def write_file(root: Path, relpath: str, data: bytes, *, mode: int = 0o644) -> N
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise InternalError(f"cannot write {relpath} in {root}: {exc.strerror}") from exc
-    finally:
-        os.close(dir_fd)
+
+    _replace(root, relpath, make, what="write")
 
 
 def write_symlink(root: Path, relpath: str, target: str) -> None:
     """Create or replace the symlink ``root/relpath`` → ``target`` (a path *inside*
     the machine, resolved there, never by ctbot)."""
+    _replace(root, relpath, lambda tmp, dir_fd: os.symlink(target, tmp, dir_fd=dir_fd),
+             what="link")
+
+
+def _replace(root: Path, relpath: str, make: Callable[[str, int], None], *, what: str) -> None:
+    """Make the new entry under a temporary name beside it, then rename(2) it over the
+    old one: rename replaces a symlink planted there rather than following it."""
     parts = _parts(relpath)
     dir_fd = _open_dir(root, parts[:-1], create=True)
     tmp = f".{parts[-1]}.ctbot-{secrets.token_hex(4)}"
     try:
-        os.symlink(target, tmp, dir_fd=dir_fd)
+        make(tmp, dir_fd)
         os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
-        raise InternalError(f"cannot link {relpath} in {root}: {exc.strerror}") from exc
+        raise InternalError(f"cannot {what} {relpath} in {root}: {exc.strerror}") from exc
     finally:
         os.close(dir_fd)
 

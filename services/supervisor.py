@@ -200,7 +200,17 @@ def _pidns(pid: str) -> str | None:
         return None
 
 
-class DirectSupervisor:
+class _FindsNspawn:
+    """How both backends find a machine's nspawn: the recorded process while it lives
+    (cheap), else a /proc scan by root (after a crash, a reboot, or a restart by hand)."""
+
+    def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
+        if recorded is not None and recorded.alive():
+            return recorded
+        return find_nspawn_by_root(root)
+
+
+class DirectSupervisor(_FindsNspawn):
     kind = "direct"
 
     async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
@@ -217,11 +227,6 @@ class DirectSupervisor:
             cgroups.remove(group)
             raise
         return ProcessId(pid, host.process_start_time(pid)), readiness
-
-    def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
-        if recorded is not None and recorded.alive():
-            return recorded
-        return find_nspawn_by_root(root)
 
     async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
                    timeout: float) -> None:
@@ -259,7 +264,7 @@ async def _wait_gone(process: ProcessId, timeout: float) -> bool:
     return True
 
 
-class SystemdSupervisor:
+class SystemdSupervisor(_FindsNspawn):
     """systemd-nspawn@NAME.service, pointed at our root by a runtime drop-in."""
 
     kind = "systemd"
@@ -287,11 +292,6 @@ class SystemdSupervisor:
         if found is None:
             raise InternalError(f"{self._unit(launch.name)} started but has no main process")
         return found, None
-
-    def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None:
-        if recorded is not None and recorded.alive():
-            return recorded
-        return find_nspawn_by_root(root)
 
     async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
                    timeout: float) -> None:

@@ -40,7 +40,7 @@ def status_json(status: MachineStatus) -> dict[str, Any]:
     }
 
 
-async def _machine_job(inv: Invocation, kind: str, args: dict[str, Any]) -> Reply:
+async def run_machine_job(inv: Invocation, kind: str, args: dict[str, Any]) -> Reply:
     """Run a machine operation as a job; on success the reply carries the machine."""
     reply = await run_as_job(inv, kind, args)
     name = args["name"]
@@ -74,7 +74,7 @@ async def run_create(inv: Invocation) -> Reply:
     for family in Family:
         parse_request(addresses[str(family)], family)  # a clear error before any job
     inv.services.machines.check_can_create(name)
-    return await _machine_job(inv, "machine.create", {
+    return await run_machine_job(inv, "machine.create", {
         "name": name, "image": image, "cpu": cpu,
         "memory_bytes": parse_size(str(memory)) if memory else None,
         "start": not inv.args.flag("no-start"), **addresses,
@@ -100,21 +100,21 @@ async def run_status(inv: Invocation) -> Reply:
 @verb("start", role=Role.OPERATOR, mutating=True, positionals=[NAME])
 async def run_start(inv: Invocation) -> Reply:
     """Start a stopped machine and wait until it has booted."""
-    return await _machine_job(inv, "machine.start",
+    return await run_machine_job(inv, "machine.start",
                               {"name": machine_name(inv.args.positionals["NAME"])})
 
 
 @verb("stop", role=Role.OPERATOR, mutating=True, positionals=[NAME])
 async def run_stop(inv: Invocation) -> Reply:
     """Power a machine off cleanly (killed if it does not stop in time)."""
-    return await _machine_job(inv, "machine.stop",
+    return await run_machine_job(inv, "machine.stop",
                               {"name": machine_name(inv.args.positionals["NAME"])})
 
 
 @verb("restart", role=Role.OPERATOR, mutating=True, positionals=[NAME])
 async def run_restart(inv: Invocation) -> Reply:
     """Power a machine off and boot it again."""
-    return await _machine_job(inv, "machine.restart",
+    return await run_machine_job(inv, "machine.restart",
                               {"name": machine_name(inv.args.positionals["NAME"])})
 
 
@@ -123,7 +123,7 @@ async def run_destroy(inv: Invocation) -> Reply:
     """Stop a machine and delete it with everything written inside it. Cannot be undone."""
     name = machine_name(inv.args.positionals["NAME"])
     inv.services.machines.status(name)  # a clear "no such machine" before a job starts
-    return await _machine_job(inv, "machine.destroy", {"name": name})
+    return await run_machine_job(inv, "machine.destroy", {"name": name})
 
 
 @verb("exec", role=Role.ADMIN, positionals=[NAME], passthrough="CMD",

@@ -9,7 +9,7 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
-from handlers.verbs.machines import _machine_job
+from handlers.verbs.machines import run_machine_job
 from services.addresses import Family, parse_request
 from services.audit import Outcome
 from services.errors import Conflict, InvalidInput
@@ -71,7 +71,7 @@ async def run_net_set(inv: Invocation) -> Reply:
         if str(family) in changes:
             parse_request(changes[str(family)], family)
     inv.services.machines.status(name)
-    return await _machine_job(inv, "machine.readdress", {"name": name, **changes})
+    return await run_machine_job(inv, "machine.readdress", {"name": name, **changes})
 
 
 @verb("ping", role=Role.VIEWER, positionals=[NAME], flags=[

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -138,5 +138,3 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
                 form[key] = json.loads(value)
     return form
 
-
-Waiter = Callable[[], Awaitable[None]]

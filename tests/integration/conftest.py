@@ -13,10 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ import pytest
 
 from bot.settings import DEFAULT_IMAGE_PACKAGES
 from services.supervisor import find_nspawn_by_root
-from tests.integration.cleanup import leftovers, remove_everything
+from tests.integration.isolation import isolate, leftovers, remove_everything
 from tests.scenario.processes import run_ctbot
 
 IMAGES_DIR = Path(os.environ.get("CTBOT_TEST_IMAGES_DIR", "/var/cache/ctbot/test-images"))
@@ -84,23 +82,11 @@ def host_env() -> Iterator[Host]:
     reason = _missing_requirements()
     if reason:
         pytest.skip(reason)
-    base = Path(tempfile.mkdtemp(prefix="ctbot-it-", dir="/var/tmp"))
-    config = base / "ctbot.toml"
     # The session's own bridge, pools and nftables table: nothing shared with the host's
     # or another run's. Outbound stays off: tests never enable forwarding on the host.
-    tag = secrets.token_hex(2)
-    octet = 100 + secrets.randbelow(100)
-    config.write_text(
-        f'[images]\ndefault = "{IMAGE}"\n[machines]\nboot_timeout = 90\n'
-        f'[network]\nbridge = "ctbt-{tag}"\nipv4_pool = "10.239.{octet}.0/24"\n'
-        f'ipv6_pool = "fd39:{octet:x}:{tag}::/64"\nnft_table = "ctbot_test_{tag}"\n'
-        'outbound = false\n')
-    host = Host(base, bridge=f"ctbt-{tag}", nft_table=f"ctbot_test_{tag}", env={
-        "CTBOT_CONFIG": str(config),
-        "CTBOT_STATE_DIR": str(base / "state"),
-        "CTBOT_MACHINES_DIR": str(base / "machines"),
-        "CTBOT_IMAGES_DIR": str(IMAGES_DIR),
-    })
+    run = isolate(kind="test", image=IMAGE, images_dir=IMAGES_DIR, ipv4_prefix="10.239",
+                  extra_config="[machines]\nboot_timeout = 90\n")
+    host = Host(run.base, bridge=run.bridge, nft_table=run.nft_table, env=run.env)
     try:
         if not (IMAGES_DIR / f"{IMAGE}.image.json").exists():
             built = host.ctbot(f"image build {IMAGE}", timeout=1800)

@@ -50,6 +50,15 @@ def socket_mode_settings(tmp_path: Path, fake: FakeSocketModeSlack) -> Settings:
     })
 
 
+async def kill_sdk_monitor(socket_bot: SocketBot) -> None:
+    """What bolt-python #1529 describes: the SDK's session monitor task is gone."""
+    monitor = socket_bot.transport._client.current_session_monitor
+    assert monitor is not None
+    monitor.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await monitor
+
+
 async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0,
                      what: str = "condition") -> None:
     """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
@@ -202,12 +211,7 @@ async def test_watchdog_reconnects_when_the_sdk_monitor_is_gone(
         socket_bot: SocketBot, fake: FakeSocketModeSlack) -> None:
     """bolt-python #1529: the SDK's own monitor task dies; only the watchdog is left."""
     first = await fake.wait_for_connection()
-    client = socket_bot.transport._client
-    monitor = client.current_session_monitor
-    assert monitor is not None
-    monitor.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await monitor
+    await kill_sdk_monitor(socket_bot)
 
     await fake.drop(first)
 
@@ -223,19 +227,15 @@ async def test_watchdog_restarts_a_session_whose_sdk_monitor_died(
         socket_bot: SocketBot, fake: FakeSocketModeSlack) -> None:
     """The socket stays up but nobody pings on it any more: the watchdog sees the silence."""
     first = await fake.wait_for_connection()
-    client = socket_bot.transport._client
-    monitor = client.current_session_monitor
-    assert monitor is not None
-    monitor.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await monitor
+    await kill_sdk_monitor(socket_bot)
 
     await eventually(lambda: socket_bot.transport.reconnects >= 1, timeout=10,
                      what="the watchdog to notice the silence")
     second = await fake.wait_for_connection(number=2, timeout=5)
     await fake.wait_closed(first, timeout=5)
-    assert client.current_session_monitor is not None
-    assert not client.current_session_monitor.done()  # pinging again
+    monitor = socket_bot.transport._client.current_session_monitor
+    assert monitor is not None
+    assert not monitor.done()  # pinging again
     ack, reply = await socket_bot.round_trip("whoami")
     assert ack.connection >= second.number
     assert ADMIN in reply["text"]

@@ -1,25 +1,64 @@
-"""Removing what a test session or a benchmark made, even after a failure.
+"""A test session's or a benchmark's own corner of the host, and removing it again.
 
-First through ctbot (`destroy --yes` for every machine it lists), then, for whatever is
-left, by hand and only below ``base``: kill the nspawn running each root (by PID),
-unmount, delete the directory; finally ctbot's nftables table and bridge of that run.
-Never `rm -rf` a root that is still mounted: that would delete through the overlay.
+``isolate()`` gives a run its own directories, bridge, address pools and nftables table,
+with outbound forwarding off, so nothing is shared with the host's ctbot or another run.
+
+``remove_everything()`` takes it all away, even after a failure: first through ctbot
+(`destroy --yes` for every machine it lists), then, for whatever is left, by hand and
+only below ``base``: kill the nspawn running each root (by PID), unmount, delete the
+directory; finally the run's nftables table and bridge. Never `rm -rf` a root that is
+still mounted: that would delete through the overlay.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from services import clones
 from services.supervisor import find_nspawn_by_root
 from tests.scenario.processes import run_ctbot
+
+
+@dataclass(frozen=True)
+class Isolation:
+    base: Path
+    bridge: str
+    nft_table: str
+    ipv4_pool: ipaddress.IPv4Network
+    ipv6_pool: ipaddress.IPv6Network
+    env: dict[str, str]
+
+
+def isolate(*, kind: str, image: str, images_dir: Path, ipv4_prefix: str,
+            extra_config: str = "") -> Isolation:
+    """A fresh base under /var/tmp and a config naming the run's own network."""
+    base = Path(tempfile.mkdtemp(prefix=f"ctbot-{kind}-", dir="/var/tmp"))
+    tag = secrets.token_hex(2)
+    octet = 100 + secrets.randbelow(100)
+    isolation = Isolation(
+        base=base, bridge=f"ctb{kind[0]}-{tag}", nft_table=f"ctbot_{kind}_{tag}",
+        ipv4_pool=ipaddress.IPv4Network(f"{ipv4_prefix}.{octet}.0/24"),
+        ipv6_pool=ipaddress.IPv6Network(f"fd39:{octet:x}:{tag}::/64"),
+        env={"CTBOT_CONFIG": str(base / "ctbot.toml"), "CTBOT_STATE_DIR": str(base / "state"),
+             "CTBOT_MACHINES_DIR": str(base / "machines"),
+             "CTBOT_IMAGES_DIR": str(images_dir)})
+    (base / "ctbot.toml").write_text(
+        f'[images]\ndefault = "{image}"\n{extra_config}'
+        f'[network]\nbridge = "{isolation.bridge}"\nipv4_pool = "{isolation.ipv4_pool}"\n'
+        f'ipv6_pool = "{isolation.ipv6_pool}"\nnft_table = "{isolation.nft_table}"\n'
+        'outbound = false\n')
+    return isolation
 
 
 def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None = None,
