@@ -21,8 +21,8 @@ from bot.runtime import Runtime, new_correlation_id
 from bot.settings import Settings, SettingsError, load_settings
 from handlers.context import CommandRequest, Transport
 from handlers.roles import LOCAL_USER, is_valid_user_id
-from services.audit import Outcome
-from services.errors import CtbotError
+from services.core.audit import Outcome
+from services.core.errors import CtbotError
 
 log = logging.getLogger("ctbot")
 

@@ -14,7 +14,7 @@ from typing import TextIO
 from bot.runtime import Runtime, new_correlation_id
 from handlers.context import CommandRequest, Transport
 from handlers.roles import LOCAL_USER
-from services.jobs import Job
+from services.core.jobs import Job
 
 PROMPT = "ctbot> "
 BANNER = "ctbot console: type `help`, or `quit` to stop. Commands run as the local admin."

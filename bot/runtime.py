@@ -11,14 +11,14 @@ from handlers.context import Services
 from handlers.dispatch import Dispatcher
 from handlers.registry import Registry
 from handlers.verbs import default_registry
-from services.audit import AuditLog
-from services.images import Images
-from services.jobs import JobRunner, JobStore
-from services.machine_store import MachineStore
-from services.machines import Machines, MachinesConfig, register_jobs
-from services.networking import Networking
-from services.store import Store
-from services.supervisor import choose_supervisor
+from services.core.audit import AuditLog
+from services.core.jobs import JobRunner, JobStore
+from services.core.store import Store
+from services.machines.images import Images
+from services.machines.lifecycle import Machines, MachinesConfig, register_jobs
+from services.machines.records import MachineStore
+from services.machines.supervisor import choose_supervisor
+from services.network.service import Networking
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from handlers.roles import Role, RolePolicy, is_slack_user_id
-from services.addresses import Family, host_ula_prefix, parse_pool
-from services.errors import InvalidInput
-from services.host_network import check_bridge_name
-from services.images import ImageConfig
-from services.names import image_name
-from services.networking import NetworkConfig
+from services.core.errors import InvalidInput
+from services.grammar import image_name
+from services.machines.images import ImageConfig
+from services.network.addresses import Family, host_ula_prefix, parse_pool
+from services.network.bridge import check_bridge_name
+from services.network.service import NetworkConfig
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.verbs.jobs import render_job
-from services.jobs import Job, JobStore
+from services.core.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from handlers.context import Reply
-from services.templating import render_json
+from services.core.templating import render_json
 
 # Slack rejects a section text longer than 3000 characters.
 _SECTION_LIMIT = 2900

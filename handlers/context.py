@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from handlers.grammar import ParsedArgs
 from handlers.roles import Role, RolePolicy
-from services.audit import AuditLog, Outcome
-from services.images import Images
-from services.jobs import JobObserver, JobRunner
-from services.machines import Machines
-from services.networking import Networking
+from services.core.audit import AuditLog, Outcome
+from services.core.jobs import JobObserver, JobRunner
+from services.machines.images import Images
+from services.machines.lifecycle import Machines
+from services.network.service import Networking
 
 if TYPE_CHECKING:
     from handlers.registry import Registry, Verb

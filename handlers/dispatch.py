@@ -19,8 +19,8 @@ from handlers.context import (
 )
 from handlers.grammar import parse_args, split_words
 from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
-from services.audit import Outcome
-from services.errors import InvalidInput, PermissionDenied, UserError
+from services.core.audit import Outcome
+from services.core.errors import InvalidInput, PermissionDenied, UserError
 
 log = logging.getLogger(__name__)
 

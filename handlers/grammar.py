@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from services.errors import InvalidInput
+from services.core.errors import InvalidInput
 
 MAX_COMMAND_LENGTH = 4000
 

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 from handlers import messages
 from handlers.context import Invocation, Reply
-from services.audit import Outcome
-from services.errors import PermissionDenied, UserError
+from services.core.audit import Outcome
+from services.core.errors import PermissionDenied, UserError
 
 log = logging.getLogger(__name__)
 

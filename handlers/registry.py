@@ -15,7 +15,7 @@ from types import ModuleType
 from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional, Signature, suggest
 from handlers.roles import Role
-from services.errors import InvalidInput
+from services.core.errors import InvalidInput
 
 VerbFunc = Callable[[Invocation], Awaitable[Reply]]
 

@@ -6,7 +6,7 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Positional, parse_count
 from handlers.registry import verb
 from handlers.roles import Role
-from services.templating import render
+from services.core.templating import render
 
 AUDIT_DEFAULT = 20
 AUDIT_MAX = 200

@@ -10,9 +10,9 @@ from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.jobs import run_as_job
-from services.images import Image
-from services.names import image_name
-from services.templating import render
+from services.core.templating import render
+from services.grammar import image_name
+from services.machines.images import Image
 
 NAME = Positional("NAME")
 

@@ -8,10 +8,10 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Positional, parse_count
 from handlers.registry import verb
 from handlers.roles import Role
-from services.audit import Outcome
-from services.errors import InvalidInput
-from services.jobs import Job, JobState
-from services.templating import render
+from services.core.audit import Outcome
+from services.core.errors import InvalidInput
+from services.core.jobs import Job, JobState
+from services.core.templating import render
 
 
 @verb("jobs", role=Role.VIEWER, positionals=[Positional("N", required=False)])

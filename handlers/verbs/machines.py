@@ -12,11 +12,11 @@ from handlers.grammar import Flag, Positional, parse_count
 from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.jobs import run_as_job
-from services.addresses import Family, parse_request
-from services.errors import InvalidInput
-from services.machines import MachineStatus, parse_size
-from services.names import image_name, machine_name
-from services.templating import render
+from services.core.errors import InvalidInput
+from services.core.templating import render
+from services.grammar import image_name, machine_name
+from services.machines.lifecycle import MachineStatus, parse_size
+from services.network.addresses import Family, parse_request
 
 NAME = Positional("NAME")
 EXEC_TIMEOUT_MAX = 600

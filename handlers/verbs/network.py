@@ -10,13 +10,13 @@ from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.machines import run_machine_job
-from services.addresses import Family, parse_request
-from services.audit import Outcome
-from services.errors import Conflict, InvalidInput
-from services.host_network import ping
-from services.names import machine_name
-from services.networking import PortForward
-from services.templating import render
+from services.core.audit import Outcome
+from services.core.errors import Conflict, InvalidInput
+from services.core.templating import render
+from services.grammar import machine_name
+from services.network.addresses import Family, parse_request
+from services.network.bridge import ping
+from services.network.service import PortForward
 
 NAME = Positional("NAME")
 

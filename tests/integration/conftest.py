@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bot.settings import DEFAULT_IMAGE_PACKAGES
-from services.supervisor import find_nspawn_by_root
+from services.machines.supervisor import find_nspawn_by_root
 from tests.integration.isolation import isolate, leftovers, remove_everything
 from tests.scenario.processes import run_ctbot
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import clones
-from services.supervisor import find_nspawn_by_root
+from services.machines import clones
+from services.machines.supervisor import find_nspawn_by_root
 from tests.scenario.processes import run_ctbot
 
 

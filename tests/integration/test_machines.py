@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services import clones
+from services.machines import clones
 from tests.integration.conftest import IMAGE, Host, inside, nspawn_running
 from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
 

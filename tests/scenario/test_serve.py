@@ -104,8 +104,8 @@ async def test_sigterm_stops_cleanly_and_logs_hold_no_secrets_or_bodies(served: 
 async def test_restart_tells_slack_how_a_job_cut_off_by_a_crash_ended(tmp_path, fake_slack):
     # A job that was running from Slack when its ctbot process died: its message last
     # said "running". The restarted bot must edit that message, not leave it lying.
-    from services.jobs import JobStore
-    from services.store import Store
+    from services.core.jobs import JobStore
+    from services.core.store import Store
 
     store = Store(tmp_path / "state" / "ctbot.sqlite3")
     jobs = JobStore(store)

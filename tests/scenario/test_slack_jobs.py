@@ -13,7 +13,7 @@ from handlers.registry import Registry, verb
 from handlers.roles import Role
 from handlers.verbs import core, jobs
 from handlers.verbs.jobs import run_as_job
-from services.jobs import JobContext
+from services.core.jobs import JobContext
 from tests.fakes.slack_payloads import block_action_form, signed_headers, slash_command_form
 from tests.scenario.conftest import OPERATOR, VIEWER, SlackBot
 

@@ -4,7 +4,9 @@ import ipaddress
 
 import pytest
 
-from services.addresses import (
+from services.core.errors import Conflict, InvalidInput
+from services.core.store import Store
+from services.network.addresses import (
     AUTO,
     AddressBook,
     Family,
@@ -12,8 +14,6 @@ from services.addresses import (
     parse_pool,
     parse_request,
 )
-from services.errors import Conflict, InvalidInput
-from services.store import Store
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_the_default_ula_prefix_is_stable_and_unique_local():
 def test_ports_used_by_host_programs_are_detected():
     import socket
 
-    from services.networking import PortProtocol, host_ports_in_use
+    from services.network.service import PortProtocol, host_ports_in_use
 
     with socket.socket(socket.AF_INET6) as listener:
         listener.bind(("::", 0))

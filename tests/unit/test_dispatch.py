@@ -12,14 +12,14 @@ from handlers.grammar import Flag, Positional
 from handlers.registry import Registry, verb
 from handlers.roles import Role, RolePolicy
 from handlers.verbs import core, default_registry
-from services.audit import AuditLog, Outcome
-from services.images import ImageConfig, Images
-from services.jobs import JobRunner, JobStore
-from services.machine_store import MachineStore
-from services.machines import Machines, MachinesConfig
-from services.networking import NetworkConfig, Networking
-from services.store import Store
-from services.supervisor import DirectSupervisor
+from services.core.audit import AuditLog, Outcome
+from services.core.jobs import JobRunner, JobStore
+from services.core.store import Store
+from services.machines.images import ImageConfig, Images
+from services.machines.lifecycle import Machines, MachinesConfig
+from services.machines.records import MachineStore
+from services.machines.supervisor import DirectSupervisor
+from services.network.service import NetworkConfig, Networking
 
 
 @verb("poke", role=Role.OPERATOR, mutating=True,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.grammar import Flag, Positional, Signature, parse_args, split_words, suggest
-from services.errors import InvalidInput
+from services.core.errors import InvalidInput
 
 CREATE = Signature(
     positionals=(Positional("NAME"),),

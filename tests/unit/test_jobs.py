@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from services.errors import InvalidInput
-from services.jobs import Job, JobContext, JobRunner, JobState, JobStore
-from services.store import Store
+from services.core.errors import InvalidInput
+from services.core.jobs import Job, JobContext, JobRunner, JobState, JobStore
+from services.core.store import Store
 
 
 class Recorder:

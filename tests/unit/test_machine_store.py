@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from services.errors import Conflict, NotFound
-from services.machine_store import MachineStore, Op
-from services.store import Store
+from services.core.errors import Conflict, NotFound
+from services.core.store import Store
+from services.machines.records import MachineStore, Op
 
 
 @pytest.fixture

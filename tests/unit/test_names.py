@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.errors import InvalidInput
-from services.names import MACHINE_NAME_MAX, image_name, machine_name
+from services.core.errors import InvalidInput
+from services.grammar import MACHINE_NAME_MAX, image_name, machine_name
 
 
 @pytest.mark.parametrize("good", ["a", "web1", "db-primary", "a" * MACHINE_NAME_MAX, "x9"])

@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from services.templating import environment
+from services.core.templating import environment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_wheel_contains_every_template(tmp_path):
     shipped = {f"templates/{p.relative_to(REPO / 'templates')}"
                for p in (REPO / "templates").rglob("*.j2")}
     assert shipped and shipped <= names
-    assert {"bot/cli.py", "handlers/dispatch.py", "services/store.py"} <= names
+    assert {"bot/cli.py", "handlers/dispatch.py", "services/core/store.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
 
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from services import rootfs
-from services.errors import InternalError
+from services.core.errors import InternalError
+from services.machines import rootfs
 
 
 @pytest.fixture

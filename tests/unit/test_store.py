@@ -4,9 +4,9 @@ import sqlite3
 
 import pytest
 
-from services.audit import AuditLog, Outcome
-from services.errors import StoreError
-from services.store import MIGRATIONS, SCHEMA_VERSION, Store
+from services.core.audit import AuditLog, Outcome
+from services.core.errors import StoreError
+from services.core.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def test_new_database_is_migrated_to_the_current_version_in_wal_mode(tmp_path):

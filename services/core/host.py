@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.errors import HostCommandFailed
+from services.core.errors import HostCommandFailed
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from services import cgroups, host
-from services.cgroups import Limits
-from services.errors import HostCommandFailed, InternalError
-from services.host import ProcessId
+from services.core import host
+from services.core.errors import HostCommandFailed, InternalError
+from services.core.host import ProcessId
+from services.machines import cgroups
+from services.machines.cgroups import Limits
 
 log = logging.getLogger(__name__)
 

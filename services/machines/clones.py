@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from services import host
-from services.errors import HostCommandFailed, InternalError
+from services.core import host
+from services.core.errors import HostCommandFailed, InternalError
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import host, rootfs
-from services.errors import Conflict, InvalidInput, NotFound
-from services.names import image_name
+from services.core import host
+from services.core.errors import Conflict, InvalidInput, NotFound
+from services.grammar import image_name
+from services.machines import rootfs
 
 log = logging.getLogger(__name__)
 

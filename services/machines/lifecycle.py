@@ -21,19 +21,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from services import clones, host, rootfs
-from services.addresses import AUTO, AddressRequest, Family, IPInterface, parse_request
-from services.cgroups import Limits
-from services.clones import MachinePaths
-from services.enter import enter_argv
-from services.errors import Conflict, InvalidInput, NotFound, OperationFailed
-from services.host import Completed, ProcessId
-from services.images import Images
-from services.jobs import JobContext, JobRunner, JobStore
-from services.machine_store import Desired, MachineRecord, MachineStore, Op
-from services.names import image_name, machine_name
-from services.networking import Networking
-from services.supervisor import (
+from services.core import host
+from services.core.errors import Conflict, InvalidInput, NotFound, OperationFailed
+from services.core.host import Completed, ProcessId
+from services.core.jobs import JobContext, JobRunner, JobStore
+from services.core.templating import render
+from services.grammar import image_name, machine_name
+from services.machines import clones, rootfs
+from services.machines.cgroups import Limits
+from services.machines.clones import MachinePaths
+from services.machines.enter import enter_argv
+from services.machines.images import Images
+from services.machines.records import Desired, MachineRecord, MachineStore, Op
+from services.machines.supervisor import (
     BootFailed,
     BootTimeout,
     Launch,
@@ -41,7 +41,8 @@ from services.supervisor import (
     Supervisor,
     leader_of,
 )
-from services.templating import render
+from services.network.addresses import AUTO, AddressRequest, Family, IPInterface, parse_request
+from services.network.service import Networking
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.errors import InternalError
+from services.core.errors import InternalError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from services.errors import InvalidInput
+from services.core.errors import InvalidInput
 
 MACHINE_NAME_MAX = 12
 IMAGE_NAME_MAX = 32

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from services.errors import InternalError
+from services.core.errors import InternalError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

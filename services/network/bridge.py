@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from services import host
-from services.addresses import Family, IPInterface, Pool
-from services.errors import HostCommandFailed, InternalError, OperationFailed
+from services.core import host
+from services.core.errors import HostCommandFailed, InternalError, OperationFailed
+from services.network.addresses import Family, IPInterface, Pool
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.store import Store
+from services.core.store import Store
 
 
 class Outcome(StrEnum):

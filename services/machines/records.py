@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from services.clones import CloneMethod
-from services.errors import Conflict, NotFound
-from services.host import ProcessId, this_process
-from services.store import Store
+from services.core.errors import Conflict, NotFound
+from services.core.host import ProcessId, this_process
+from services.core.store import Store
+from services.machines.clones import CloneMethod
 
 
 class Desired(StrEnum):

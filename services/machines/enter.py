@@ -2,7 +2,7 @@
 
 `nsenter --all` would run the machine's binary — which root inside the machine can
 replace — with every capability the host's root has. This helper, run as its own
-process (``python -m services.enter LEADER -- ARGV…``), enters the machine's namespaces
+process (``python -m services.machines.enter LEADER -- ARGV…``), enters the machine's namespaces
 and then shrinks its capability bounding set to the machine's (read from its PID 1),
 so what it execs can do no more than a process the machine started itself.
 
@@ -26,7 +26,7 @@ ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 
 def enter_argv(leader: int, argv: list[str]) -> list[str]:
     """The host command line that runs ``argv`` inside the machine led by ``leader``."""
-    return [sys.executable, "-I", "-m", "services.enter", str(leader), "--", *argv]
+    return [sys.executable, "-I", "-m", "services.machines.enter", str(leader), "--", *argv]
 
 
 def _bounding_set(leader: int) -> int:
@@ -39,7 +39,7 @@ def _bounding_set(leader: int) -> int:
 
 def main(args: list[str]) -> int:
     if len(args) < 3 or args[1] != "--" or not args[0].isdigit():
-        print("usage: python -m services.enter LEADER_PID -- ARGV…", file=sys.stderr)
+        print("usage: python -m services.machines.enter LEADER_PID -- ARGV…", file=sys.stderr)
         return 2
     leader, argv = int(args[0]), args[2:]
     libc = ctypes.CDLL(None, use_errno=True)

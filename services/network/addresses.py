@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from services.errors import Conflict, InvalidInput
-from services.store import Store
+from services.core.errors import Conflict, InvalidInput
+from services.core.store import Store
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface

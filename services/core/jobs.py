@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from services.errors import HostCommandFailed, NotFound, UserError
-from services.host import ProcessId, this_process
-from services.store import Store
+from services.core.errors import HostCommandFailed, NotFound, UserError
+from services.core.host import ProcessId, this_process
+from services.core.store import Store
 
 log = logging.getLogger(__name__)
 

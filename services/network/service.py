@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from services import host, rootfs
-from services.addresses import AddressBook, AddressRequest, Family, IPInterface, Pool
-from services.errors import Conflict, InvalidInput, NotFound
-from services.host_network import HostBridge
-from services.store import Store
-from services.templating import render
+from services.core import host
+from services.core.errors import Conflict, InvalidInput, NotFound
+from services.core.store import Store
+from services.core.templating import render
+from services.machines import rootfs
+from services.network.addresses import AddressBook, AddressRequest, Family, IPInterface, Pool
+from services.network.bridge import HostBridge
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from services.errors import StoreError
+from services.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 

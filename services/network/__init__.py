@@ -1,0 +1,1 @@
+"""Machine networking: addresses, the host bridge, nftables, port forwards."""
