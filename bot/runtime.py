@@ -14,10 +14,14 @@ from handlers.verbs import default_registry
 from services.core.audit import AuditLog
 from services.core.jobs import JobRunner, JobStore
 from services.core.store import Store
+from services.machines import jobs as machine_jobs
 from services.machines.images import Images
-from services.machines.lifecycle import Machines, MachinesConfig, register_jobs
+from services.machines.lifecycle import Machines
 from services.machines.records import MachineStore
+from services.machines.recovery import reconcile
 from services.machines.supervisor import choose_supervisor
+from services.network import operations as network_jobs
+from services.network.part import NetworkPart
 from services.network.service import Networking
 
 log = logging.getLogger(__name__)
@@ -45,15 +49,13 @@ class Runtime:
         jobs = JobRunner(job_store)
         images = Images(settings.images)
         networking = Networking(store, settings.network)
-        machines = Machines(
-            records=MachineStore(store), images=images, supervisor=choose_supervisor(),
-            jobs=job_store, networking=networking,
-            config=MachinesConfig(
-                machines_dir=settings.machines.machines_dir, state_dir=settings.state_dir,
-                boot_timeout=settings.machines.boot_timeout,
-                stop_timeout=settings.machines.stop_timeout),
-        )
-        register_jobs(jobs, machines)
+        # The machine parts, in the order the lifecycle calls them (teardown: reversed).
+        parts = [NetworkPart(networking)]
+        machines = Machines(records=MachineStore(store), images=images,
+                            supervisor=choose_supervisor(), jobs=job_store, parts=parts,
+                            config=settings.machines)
+        machine_jobs.register_jobs(jobs, machines)
+        network_jobs.register_jobs(jobs, machines, networking)
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
@@ -62,7 +64,7 @@ class Runtime:
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,
                         job.kind, job.requested_by)
-        drift = await machines.reconcile()
+        drift = await reconcile(machines)
         return cls(settings=settings, store=store, jobs=jobs, machines=machines,
                    dispatcher=Dispatcher(services), drift=drift)
 

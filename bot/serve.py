@@ -18,6 +18,7 @@ from bot.slack_progress import sync_stale_messages
 from bot.socket_mode import SocketModeTransport
 from bot.web import build_web_app
 from handlers.context import Transport
+from services.machines.recovery import reconcile
 
 log = logging.getLogger("ctbot")
 
@@ -94,6 +95,6 @@ async def _housekeeping(runtime: Runtime, slack: SlackBolt | None) -> None:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             runtime.jobs.recover_interrupted()
-            await runtime.machines.reconcile()
+            await reconcile(runtime.machines)
         except Exception:
             log.exception("housekeeping failed; retrying in a minute")

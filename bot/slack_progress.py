@@ -15,7 +15,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from handlers.verbs.jobs import render_job
+from bot.slack_render import text_blocks
+from handlers.views import render_view
 from services.core.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ log = logging.getLogger(__name__)
 
 def job_message(job: Job) -> tuple[str, list[dict[str, Any]]]:
     """The notification line and the blocks of a job's message."""
-    text = render_job(job)
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"```{text[:2900]}```"}}]
+    text = render_view("job", job.to_json())
+    blocks = [b.to_dict() for b in text_blocks(text)]
     return text.split("\n", 1)[0], blocks
 
 

@@ -1,4 +1,5 @@
-"""Replies as Slack messages: Block Kit from templates, text as the notification fallback."""
+"""Replies as Slack messages: Block Kit built with slack_sdk's block models, the text as
+the notification fallback."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import html
 import re
 from typing import Any
 
-from handlers.context import Reply
-from services.core.templating import render_json
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    MarkdownTextObject,
+    SectionBlock,
+)
 
-# Slack rejects a section text longer than 3000 characters.
-_SECTION_LIMIT = 2900
+from handlers.context import Reply
+
+# Slack rejects a section text longer than 3000 characters, and a button value longer
+# than 2000 (Block Kit reference: section `text`, button `value`).
+SECTION_LIMIT = 2900
+BUTTON_VALUE_LIMIT = 2000
 _SMART_PUNCTUATION = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 _DASH_OPTION = re.compile(r"(?<!\S)[—–]")
 
@@ -25,20 +35,30 @@ def normalize_slack_text(text: str) -> str:
     return _DASH_OPTION.sub("--", text)
 
 
-def render_blocks(reply: Reply, *, command_text: str | None = None) -> list[dict[str, Any]]:
-    if reply.blocks is not None:
-        return reply.blocks
-    body = reply.text.strip() or " "
-    chunks = [body[i:i + _SECTION_LIMIT] for i in range(0, len(body), _SECTION_LIMIT)]
+def text_blocks(text: str) -> list[Block]:
+    """Sections of at most SECTION_LIMIT characters; several lines go in a code block."""
+    body = text.strip() or " "
+    chunks = [body[i:i + SECTION_LIMIT] for i in range(0, len(body), SECTION_LIMIT)]
     if "\n" in body:
         chunks = [f"```{c}```" for c in chunks]
-    # Slack refuses a button whose value is over 2000 characters (and the whole message
-    # with it): such a command is confirmed from a terminal instead.
-    confirm = (command_text if reply.needs_confirmation and command_text
-               and len(command_text) <= 2000 else None)
-    blocks: list[dict[str, Any]] = render_json("replies/reply.blocks.json.j2", chunks=chunks,
-                                               confirm=confirm)
-    return blocks
+    return [SectionBlock(text=MarkdownTextObject(text=c)) for c in chunks]
+
+
+def confirm_buttons(command_text: str) -> ActionsBlock:
+    return ActionsBlock(block_id="ct_confirm", elements=[
+        ButtonElement(text="Confirm", action_id="ct_confirm", style="danger",
+                      value=command_text),
+        ButtonElement(text="Cancel", action_id="ct_cancel", value="cancel"),
+    ])
+
+
+def render_blocks(reply: Reply, *, command_text: str | None = None) -> list[dict[str, Any]]:
+    blocks = text_blocks(reply.text)
+    # A command too long for a button's value is confirmed from a terminal instead.
+    if (reply.needs_confirmation and command_text
+            and len(command_text) <= BUTTON_VALUE_LIMIT):
+        blocks.append(confirm_buttons(command_text))
+    return [b.to_dict() for b in blocks]
 
 
 def notification_text(reply: Reply) -> str:

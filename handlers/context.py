@@ -1,22 +1,21 @@
-"""The types that flow through a command's path: request in, invocation, reply out."""
+"""The types that flow through a command's path: request in, verb, invocation, reply out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import Any, Protocol
 
-from handlers.grammar import ParsedArgs
+from handlers.grammar import ParsedArgs, Signature
 from handlers.roles import Role, RolePolicy
 from services.core.audit import AuditLog, Outcome
 from services.core.jobs import JobObserver, JobRunner
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.network.service import Networking
-
-if TYPE_CHECKING:
-    from handlers.registry import Registry, Verb
 
 
 class Transport(StrEnum):
@@ -46,6 +45,85 @@ class CommandRequest:
     observer: JobObserver | None = None  # where job progress goes while a verb waits
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What a handler answers. Transports choose how to show it.
+
+    ``data`` is the machine-readable result (what ``ctbot cmd --json`` prints); the text
+    is rendered *from it* by ``view`` (templates/replies/VIEW.txt.j2), so the two cannot
+    say different things. Errors and prompts carry a plain ``message`` instead.
+    """
+
+    data: Mapping[str, Any] = field(default_factory=dict)
+    view: str | None = None
+    message: str | None = None
+    outcome: Outcome = Outcome.OK
+    visibility: Visibility = Visibility.EPHEMERAL
+    job_id: int | None = None
+    needs_confirmation: bool = False
+
+    @cached_property
+    def text(self) -> str:
+        if self.message is not None:
+            return self.message
+        if self.view is None:
+            return ""
+        from handlers.views import render_view  # jinja2 only when text is wanted
+
+        return render_view(self.view, self.data)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A chat verb: what the registry knows of it, and the function that runs it."""
+
+    name: str
+    func: Callable[[Invocation], Awaitable[Reply]]
+    role: Role
+    signature: Signature
+    mutating: bool  # changes the host: audited as a change, shown in-channel
+    confirm: bool  # destructive: needs --yes / the Slack button
+    audited: bool
+
+    @property
+    def doc(self) -> str:
+        return inspect.getdoc(self.func) or ""
+
+    @property
+    def summary(self) -> str:
+        """The docstring's first paragraph, on one line."""
+        return " ".join(self.doc.split("\n\n", 1)[0].split())
+
+    @property
+    def details(self) -> str:
+        parts = self.doc.split("\n\n", 1)
+        return parts[1].strip() if len(parts) > 1 else ""
+
+    @property
+    def usage(self) -> str:
+        return self.signature.usage(self.name)
+
+    @property
+    def short_usage(self) -> str:
+        return self.signature.short_usage(self.name)
+
+
+class Catalog(Protocol):
+    """The verbs there are (handlers/registry.py's Registry), as `help` sees them."""
+
+    def resolve(self, words: list[str]) -> tuple[Verb, list[str]]: ...
+
+    def group(self, prefix: str) -> list[Verb]: ...
+
+    def __iter__(self) -> Iterator[Verb]: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """The services a handler may call; built once by bot/ at start-up."""
@@ -53,7 +131,7 @@ class Services:
     audit: AuditLog
     jobs: JobRunner
     roles: RolePolicy
-    registry: Registry
+    registry: Catalog
     machines: Machines
     images: Images
     networking: Networking
@@ -72,25 +150,3 @@ class Invocation:
     @property
     def user_id(self) -> str:
         return self.request.user_id
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What a handler answers. Transports choose how to show it.
-
-    ``text`` is plain text for terminals and notifications; ``blocks`` is Slack Block Kit
-    (None: transports wrap ``text``); ``data`` is the machine-readable result that
-    ``ctbot cmd --json`` prints.
-    """
-
-    text: str
-    outcome: Outcome = Outcome.OK
-    data: Mapping[str, Any] = field(default_factory=dict)
-    blocks: list[dict[str, Any]] | None = None
-    visibility: Visibility = Visibility.EPHEMERAL
-    job_id: int | None = None
-    needs_confirmation: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK

@@ -38,15 +38,16 @@ class Dispatcher:
         try:
             reply = await self._dispatch(request)
         except PermissionDenied as exc:
-            reply = Reply(text=str(exc), outcome=Outcome.DENIED, data={"error": str(exc)})
+            reply = Reply(message=str(exc), outcome=Outcome.DENIED, data={"error": str(exc)})
         except UserError as exc:
-            reply = Reply(text=str(exc), outcome=Outcome.USER_ERROR, data={"error": str(exc)})
+            reply = Reply(message=str(exc), outcome=Outcome.USER_ERROR,
+                          data={"error": str(exc)})
         except Exception:
             # The one place an unexpected error is logged with its traceback.
             log.exception("command failed user=%s transport=%s cid=%s", request.user_id,
                           request.transport, request.correlation_id)
             text = messages.internal_error(request.correlation_id)
-            reply = Reply(text=text, outcome=Outcome.INTERNAL_ERROR,
+            reply = Reply(message=text, outcome=Outcome.INTERNAL_ERROR,
                           data={"error": text, "correlation_id": request.correlation_id})
         log.info(
             "command user=%s transport=%s outcome=%s ms=%.1f cid=%s",

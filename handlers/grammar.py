@@ -6,18 +6,30 @@
 Words are split shlex-style (single and double quotes, backslash escapes). Slack clients
 "smarten" a typed ``--`` into an em dash and HTML-escape ``&<>``; the Slack transport
 undoes that before the text reaches this parser.
+
+Each positional and each flag that takes a value carries its parser (from
+services/grammar.py), so a verb receives typed values: a bad one is refused here, before
+the verb, the audit of its effects, or any job.
 """
 
 from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.core.errors import InvalidInput
 
 MAX_COMMAND_LENGTH = 4000
+
+
+Parser = Callable[[str], Any]
+
+
+def _text(raw: str) -> str:
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +37,7 @@ class Flag:
     name: str
     help: str
     metavar: str | None = None  # None: a boolean switch
+    parse: Parser = _text
 
     @property
     def takes_value(self) -> bool:
@@ -39,6 +52,7 @@ class Flag:
 class Positional:
     name: str
     required: bool = True
+    parse: Parser = _text
 
     @property
     def usage(self) -> str:
@@ -70,11 +84,23 @@ class Signature:
 
 @dataclass(frozen=True, slots=True)
 class ParsedArgs:
-    positionals: Mapping[str, str]
-    flags: Mapping[str, str | bool]
+    """Typed values: positionals by metavar (``NAME``), flags by name (``memory``);
+    a switch is True when given. Absent optional values are missing from the mappings."""
+
+    positionals: Mapping[str, Any]
+    flags: Mapping[str, Any]
     passthrough: tuple[str, ...] = field(default=())
 
-    def flag(self, name: str) -> str | bool | None:
+    def __getitem__(self, name: str) -> Any:
+        return self.positionals[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A positional or a flag, or ``default`` if it was not given."""
+        if name in self.positionals:
+            return self.positionals[name]
+        return self.flags.get(name, default)
+
+    def flag(self, name: str) -> Any:
         return self.flags.get(name)
 
 
@@ -104,7 +130,7 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
     """Bind the words after the verb to the signature."""
     flags_by_name = {f.name: f for f in signature.flags}
     positional_values: list[str] = []
-    flags: dict[str, str | bool] = {}
+    flags: dict[str, Any] = {}
     passthrough: tuple[str, ...] = ()
     i = 0
     while i < len(words):
@@ -135,7 +161,7 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
                     value = words[i]
                 else:
                     raise InvalidInput(f"option `--{name}` needs a value ({spec.metavar})")
-                flags[name] = value
+                flags[name] = spec.parse(value)
             else:
                 if eq:
                     raise InvalidInput(f"option `--{name}` takes no value")
@@ -153,9 +179,9 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
         extra = positional_values[len(signature.positionals)]
         raise InvalidInput(f"unexpected argument `{extra}`",
                            hint=f"usage: {signature.usage(verb)}")
-    bound: dict[str, str] = {}
+    bound: dict[str, Any] = {}
     for positional, value in zip(signature.positionals, positional_values, strict=False):
-        bound[positional.name] = value
+        bound[positional.name] = positional.parse(value)
     missing = [p.name for p in signature.positionals if p.required and p.name not in bound]
     if missing:
         raise InvalidInput(f"missing {', '.join(missing)}", hint=f"usage: {signature.usage(verb)}")
@@ -164,13 +190,3 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
 
 def _looks_numeric(word: str) -> bool:
     return word[1:].replace(".", "", 1).isdigit()
-
-
-def parse_count(raw: str, *, maximum: int) -> int:
-    """A positive whole number no larger than ``maximum`` (e.g. `audit 50`)."""
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 6:
-        raise InvalidInput(f"`{raw}` is not a count; give a whole number from 1 to {maximum}")
-    value = int(raw)
-    if not 1 <= value <= maximum:
-        raise InvalidInput(f"count must be from 1 to {maximum}, not {value}")
-    return value

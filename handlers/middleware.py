@@ -59,7 +59,7 @@ async def authorize(inv: Invocation, call_next: Next) -> Reply:
 async def confirm(inv: Invocation, call_next: Next) -> Reply:
     if inv.verb.confirm and not inv.request.confirmed:
         return Reply(
-            text=messages.needs_confirmation(inv.request.text.strip()),
+            message=messages.needs_confirmation(inv.request.text.strip()),
             outcome=Outcome.USER_ERROR,
             needs_confirmation=True,
             data={"error": "confirmation required", "needs_confirmation": True},

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
 from types import ModuleType
 
-from handlers.context import Invocation, Reply
+from handlers.context import Invocation, Reply, Verb
 from handlers.grammar import Flag, Positional, Signature, suggest
 from handlers.roles import Role
 from services.core.errors import InvalidInput
@@ -20,39 +19,6 @@ from services.core.errors import InvalidInput
 VerbFunc = Callable[[Invocation], Awaitable[Reply]]
 
 _SPEC_ATTR = "__ctbot_verb__"
-
-
-@dataclass(frozen=True, slots=True)
-class Verb:
-    name: str
-    func: VerbFunc
-    role: Role
-    signature: Signature
-    mutating: bool  # changes the host: audited as a change, shown in-channel
-    confirm: bool  # destructive: needs --yes / the Slack button
-    audited: bool
-
-    @property
-    def doc(self) -> str:
-        return inspect.getdoc(self.func) or ""
-
-    @property
-    def summary(self) -> str:
-        """The docstring's first paragraph, on one line."""
-        return " ".join(self.doc.split("\n\n", 1)[0].split())
-
-    @property
-    def details(self) -> str:
-        parts = self.doc.split("\n\n", 1)
-        return parts[1].strip() if len(parts) > 1 else ""
-
-    @property
-    def usage(self) -> str:
-        return self.signature.usage(self.name)
-
-    @property
-    def short_usage(self) -> str:
-        return self.signature.short_usage(self.name)
 
 
 def verb(

@@ -1,43 +1,100 @@
-"""The grammar of names, enforced before any path, argv or file is built from one.
+"""Every value a user types, as a type, and the one grammar each is parsed by.
 
-    machine name := [a-z] ( [a-z0-9-]{0,10} [a-z0-9] )?      1–12 characters
-    image name   := [a-z] ( [a-z0-9-]{0,30} [a-z0-9] )?      1–32 characters
+    machine name  := [a-z] ( [a-z0-9-]{0,10} [a-z0-9] )?         1–12 characters
+    image name    := [a-z] ( [a-z0-9-]{0,30} [a-z0-9] )?         1–32 characters
+    count         := [0-9]{1,6}                                   ASCII digits only
+    seconds       := count [ "s" | "m" | "h" | "d" ]
+    size          := [0-9]{1,6} ( "." [0-9]{1,3} )? [KMGT]? ( "B" | "iB" )?   binary units
+    cpu           := [0-9]{1,3} ( "." [0-9]{1,3} )?               CPUs' worth of time
+    port          := [0-9]{1,5}                                   1–65535
+    port spec     := port ":" port [ "/" ( "tcp" | "udp" ) ]
+    address       := "auto" | "none" | ADDRESS "/" PREFIXLEN      (per family)
+    bridge name   := [a-z] [a-z0-9-]{0,14}                        a Linux interface name
 
-Twelve characters keep every derived name valid: host interface names are at most 15
-bytes, and ctbot derives them as a 3-character prefix plus the machine name (``ve-web1``).
+Parsed once, where the text enters (a chat verb, a settings key); from there on only the
+typed value travels, and what is stored (job arguments) is its canonical text. Twelve
+characters keep every name derived from a machine name valid: host interface names are
+at most 15 bytes (IFNAMSIZ - 1, linux/if.h) and nspawn derives ``vb-NAME`` and ``ve-NAME``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass
+from enum import StrEnum
 
 from services.core.errors import InvalidInput
 
 MACHINE_NAME_MAX = 12
 IMAGE_NAME_MAX = 32
+INTERFACE_NAME_MAX = 15  # IFNAMSIZ (16) minus the terminating NUL
 
 _MACHINE_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,10}[a-z0-9])?")
 _IMAGE_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_BRIDGE_RE = re.compile(r"[a-z][a-z0-9-]{0,14}")
+_NFT_TABLE_RE = re.compile(r"[a-z][a-z0-9_]{0,30}")
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian Policy 5.6.1
+_SUITE_RE = re.compile(r"[a-z]+")
+_SIZE_RE = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,3})?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_CPU_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3})?")
+_SECONDS_RE = re.compile(r"([0-9]{1,6})([smhd]?)")
 
 MACHINE_NAME_RULE = (f"1–{MACHINE_NAME_MAX} lowercase letters, digits and hyphens, starting "
                      "with a letter and not ending with a hyphen (e.g. `web1`)")
 IMAGE_NAME_RULE = (f"1–{IMAGE_NAME_MAX} lowercase letters, digits and hyphens, starting "
                    "with a letter and not ending with a hyphen (e.g. `bookworm`)")
+MIN_MEMORY_BYTES = 32 * 1024 * 1024  # below this a booted systemd is OOM-killed
+CPU_RANGE = (0.05, 512.0)
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+# ---------------------------------------------------------------------------- names
 
 def machine_name(raw: str) -> str:
     """``raw`` if it is a valid machine name; InvalidInput saying why otherwise."""
-    return _check(raw, _MACHINE_RE, "machine name", MACHINE_NAME_RULE, MACHINE_NAME_MAX)
+    return _name(raw, _MACHINE_RE, "machine name", MACHINE_NAME_RULE, MACHINE_NAME_MAX)
 
 
 def image_name(raw: str) -> str:
-    return _check(raw, _IMAGE_RE, "image name", IMAGE_NAME_RULE, IMAGE_NAME_MAX)
+    """``raw`` if it is a valid image name; InvalidInput saying why otherwise."""
+    return _name(raw, _IMAGE_RE, "image name", IMAGE_NAME_RULE, IMAGE_NAME_MAX)
 
 
-def _check(raw: str, pattern: re.Pattern[str], what: str, rule: str, maximum: int) -> str:
+def bridge_name(raw: str) -> str:
+    """A Linux interface name ctbot may create: 1–15 lowercase letters, digits, hyphens."""
+    if not _BRIDGE_RE.fullmatch(raw):
+        raise InvalidInput(f"bridge name {printable(raw)}: 1–{INTERFACE_NAME_MAX} lowercase "
+                           "letters, digits and hyphens, starting with a letter")
+    return raw
+
+
+def nft_table_name(raw: str) -> str:
+    if not _NFT_TABLE_RE.fullmatch(raw):
+        raise InvalidInput(f"{printable(raw)}: a lowercase letter, then up to 30 lowercase "
+                           "letters, digits and underscores")
+    return raw
+
+
+def debian_package(raw: str) -> str:
+    """A Debian package name (Debian Policy §5.6.1)."""
+    if not _PACKAGE_RE.fullmatch(raw):
+        raise InvalidInput(f"{printable(raw)} is not a Debian package name")
+    return raw
+
+
+def debian_suite(raw: str) -> str:
+    if not _SUITE_RE.fullmatch(raw):
+        raise InvalidInput(f"{printable(raw)} is not a Debian suite name (e.g. bookworm)")
+    return raw
+
+
+def _name(raw: str, pattern: re.Pattern[str], what: str, rule: str, maximum: int) -> str:
     if pattern.fullmatch(raw):
         return raw
-    shown = _printable(raw)
     if not raw:
         reason = "it is empty"
     elif len(raw) > maximum:
@@ -52,11 +109,221 @@ def _check(raw: str, pattern: re.Pattern[str], what: str, rule: str, maximum: in
         reason = "it ends with a hyphen"
     else:
         reason = "it has characters other than a-z, 0-9 and -"
-    raise InvalidInput(f"{what} {shown} is not valid: {reason}. Use {rule}.")
+    raise InvalidInput(f"{what} {printable(raw)} is not valid: {reason}. Use {rule}.")
 
 
-def _printable(raw: str) -> str:
-    """The name as it can be shown safely in chat and logs (no control characters)."""
+def printable(raw: str) -> str:
+    """``raw`` as it can be shown safely in chat and logs (no control characters)."""
     if raw.isprintable() and "`" not in raw and len(raw) <= 40:
         return f"`{raw}`"
     return repr(raw[:40]) + ("…" if len(raw) > 40 else "")
+
+
+# ---------------------------------------------------------------------------- numbers
+
+def _digits(raw: str, max_digits: int) -> int | None:
+    """ASCII digits only: ``int()`` would also take ``٨٠`` (Arabic-Indic) and ``1_000``."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= max_digits:
+        return int(raw)
+    return None
+
+
+def count(raw: str, *, maximum: int) -> int:
+    """A whole number from 1 to ``maximum`` (e.g. `audit 50`)."""
+    value = _digits(raw, 6)
+    if value is None:
+        raise InvalidInput(f"{printable(raw)} is not a count; give a whole number from 1 to "
+                           f"{maximum}")
+    if not 1 <= value <= maximum:
+        raise InvalidInput(f"count must be from 1 to {maximum}, not {value}")
+    return value
+
+
+def seconds(raw: str, *, maximum: int) -> int:
+    """A duration: ``90`` or ``90s``, ``5m``, ``2h``, ``1d`` → seconds, 1 to ``maximum``."""
+    match = _SECONDS_RE.fullmatch(raw) if raw.isascii() else None
+    if match is None:
+        raise InvalidInput(f"{printable(raw)} is not a duration; write e.g. 90, 90s, 5m or 2h")
+    value = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if not 1 <= value <= maximum:
+        raise InvalidInput(f"the duration must be from 1 to {maximum} seconds, not {value}")
+    return value
+
+
+def job_id(raw: str) -> int:
+    """``12`` or ``#12``."""
+    value = _digits(raw.removeprefix("#"), 12)
+    if value is None:
+        raise InvalidInput(f"{printable(raw.removeprefix('#'))} is not a job id; job ids are "
+                           "numbers, e.g. `job 12`")
+    return value
+
+
+def size(raw: str) -> int:
+    """``512M``, ``2G``, ``1.5GiB`` → bytes. Binary units, as systemd reads them
+    (systemd.resource-control(5): "suffixed with K, M, G or T … base 1024")."""
+    match = _SIZE_RE.fullmatch(raw.strip()) if raw.isascii() else None
+    if match is None:
+        raise InvalidInput(f"{printable(raw)} is not a size; write e.g. 512M or 2G")
+    factor = 1024 ** " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * factor)
+
+
+def memory_limit(raw: str) -> int:
+    """A machine's memory limit in bytes: a size of at least 32 MiB."""
+    value = size(raw)
+    if value < MIN_MEMORY_BYTES:
+        raise InvalidInput(f"memory {raw} is too small: a booted machine needs at least 32M")
+    return value
+
+
+def cpu(raw: str) -> float:
+    """A CPU limit in CPUs' worth of time (``1.5``: one and a half CPUs), 0.05–512."""
+    if not (raw.isascii() and _CPU_RE.fullmatch(raw)):
+        raise InvalidInput(f"--cpu {printable(raw)} is not a number; write e.g. 1 or 0.5")
+    value = float(raw)
+    if not CPU_RANGE[0] <= value <= CPU_RANGE[1]:
+        raise InvalidInput(f"--cpu must be from {CPU_RANGE[0]:g} to {CPU_RANGE[1]:g} CPUs, "
+                           f"not {value:g}")
+    return value
+
+
+# ---------------------------------------------------------------------------- ports
+
+class PortProtocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class PortSpec:
+    """``HOSTPORT:CTPORT[/PROTO]`` of `port add`."""
+
+    host_port: int
+    machine_port: int
+    protocol: PortProtocol
+
+    def __str__(self) -> str:
+        return f"{self.host_port}:{self.machine_port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """``HOSTPORT[/PROTO]`` of `port remove`."""
+
+    port: int
+    protocol: PortProtocol
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
+def port(raw: str) -> int:
+    value = _digits(raw, 5)
+    if value is None or not 1 <= value <= 65535:
+        raise InvalidInput(f"{printable(raw)} is not a port (1–65535)")
+    return value
+
+
+def _protocol(raw: str, whole: str) -> PortProtocol:
+    try:
+        return PortProtocol(raw or "tcp")
+    except ValueError:
+        raise InvalidInput(f"{printable(whole)}: the protocol is tcp or udp, not "
+                           f"{printable(raw)}") from None
+
+
+def port_spec(raw: str) -> PortSpec:
+    """``8080:80``, ``5353:53/udp``."""
+    ports, _, proto = raw.partition("/")
+    protocol = _protocol(proto, raw)
+    host_text, sep, machine_text = ports.partition(":")
+    if not sep:
+        raise InvalidInput(f"{printable(raw)}: write HOSTPORT:CTPORT[/tcp|udp], e.g. 8080:80")
+    try:
+        return PortSpec(port(host_text), port(machine_text), protocol)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{printable(raw)}: {exc}") from None
+
+
+def host_port(raw: str) -> HostPort:
+    """``8080``, ``8080/udp`` (``8080:80`` is taken too: the part after ``:`` is ignored)."""
+    ports, _, proto = raw.partition("/")
+    protocol = _protocol(proto, raw)
+    try:
+        return HostPort(port(ports.split(":", 1)[0]), protocol)
+    except InvalidInput:
+        raise InvalidInput(f"{printable(raw)}: give the host port, e.g. 8080 or "
+                           "8080/udp") from None
+
+
+# ---------------------------------------------------------------------------- addresses
+
+class Family(StrEnum):
+    V4 = "ipv4"
+    V6 = "ipv6"
+
+    @property
+    def version(self) -> int:
+        return 4 if self is Family.V4 else 6
+
+    @property
+    def example(self) -> str:
+        return "10.231.0.10/24" if self is Family.V4 else "fd00::10/64"
+
+
+@dataclass(frozen=True, slots=True)
+class Auto:
+    """Let ctbot pick the lowest free address of the pool."""
+
+    def __str__(self) -> str:
+        return "auto"
+
+
+AUTO = Auto()
+AddressRequest = Auto | IPInterface | None  # None: no address of this family
+
+
+def address_request(raw: str, family: Family) -> AddressRequest:
+    """``auto``, ``none`` or ``ADDRESS/PREFIX`` of ``family``."""
+    if raw == "auto":
+        return AUTO
+    if raw == "none":
+        return None
+    if "/" not in raw:
+        raise InvalidInput(f"--{family} {printable(raw)}: write auto, none or ADDRESS/PREFIX "
+                           f"(e.g. {family.example})")
+    try:
+        interface = ipaddress.ip_interface(raw)
+    except ValueError:
+        raise InvalidInput(f"--{family} {printable(raw)} is not a valid address/prefix") from None
+    if interface.version != family.version:
+        raise InvalidInput(f"--{family} {printable(raw)} is an IPv{interface.version} address")
+    return interface
+
+
+def request_text(request: AddressRequest) -> str:
+    """The canonical text of an address request: what ``address_request`` reads back."""
+    return "none" if request is None else str(request)
+
+
+def network(raw: str, family: Family) -> IPNetwork:
+    """A pool: a network of ``family`` with at least four addresses (network, gateway,
+    one machine, broadcast)."""
+    try:
+        parsed = ipaddress.ip_network(raw, strict=True)
+    except ValueError as exc:
+        raise InvalidInput(f"{family} pool {printable(raw)} is not a network: {exc}") from None
+    if parsed.version != family.version:
+        raise InvalidInput(f"{family} pool {printable(raw)} is not an IPv{family.version} "
+                           "network")
+    if parsed.num_addresses < 4:
+        raise InvalidInput(f"{family} pool {printable(raw)} is too small")
+    return parsed
+
+
+def ip_address(raw: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(raw)
+    except ValueError:
+        raise InvalidInput(f"{printable(raw)} is not an IP address") from None

@@ -3,138 +3,107 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
+from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
-from handlers.verbs.machines import run_machine_job
+from handlers.verbs.machines import NAME, address_flag
 from services.core.audit import Outcome
 from services.core.errors import Conflict, InvalidInput
-from services.core.templating import render
-from services.grammar import machine_name
-from services.network.addresses import Family, parse_request
-from services.network.bridge import ping
-from services.network.service import PortForward
+from services.grammar import Family, host_port, machine_name, port_spec
+from services.network import messages
+from services.network.operations import Readdress
+from services.network.ping import ping
 
-NAME = Positional("NAME")
-
-
-def forward_json(f: PortForward) -> dict[str, Any]:
-    return {"host_port": f.host_port, "protocol": str(f.protocol), "machine": f.machine,
-            "machine_port": f.machine_port, "targets": [str(t) for t in f.targets]}
+OPTIONAL_NAME = Positional("NAME", required=False, parse=machine_name)
 
 
-@verb("net show", role=Role.VIEWER, positionals=[Positional("NAME", required=False)])
+@verb("net show", role=Role.VIEWER, positionals=[OPTIONAL_NAME])
 async def run_net_show(inv: Invocation) -> Reply:
     """Show addresses, gateways, the bridge and port forwards (of one machine, or all)."""
-    net = inv.services.networking
-    raw = inv.args.positionals.get("NAME")
-    names = ([machine_name(raw)] if raw else
-             [m.name for m in inv.services.machines.all()])
-    if raw:
-        inv.services.machines.status(names[0])  # "no such machine" if so
-    machines = [{"name": n, "addresses": {str(f): str(a) for f, a in net.of(n).items()},
-                 "ports": [forward_json(f) for f in net.forwards(n)]} for n in names]
-    gateways = {str(f): str(p.gateway) for f, p in net.config.pools.items()}
-    data = {"bridge": net.config.bridge, "gateways": gateways, "machines": machines}
-    return Reply(text=render("replies/net_show.txt.j2", **data), data=data)
+    net, name = inv.services.networking, inv.args.get("NAME")
+    if name is not None:
+        inv.services.machines.require(name)
+    names = [name] if name else [r.name for r in inv.services.machines.records.all()]
+    return Reply(view="net_show", data={
+        "bridge": net.config.bridge,
+        "gateways": {str(f): str(p.gateway) for f, p in net.config.pools.items()},
+        "machines": [{"name": n, "addresses": {str(f): str(a) for f, a in net.of(n).items()},
+                      "ports": [f.to_json() for f in net.forwards(n)]} for n in names]})
 
 
 @verb("net pools", role=Role.VIEWER)
 async def run_net_pools(inv: Invocation) -> Reply:
     """Show the address pools and how many addresses are in use."""
     net = inv.services.networking
-    pools = [{"family": str(f), "network": str(p.network), "gateway": str(p.gateway),
-              "used": net.addresses.used(f), "capacity": p.capacity,
-              "capacity_text": (str(p.capacity) if p.capacity < 2**32
-                                else f"2^{p.network.max_prefixlen - p.network.prefixlen}")}
-             for f, p in net.config.pools.items()]
-    return Reply(text=render("replies/net_pools.txt.j2", pools=pools,
-                             bridge=net.config.bridge),
-                 data={"bridge": net.config.bridge, "pools": pools})
+    return Reply(view="net_pools", data={"bridge": net.config.bridge, "pools": [
+        {"family": str(f), "network": str(p.network), "gateway": str(p.gateway),
+         "used": net.addresses.used(f), "capacity": p.capacity,
+         "capacity_text": p.capacity_text} for f, p in net.config.pools.items()]})
 
 
 @verb("net set", role=Role.OPERATOR, mutating=True, positionals=[NAME], flags=[
-    Flag("ipv4", "auto, none, or ADDRESS/PREFIX in the IPv4 pool", "ADDR"),
-    Flag("ipv6", "auto, none, or ADDRESS/PREFIX in the IPv6 pool", "ADDR"),
-])
+    address_flag(Family.V4, "auto"), address_flag(Family.V6, "auto")])
 async def run_net_set(inv: Invocation) -> Reply:
     """Give a machine new addresses; a running machine is restarted to take them."""
-    name = machine_name(inv.args.positionals["NAME"])
-    changes = {str(f): str(inv.args.flag(str(f))) for f in Family
-               if inv.args.flag(str(f)) is not None}
+    changes = {f: inv.args.flags[str(f)] for f in Family if str(f) in inv.args.flags}
     if not changes:
-        raise InvalidInput("say what to change: `net set NAME --ipv4 … --ipv6 …`")
-    for family in Family:
-        if str(family) in changes:
-            parse_request(changes[str(family)], family)
-    inv.services.machines.status(name)
-    return await run_machine_job(inv, "machine.readdress", {"name": name, **changes})
+        raise InvalidInput(messages.say_what_to_change())
+    inv.services.machines.require(inv.args["NAME"])
+    return await run_job(inv, "machine.readdress", Readdress(inv.args["NAME"], changes))
 
 
 @verb("ping", role=Role.VIEWER, positionals=[NAME], flags=[
     Flag("v4", "IPv4 only"), Flag("v6", "IPv6 only")])
 async def run_ping(inv: Invocation) -> Reply:
     """Ping a machine from the host over IPv4 and IPv6, with the round-trip time."""
-    name = machine_name(inv.args.positionals["NAME"])
-    inv.services.machines.status(name)
+    name = inv.args["NAME"]
+    inv.services.machines.require(name)
     families = [f for f, flag in ((Family.V4, "v4"), (Family.V6, "v6"))
-                if inv.args.flag(flag)] or list(Family)
+                if inv.args.get(flag)] or list(Family)
     addresses = inv.services.networking.of(name)
     targets = [(f, addresses[f]) for f in families if f in addresses]
     if not targets:
-        raise Conflict(f"`{name}` has no {' or '.join(map(str, families))} address")
-    results = [(f, await ping(a.ip, count=1, timeout=2)) for f, a in targets]
-    data = {"name": name, "results": [
-        {"family": str(f), "address": r.address, "answered": r.answered, "rtt_ms": r.rtt_ms}
-        for f, r in results]}
-    text = render("replies/ping.txt.j2", name=name, results=data["results"])
-    answered = all(r.answered for _, r in results)
-    return Reply(text=text, data=data, outcome=Outcome.OK if answered else Outcome.USER_ERROR)
+        raise Conflict(messages.no_family_address(name, families))
+    results = [await ping(f, a.ip, timeout=2) for f, a in targets]
+    return Reply(data={"name": name, "results": [r.to_json() for r in results]}, view="ping",
+                 outcome=Outcome.OK if all(r.answered for r in results) else Outcome.USER_ERROR)
 
 
 @verb("net export", role=Role.ADMIN, mutating=True,
-      flags=[Flag("dir", "where to write (default /etc/systemd/network)", "DIR")])
+      flags=[Flag("dir", "where to write (default /etc/systemd/network)", "DIR", parse=Path)])
 async def run_net_export(inv: Invocation) -> Reply:
     """Write the bridge as systemd-networkd files, so it is back after a host reboot."""
-    raw = inv.args.flag("dir")
-    directory = Path(str(raw)) if raw else Path("/etc/systemd/network")
+    directory: Path = inv.args.get("dir", Path("/etc/systemd/network"))
     if not directory.is_absolute() or ".." in directory.parts:
         raise InvalidInput(f"--dir `{directory}` must be an absolute path without `..`")
     written = inv.services.networking.write_export(directory)
-    return Reply(text="Wrote " + ", ".join(map(str, written)) +
-                 ". `networkctl reload` (or a reboot) applies them.",
-                 data={"written": [str(p) for p in written]})
+    return Reply(data={"written": [str(p) for p in written]}, view="net_export")
 
 
 @verb("port add", role=Role.OPERATOR, mutating=True,
-      positionals=[NAME, Positional("HOSTPORT:CTPORT[/PROTO]")])
+      positionals=[NAME, Positional("HOSTPORT:CTPORT[/PROTO]", parse=port_spec)])
 async def run_port_add(inv: Invocation) -> Reply:
     """Forward a host port to a machine port, over IPv4 and IPv6: `port add web1 8080:80`."""
-    name = machine_name(inv.args.positionals["NAME"])
-    inv.services.machines.status(name)
+    inv.services.machines.require(inv.args["NAME"])
     forward = await inv.services.networking.add_forward(
-        name, inv.args.positionals["HOSTPORT:CTPORT[/PROTO]"])
-    return Reply(text=f"Forwarding {forward}.", data=forward_json(forward))
+        inv.args["NAME"], inv.args["HOSTPORT:CTPORT[/PROTO]"])
+    return Reply(data=forward.to_json(), view="port_added")
 
 
-@verb("port list", role=Role.VIEWER, positionals=[Positional("NAME", required=False)])
+@verb("port list", role=Role.VIEWER, positionals=[OPTIONAL_NAME])
 async def run_port_list(inv: Invocation) -> Reply:
     """List port forwards (of one machine, or all)."""
-    raw = inv.args.positionals.get("NAME")
-    forwards = inv.services.networking.forwards(machine_name(raw) if raw else None)
-    text = "\n".join(str(f) for f in forwards) or "No port forwards."
-    return Reply(text=text, data={"ports": [forward_json(f) for f in forwards]})
+    forwards = inv.services.networking.forwards(inv.args.get("NAME"))
+    return Reply(data={"ports": [f.to_json() for f in forwards]}, view="port_list")
 
 
 @verb("port remove", role=Role.OPERATOR, mutating=True,
-      positionals=[NAME, Positional("HOSTPORT[/PROTO]")])
+      positionals=[NAME, Positional("HOSTPORT[/PROTO]", parse=host_port)])
 async def run_port_remove(inv: Invocation) -> Reply:
     """Stop forwarding a host port: `port remove web1 8080`."""
-    name = machine_name(inv.args.positionals["NAME"])
-    spec = inv.args.positionals["HOSTPORT[/PROTO]"]
-    await inv.services.networking.remove_forward(name, spec)
-    return Reply(text=f"Removed the forward of {spec} to `{name}`.",
-                 data={"removed": spec, "machine": name})
+    name, port = inv.args["NAME"], inv.args["HOSTPORT[/PROTO]"]
+    await inv.services.networking.remove_forward(name, port)
+    return Reply(data={"removed": str(port), "machine": name}, view="port_removed")

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from services.core.store import Store
 
@@ -28,6 +29,12 @@ class AuditEntry:
     outcome: Outcome
     detail: str
     correlation_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "user_id": self.user_id, "role": self.role,
+                "transport": self.transport, "command": self.command,
+                "outcome": str(self.outcome), "detail": self.detail,
+                "correlation_id": self.correlation_id}
 
 
 class AuditLog:

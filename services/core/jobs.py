@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from services.core.errors import HostCommandFailed, NotFound, UserError
+from services.core.errors import HostCommandFailed, InternalError, NotFound, UserError
 from services.core.host import ProcessId, this_process
 from services.core.store import Store
 
@@ -61,6 +61,7 @@ class Job:
     error: str
     progress: tuple[ProgressLine, ...] = field(default=())
     internal_failure: bool = False  # failed on ctbot or the host, not on the caller's input
+    result_data: Mapping[str, Any] = field(default_factory=dict)  # JobResult.data
 
     @property
     def elapsed(self) -> float | None:
@@ -68,6 +69,33 @@ class Job:
             return None
         end = self.finished_at if self.finished_at is not None else time.time()
         return end - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        """What `job ID --json` prints, and what the job views render."""
+        return {
+            "id": self.id, "kind": self.kind, "args": dict(self.args), "state": str(self.state),
+            "requested_by": self.requested_by, "created_at": self.created_at,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "elapsed": self.elapsed, "result": self.result, "error": self.error,
+            "result_data": dict(self.result_data),
+            "progress": [{"at": p.at, "line": p.line} for p in self.progress],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a job body returns: a one-line summary and the machine-readable result
+    (e.g. the machine as `status --json` shows it), stored with the job."""
+
+    summary: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class JobArgs(Protocol):
+    """Typed job arguments serialize themselves; the kind's ``decode`` reads them back."""
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
 class JobObserver(Protocol):
@@ -77,19 +105,20 @@ class JobObserver(Protocol):
 
 
 class JobContext:
-    """What a running job body sees: its arguments and a way to report progress."""
+    """What a running job body sees: its typed arguments and a way to report progress."""
 
-    def __init__(self, runner: JobRunner, job: Job) -> None:
+    def __init__(self, runner: JobRunner, job: Job, args: Any) -> None:
         self._runner = runner
         self.job_id = job.id
-        self.args = job.args
+        self.args = args
 
     async def progress(self, line: str) -> None:
         await self._runner._append_progress(self.job_id, line)
 
 
-JobBody = Callable[[JobContext], Awaitable[str]]
-"""A job kind's implementation; returns a one-line result summary."""
+JobBody = Callable[[JobContext], Awaitable[JobResult | str]]
+"""A job kind's implementation; returns its result (or only a one-line summary)."""
+Decode = Callable[[Mapping[str, Any]], Any]
 
 
 class JobStore:
@@ -117,12 +146,14 @@ class JobStore:
             (JobState.RUNNING, self._clock(), job_id),
         )
 
-    def mark_finished(self, job_id: int, state: JobState, *, result: str = "",
-                      error: str = "", internal: bool = False) -> None:
+    def mark_finished(self, job_id: int, state: JobState, *,
+                      result: JobResult | None = None, error: str = "",
+                      internal: bool = False) -> None:
         self._store.execute(
-            "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?,"
-            " internal_failure = ? WHERE id = ?",
-            (state, self._clock(), result, error, int(internal), job_id),
+            "UPDATE jobs SET state = ?, finished_at = ?, result = ?, result_data = ?,"
+            " error = ?, internal_failure = ? WHERE id = ?",
+            (state, self._clock(), result.summary if result else "",
+             json.dumps(dict(result.data)) if result else "{}", error, int(internal), job_id),
         )
 
     def annotate(self, job_id: int, error: str) -> None:
@@ -194,6 +225,7 @@ def _job_from_row(row: Any, progress: tuple[ProgressLine, ...]) -> Job:
         error=row["error"],
         progress=progress,
         internal_failure=bool(row["internal_failure"]),
+        result_data=json.loads(row["result_data"]),
     )
 
 
@@ -202,7 +234,7 @@ class JobRunner:
 
     def __init__(self, jobs: JobStore) -> None:
         self._jobs = jobs
-        self._kinds: dict[str, JobBody] = {}
+        self._kinds: dict[str, tuple[JobBody, Decode]] = {}
         self._tasks: dict[int, asyncio.Task[Job]] = {}
         self._observers: dict[int, JobObserver] = {}
 
@@ -210,10 +242,12 @@ class JobRunner:
     def store(self) -> JobStore:
         return self._jobs
 
-    def register(self, kind: str, body: JobBody) -> None:
+    def register(self, kind: str, body: JobBody, *, decode: Decode = dict) -> None:
+        """``decode`` turns the stored arguments back into what ``body`` gets as
+        ``ctx.args`` (the args type's ``from_json``); plain mappings by default."""
         if kind in self._kinds:
             raise ValueError(f"job kind {kind!r} registered twice")
-        self._kinds[kind] = body
+        self._kinds[kind] = (body, decode)
 
     def recover_interrupted(self) -> list[Job]:
         """Mark jobs whose process died while they ran as interrupted.
@@ -235,22 +269,25 @@ class JobRunner:
     async def submit(
         self,
         kind: str,
-        args: Mapping[str, Any],
+        args: JobArgs | Mapping[str, Any],
         *,
         requested_by: str,
         correlation_id: str,
         observer: JobObserver | None = None,
     ) -> Job:
         """Persist a job and start it; returns the queued job."""
-        body = self._kinds.get(kind)
-        if body is None:
-            raise UserError(f"unknown job kind {kind!r}")
+        found = self._kinds.get(kind)
+        if found is None:
+            raise InternalError(f"unknown job kind {kind!r}")
+        body, decode = found
+        stored = args.to_json() if isinstance(args, JobArgs) else dict(args)
         job_id = self._jobs.create(
-            kind=kind, args=args, requested_by=requested_by, correlation_id=correlation_id
+            kind=kind, args=stored, requested_by=requested_by, correlation_id=correlation_id
         )
         if observer is not None:
             self._observers[job_id] = observer
-        task = asyncio.create_task(self._run(job_id, body), name=f"job-{job_id}-{kind}")
+        task = asyncio.create_task(self._run(job_id, body, decode(stored)),
+                                   name=f"job-{job_id}-{kind}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _t: self._forget(job_id))
         log.info("job queued job_id=%d kind=%s cid=%s", job_id, kind, correlation_id)
@@ -278,13 +315,13 @@ class JobRunner:
         self._tasks.pop(job_id, None)
         self._observers.pop(job_id, None)
 
-    async def _run(self, job_id: int, body: JobBody) -> Job:
+    async def _run(self, job_id: int, body: JobBody, args: Any) -> Job:
         self._jobs.mark_running(job_id)
         job = self._jobs.get(job_id)
         await self._notify(job)
         started = time.monotonic()
         try:
-            result = await body(JobContext(self, job))
+            result = await body(JobContext(self, job, args))
         except asyncio.CancelledError:
             self._jobs.mark_finished(job_id, JobState.INTERRUPTED, error="cancelled")
             await self._notify(self._jobs.get(job_id))
@@ -304,7 +341,8 @@ class JobRunner:
                 f"see the log for {job.correlation_id}",
             )
         else:
-            self._jobs.mark_finished(job_id, JobState.SUCCEEDED, result=result)
+            self._jobs.mark_finished(job_id, JobState.SUCCEEDED, result=(
+                result if isinstance(result, JobResult) else JobResult(result)))
         finished = self._jobs.get(job_id)
         log.info(
             "job finished job_id=%d kind=%s state=%s seconds=%.2f",

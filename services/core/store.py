@@ -109,6 +109,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN internal_failure INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: a job's machine-readable result (e.g. the machine it made, as `status --json`)
+    """
+    ALTER TABLE jobs ADD COLUMN result_data TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,13 +1,26 @@
-"""The one jinja2 Environment; templates live in the top-level ``templates`` package."""
+"""The one jinja2 Environment; templates live in the top-level ``templates`` package.
+
+    machine/    files ctbot writes for a machine (.nspawn settings, /etc/hosts)
+    network/    networkd files and ctbot's nftables table
+    replies/    the text views of chat replies (rendered from a reply's data)
+"""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import jinja2
+
+_JOB_ICONS = {
+    "queued": "⏳",
+    "running": "⏳",
+    "succeeded": "✅",
+    "failed": "❌",
+    "interrupted": "⚠️",
+}
+TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
 
 
 @cache
@@ -18,32 +31,22 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
-        autoescape=False,  # we render plain text, config files and JSON, never HTML
+        autoescape=False,  # we render plain text and config files, never HTML
     )
-    env.filters["tojson_str"] = lambda value: json.dumps(value, ensure_ascii=False)
     env.filters["timestamp"] = _format_timestamp
+    env.filters["when"] = _format_iso
     env.filters["job_icon"] = lambda state: _JOB_ICONS.get(str(state), "•")
     env.filters["nft_address"] = lambda a: f"[{a}]" if ":" in str(a) else str(a)
     return env
 
 
-_JOB_ICONS = {
-    "queued": "⏳",
-    "running": "⏳",
-    "succeeded": "✅",
-    "failed": "❌",
-    "interrupted": "⚠️",
-}
-
-
 def _format_timestamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime(TIME_FORMAT)
+
+
+def _format_iso(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime(TIME_FORMAT)
 
 
 def render(template: str, /, **context: Any) -> str:
     return environment().get_template(template).render(**context)
-
-
-def render_json(template: str, /, **context: Any) -> Any:
-    """Render a template that produces JSON (Slack blocks) and parse it."""
-    return json.loads(render(template, **context))

@@ -23,11 +23,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.core import host
 from services.core.errors import Conflict, InvalidInput, NotFound
 from services.grammar import image_name
-from services.machines import rootfs
+from services.machines import messages, rootfs
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ class Image:
     packages: tuple[str, ...]
     size_bytes: int
     created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "suite": self.suite, "source": self.source,
+                "packages": list(self.packages), "size_bytes": self.size_bytes,
+                "created_at": self.created_at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +91,7 @@ class Images:
         meta, root = self._meta_path(name), self.dir / name
         if not meta.is_file() or not root.is_dir():
             known = ", ".join(f"`{i}`" for i in self._names()) or "none yet"
-            raise NotFound(f"there is no image `{name}` (images: {known}); "
-                           f"`image build {name}` makes one")
+            raise NotFound(messages.no_image(name, known))
         data = json.loads(meta.read_text())
         return Image(name=name, path=root, suite=data["suite"], source=data["source"],
                      packages=tuple(data["packages"]), size_bytes=data["size_bytes"],
@@ -130,12 +135,12 @@ class Images:
                      progress: Progress | None) -> Image:
         suite = suite or self.config.suite
         if suite not in _SUITE_NAMES:
-            raise InvalidInput(f"suite `{suite}` is not one of {', '.join(_SUITE_NAMES)}")
+            raise InvalidInput(messages.unknown_suite(suite, _SUITE_NAMES))
         if self.exists(name):
-            raise Conflict(f"image `{name}` exists already; `image remove {name}` first")
+            raise Conflict(messages.image_exists(name))
         partial = self._fresh_partial(name)
         report = progress or _no_progress
-        await report(f"debootstrap {suite} ({len(self.config.packages)} extra packages)")
+        await report(messages.debootstrap_started(suite, len(self.config.packages)))
         started = time.monotonic()
         argv = [
             "debootstrap", "--variant=minbase",
@@ -144,7 +149,7 @@ class Images:
             suite, str(partial), self.config.mirror,
         ]
         await host.run(argv, timeout=DEBOOTSTRAP_TIMEOUT)
-        await report(f"debootstrap done in {time.monotonic() - started:.0f} s; cleaning up")
+        await report(messages.debootstrap_done(time.monotonic() - started))
         _make_cloneable(partial)
         await host.run(["chroot", "--", str(partial), "apt-get", "clean"], timeout=120)
         return self._publish(name, partial, suite=suite, source="debootstrap",
@@ -160,26 +165,26 @@ class Images:
     async def _import(self, name: str, origin: Path, *,
                       progress: Progress | None) -> Image:
         if self.exists(name):
-            raise Conflict(f"image `{name}` exists already; `image remove {name}` first")
+            raise Conflict(messages.image_exists(name))
         if not origin.is_absolute():
-            raise InvalidInput(f"give an absolute path, not `{origin}`")
+            raise InvalidInput(messages.relative_path(origin))
         report = progress or _no_progress
         partial = self._fresh_partial(name)
         if origin.is_dir():
-            await report(f"copying {origin}")
+            await report(messages.copying(origin))
             await host.run(["cp", "-a", "--reflink=auto", "--", f"{origin}/.", str(partial)],
                            timeout=DEBOOTSTRAP_TIMEOUT)
         elif origin.is_file() and tarfile.is_tarfile(origin):
-            await report(f"unpacking {origin}")
+            await report(messages.unpacking(origin))
             await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
                             "--directory", str(partial), "--file", str(origin)],
                            timeout=DEBOOTSTRAP_TIMEOUT)
         else:
             shutil.rmtree(partial, ignore_errors=True)
-            raise InvalidInput(f"`{origin}` is neither a directory nor a tar archive")
+            raise InvalidInput(messages.not_a_tree(origin))
         if not (partial / "etc").is_dir():
             shutil.rmtree(partial, ignore_errors=True)
-            raise InvalidInput(f"`{origin}` has no /etc: it is not a root filesystem")
+            raise InvalidInput(messages.not_a_root(origin))
         _make_cloneable(partial)
         return self._publish(name, partial, suite="unknown", source=f"import:{origin}",
                              packages=())
@@ -187,8 +192,7 @@ class Images:
     def remove(self, name: str, *, used_by: Sequence[str]) -> None:
         image = self.get(name)
         if used_by:
-            raise Conflict(f"image `{image.name}` is used by {', '.join(used_by)}; destroy "
-                           "those machines first")
+            raise Conflict(messages.image_in_use(image.name, list(used_by)))
         # Metadata first: a crash half-way leaves a directory without metadata, which
         # is not an image, never an image without its files.
         self._meta_path(image.name).unlink()

@@ -1,7 +1,7 @@
 """Machine records, and the per-machine operation claim that makes concurrent
 commands (from any ctbot process sharing the store) safe.
 
-An operation (create, start, stop, restart, destroy) first *claims* the machine: the
+An operation (create, start, stop, restart, readdress, destroy) first *claims* the machine: the
 claim records the operation, the current step, its job and the claiming process. A
 second claim while the first holder lives is refused with who holds it; a claim whose
 process died (SIGKILL, crash, reboot) is stale, and start-up reconciliation finishes or
@@ -21,6 +21,7 @@ from typing import Any
 from services.core.errors import Conflict, NotFound
 from services.core.host import ProcessId, this_process
 from services.core.store import Store
+from services.machines import messages
 from services.machines.clones import CloneMethod
 
 
@@ -92,7 +93,7 @@ class MachineStore:
         with self._store.transaction() as tx:
             row = tx.execute("SELECT * FROM machines WHERE name = ?", (name,)).fetchone()
             if row is None:
-                raise NotFound(f"there is no machine `{name}`; `list` shows the machines")
+                raise NotFound(messages.no_machine(name))
             record = _record(row)
             if record.op_alive:
                 raise _busy_or_exists(record)
@@ -146,7 +147,7 @@ class MachineStore:
     def get(self, name: str) -> MachineRecord:
         rows = self._store.query("SELECT * FROM machines WHERE name = ?", (name,))
         if not rows:
-            raise NotFound(f"there is no machine `{name}`; `list` shows the machines")
+            raise NotFound(messages.no_machine(name))
         return _record(rows[0])
 
     def find(self, name: str) -> MachineRecord | None:
@@ -163,11 +164,11 @@ class MachineStore:
 
 
 def _busy_or_exists(record: MachineRecord) -> Conflict:
+    if record.op_alive and record.op is Op.CREATE:
+        return Conflict(messages.being_created(record.name, record.op_job))
     if record.op_alive:
-        job = f" (job #{record.op_job})" if record.op_job else ""
-        verb = "being created" if record.op is Op.CREATE else f"busy: {record.op} in progress"
-        return Conflict(f"machine `{record.name}` is {verb}{job}; try again when it is done")
-    return Conflict(f"machine `{record.name}` exists already; `status {record.name}` shows it")
+        return Conflict(messages.busy(record.name, str(record.op), record.op_job))
+    return Conflict(messages.exists(record.name))
 
 
 def _record(row: sqlite3.Row) -> MachineRecord:

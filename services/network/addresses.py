@@ -1,6 +1,4 @@
-"""Address management: one IPv4 and one IPv6 pool, allocations persisted in the store.
-
-    request := "auto" | "none" | ADDRESS "/" PREFIXLEN
+"""Address management (IPAM): one IPv4 and one IPv6 pool, allocations in the store.
 
 An allocation is never handed out twice (a UNIQUE column, inside a write transaction),
 never the network, broadcast or gateway address, and stays with its machine across
@@ -13,24 +11,12 @@ import hashlib
 import ipaddress
 import socket
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from services.core.errors import Conflict, InvalidInput
 from services.core.store import Store
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class Family(StrEnum):
-    V4 = "ipv4"
-    V6 = "ipv6"
-
-    @property
-    def version(self) -> int:
-        return 4 if self is Family.V4 else 6
+from services.grammar import AddressRequest, Auto, Family, IPAddress, IPInterface, IPNetwork
+from services.network import messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,46 +38,15 @@ class Pool:
 
     @property
     def capacity(self) -> int:
+        """Addresses machines can get, capped at 2^32 (an IPv6 /64 has 2^64)."""
         size = self.network.num_addresses - len(self.reserved())
         return min(size, 2**32)
 
-
-@dataclass(frozen=True, slots=True)
-class Auto:
-    """Let ctbot pick the lowest free address of the pool."""
-
-
-AUTO = Auto()
-AddressRequest = Auto | IPInterface | None  # None: no address of this family
-
-
-def parse_request(raw: str, family: Family) -> AddressRequest:
-    if raw == "auto":
-        return Auto()
-    if raw == "none":
-        return None
-    if "/" not in raw:
-        raise InvalidInput(f"--{family} `{raw}`: write auto, none or ADDRESS/PREFIX "
-                           f"(e.g. {'10.231.0.10/24' if family is Family.V4 else 'fd00::10/64'})")
-    try:
-        interface = ipaddress.ip_interface(raw)
-    except ValueError:
-        raise InvalidInput(f"--{family} `{raw}` is not a valid address/prefix") from None
-    if interface.version != family.version:
-        raise InvalidInput(f"--{family} `{raw}` is an IPv{interface.version} address")
-    return interface
-
-
-def parse_pool(raw: str, family: Family) -> Pool:
-    try:
-        network = ipaddress.ip_network(raw, strict=True)
-    except ValueError as exc:
-        raise InvalidInput(f"{family} pool `{raw}` is not a network: {exc}") from None
-    if network.version != family.version:
-        raise InvalidInput(f"{family} pool `{raw}` is not an IPv{family.version} network")
-    if network.num_addresses < 4:
-        raise InvalidInput(f"{family} pool `{raw}` is too small")
-    return Pool(family, network)
+    @property
+    def capacity_text(self) -> str:
+        if self.capacity < 2**32:
+            return str(self.capacity)
+        return f"2^{self.network.max_prefixlen - self.network.prefixlen}"
 
 
 class AddressBook:
@@ -101,7 +56,10 @@ class AddressBook:
 
     def allocate(self, machine: str, family: Family,
                  request: AddressRequest) -> IPInterface | None:
-        """Give ``machine`` an address of ``family`` (replacing what it had)."""
+        """Give ``machine`` an address of ``family`` (replacing what it had).
+
+        Raises InvalidInput for an address outside the pool or reserved, Conflict for one
+        in use or an exhausted pool."""
         if request is None:
             self.release(machine, family)
             return None
@@ -109,7 +67,7 @@ class AddressBook:
         if pool is None and isinstance(request, Auto):
             return None  # the family is switched off ([network] …_pool = "none")
         if pool is None:
-            raise InvalidInput(f"no {family} pool is configured ([network] {family}_pool)")
+            raise InvalidInput(messages.no_pool(family))
         with self._store.transaction() as tx:
             rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
                               (str(family),)).fetchall()
@@ -132,20 +90,18 @@ class AddressBook:
             candidate = ipaddress.ip_address(value)
             if candidate not in taken and candidate not in reserved:
                 return ipaddress.ip_interface(f"{candidate}/{pool.network.prefixlen}")
-        raise Conflict(f"the {pool.family} pool {pool.network} is exhausted "
-                       f"({pool.capacity} addresses in use); free one or widen the pool")
+        raise Conflict(messages.pool_exhausted(pool.family, pool.network, pool.capacity))
 
     def _check(self, pool: Pool, wanted: IPInterface,
                taken: dict[IPAddress, str]) -> IPInterface:
         if wanted.network != pool.network:
-            raise InvalidInput(f"{wanted} is outside the {pool.family} pool {pool.network}")
+            raise InvalidInput(messages.outside_pool(wanted, pool.family, pool.network))
         if wanted.ip == pool.gateway.ip:
-            raise InvalidInput(f"{wanted.ip} is the gateway (the bridge's own address)")
+            raise InvalidInput(messages.is_gateway(wanted.ip))
         if wanted.ip in pool.reserved():
-            raise InvalidInput(f"{wanted.ip} is the network or broadcast address of "
-                               f"{pool.network}")
+            raise InvalidInput(messages.is_reserved(wanted.ip, pool.network))
         if wanted.ip in taken:
-            raise Conflict(f"{wanted.ip} is already used by `{taken[wanted.ip]}`")
+            raise Conflict(messages.address_taken(wanted.ip, taken[wanted.ip]))
         return wanted
 
     def release(self, machine: str, family: Family | None = None) -> None:
@@ -157,7 +113,7 @@ class AddressBook:
 
     def of(self, machine: str) -> dict[Family, IPInterface]:
         rows = self._store.query("SELECT family, address, prefixlen FROM addresses"
-                                 " WHERE machine = ?", (machine,))
+                                 " WHERE machine = ? ORDER BY family", (machine,))
         return {Family(r["family"]): ipaddress.ip_interface(f"{r['address']}/{r['prefixlen']}")
                 for r in rows}
 
@@ -168,8 +124,8 @@ class AddressBook:
 
 
 def host_ula_prefix() -> ipaddress.IPv6Network:
-    """A unique local /64 (RFC 4193) that stays the same on this host: its 40-bit global
-    id is derived from /etc/machine-id instead of stored, so no state is needed."""
+    """A unique local /64 (RFC 4193 §3.2) that stays the same on this host: its 40-bit
+    global id is derived from /etc/machine-id instead of stored, so no state is needed."""
     try:
         seed = Path("/etc/machine-id").read_text().strip()
     except OSError:

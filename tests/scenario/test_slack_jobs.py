@@ -12,7 +12,7 @@ from handlers.context import Invocation, Reply
 from handlers.registry import Registry, verb
 from handlers.roles import Role
 from handlers.verbs import core, jobs
-from handlers.verbs.jobs import run_as_job
+from handlers.jobs import run_job
 from services.core.jobs import JobContext
 from tests.fakes.slack_payloads import block_action_form, signed_headers, slash_command_form
 from tests.scenario.conftest import OPERATOR, VIEWER, SlackBot
@@ -21,13 +21,13 @@ from tests.scenario.conftest import OPERATOR, VIEWER, SlackBot
 @verb("count", role=Role.OPERATOR, mutating=True)
 async def run_count(inv: Invocation) -> Reply:
     """Count to three as a durable job (a test verb)."""
-    return await run_as_job(inv, "count", {"to": 3})
+    return await run_job(inv, "count", {"to": 3})
 
 
 @verb("wipe", role=Role.OPERATOR, mutating=True, confirm=True)
 async def run_wipe(inv: Invocation) -> Reply:
     """Pretend to destroy something (a test verb that needs confirmation)."""
-    return Reply(text=f"wiped by {inv.user_id}")
+    return Reply(message=f"wiped by {inv.user_id}")
 
 
 async def count_job(ctx: JobContext) -> str:

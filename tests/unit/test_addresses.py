@@ -6,14 +6,12 @@ import pytest
 
 from services.core.errors import Conflict, InvalidInput
 from services.core.store import Store
-from services.network.addresses import (
-    AUTO,
-    AddressBook,
-    Family,
-    host_ula_prefix,
-    parse_pool,
-    parse_request,
-)
+from services.grammar import AUTO, Family, address_request, network
+from services.network.addresses import AddressBook, Pool, host_ula_prefix
+
+
+def parse_pool(raw: str, family: Family) -> Pool:
+    return Pool(family, network(raw, family))
 
 
 @pytest.fixture
@@ -55,25 +53,30 @@ def test_allocations_survive_reopening_the_store(tmp_path):
 ])
 def test_explicit_addresses_are_checked(book, wanted, error, message):
     with pytest.raises(error, match=message):
-        book.allocate("a", Family.V4, parse_request(wanted, Family.V4))
+        book.allocate("a", Family.V4, address_request(wanted, Family.V4))
     assert book.of("a") == {}
 
 
 def test_duplicates_and_exhaustion_are_refused(book):
-    book.allocate("a", Family.V4, parse_request("10.9.0.4/29", Family.V4))
+    book.allocate("a", Family.V4, address_request("10.9.0.4/29", Family.V4))
     with pytest.raises(Conflict, match="already used by `a`"):
-        book.allocate("b", Family.V4, parse_request("10.9.0.4/29", Family.V4))
+        book.allocate("b", Family.V4, address_request("10.9.0.4/29", Family.V4))
     for name in "bcde":
         book.allocate(name, Family.V4, AUTO)
+    book.allocate("a", Family.V6, AUTO)
+    before = {m: book.of(m) for m in "abcdef"}
     with pytest.raises(Conflict, match="exhausted"):
         book.allocate("f", Family.V4, AUTO)
-    assert "f" not in [m for m in "abcde" if book.of(m) == {}]
+    with pytest.raises(Conflict, match="already used by `b`"):
+        book.allocate("a", Family.V4, book.of("b")[Family.V4])  # a keeps its own address
+    assert {m: book.of(m) for m in "abcdef"} == before  # refusals changed nothing
+    assert len({str(book.of(m)[Family.V4]) for m in "abcde"}) == 5
     assert book.used(Family.V4) == 5
 
 
 def test_reallocating_a_machine_replaces_its_address(book):
     book.allocate("a", Family.V4, AUTO)
-    book.allocate("a", Family.V4, parse_request("10.9.0.6/29", Family.V4))
+    book.allocate("a", Family.V4, address_request("10.9.0.6/29", Family.V4))
     assert str(book.of("a")[Family.V4]) == "10.9.0.6/29" and book.used(Family.V4) == 1
     book.allocate("a", Family.V4, None)
     assert book.of("a") == {}
@@ -84,7 +87,7 @@ def test_reallocating_a_machine_replaces_its_address(book):
     ("fd00::1/64", "is an IPv6 address"), ("$(id)/24", "not a valid")])
 def test_requests_have_a_strict_grammar(raw, message):
     with pytest.raises(InvalidInput, match=message):
-        parse_request(raw, Family.V4)
+        address_request(raw, Family.V4)
 
 
 def test_the_default_ula_prefix_is_stable_and_unique_local():
@@ -96,7 +99,8 @@ def test_the_default_ula_prefix_is_stable_and_unique_local():
 def test_ports_used_by_host_programs_are_detected():
     import socket
 
-    from services.network.service import PortProtocol, host_ports_in_use
+    from services.grammar import PortProtocol
+    from services.network.firewall import host_ports_in_use
 
     with socket.socket(socket.AF_INET6) as listener:
         listener.bind(("::", 0))

@@ -19,7 +19,9 @@ from services.machines.images import ImageConfig, Images
 from services.machines.lifecycle import Machines, MachinesConfig
 from services.machines.records import MachineStore
 from services.machines.supervisor import DirectSupervisor
-from services.network.service import NetworkConfig, Networking
+from services.network.config import NetworkConfig
+from services.network.part import NetworkPart
+from services.network.service import Networking
 
 
 @verb("poke", role=Role.OPERATOR, mutating=True,
@@ -29,13 +31,13 @@ async def run_poke(inv: Invocation) -> Reply:
 
     Longer help: pokes NAME once.
     """
-    return Reply(text=f"poked {inv.args.positionals['NAME']} hard={inv.args.flag('hard')}")
+    return Reply(message=f"poked {inv.args.positionals['NAME']} hard={inv.args.flag('hard')}")
 
 
 @verb("zap", role=Role.ADMIN, mutating=True, confirm=True)
 async def run_zap(inv: Invocation) -> Reply:
     """Zap everything (test verb)."""
-    return Reply(text="zapped")
+    return Reply(message="zapped")
 
 
 @verb("boom", role=Role.VIEWER)
@@ -55,7 +57,7 @@ def dispatcher(tmp_path) -> Dispatcher:
     networking = Networking(store, NetworkConfig(bridge="ctbt-unit", pools={}))
     machines = Machines(records=MachineStore(store), images=images,
                         supervisor=DirectSupervisor(), jobs=JobStore(store),
-                        networking=networking,
+                        parts=[NetworkPart(networking)],
                         config=MachinesConfig(machines_dir=tmp_path / "machines",
                                               state_dir=tmp_path, boot_timeout=5,
                                               stop_timeout=5))
@@ -152,7 +154,7 @@ def test_a_verb_without_docstring_is_refused():
     with pytest.raises(TypeError, match="docstring"):
         @verb("nodoc", role=Role.ADMIN)
         async def run_nodoc(inv: Invocation) -> Reply:
-            return Reply(text="")
+            return Reply(message="")
 
 
 async def test_typed_yes_confirms_on_a_terminal_but_not_in_slack(dispatcher):

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from services.core.errors import InvalidInput
-from services.grammar import MACHINE_NAME_MAX, image_name, machine_name
+from services.grammar import MACHINE_NAME_MAX, bridge_name, image_name, machine_name
+from services.network.part import nspawn_link_names
 
 
 @pytest.mark.parametrize("good", ["a", "web1", "db-primary", "a" * MACHINE_NAME_MAX, "x9"])
@@ -35,8 +36,11 @@ def test_invalid_machine_names_say_why(bad, reason):
     assert "\n" not in str(err.value).split(" is not valid")[0]  # shown safely
 
 
-def test_every_derived_interface_name_fits_in_15_bytes():
-    assert len(f"ve-{'a' * MACHINE_NAME_MAX}".encode()) <= 15
+@pytest.mark.parametrize("name", ["a", "web1", "z" * MACHINE_NAME_MAX, "a-b-c-d-e-f9"])
+def test_every_interface_name_derived_from_a_machine_name_is_valid(name):
+    """What nspawn derives from the longest names the grammar admits fits IFNAMSIZ."""
+    for link in nspawn_link_names(machine_name(name)):
+        assert len(link.encode()) <= 15 and bridge_name(link) == link and name in link
 
 
 def test_image_names_allow_longer_names():

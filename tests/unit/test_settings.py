@@ -88,12 +88,33 @@ def test_example_config_documents_and_loads_every_key():
     settings = load_settings(example, {})
     assert settings.source == str(example)
     text = example.read_text()
-    from bot.settings import _SCHEMA
+    from bot.settings.sections import EXAMPLE_HEADER, SECTIONS
 
-    for section, keys in _SCHEMA.items():
-        assert f"[{section}]" in text
-        for key in keys:
-            assert f"{key} =" in text, f"{section}.{key} undocumented"
+    for section in SECTIONS:
+        assert f"[{section.name}]" in text
+        for key in section.keys:
+            assert f"{key.name} =" in text, f"{section.name}.{key.name} undocumented"
+    from bot.settings.schema import example_config
+
+    assert text == example_config(EXAMPLE_HEADER, SECTIONS), \
+        "ctbot.example.toml is stale: python -m bot.settings example > ctbot.example.toml"
+
+
+def test_readme_settings_table_matches_the_declarations():
+    from bot.settings.schema import markdown_table
+    from bot.settings.sections import ENVIRONMENT, SECTIONS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = markdown_table(SECTIONS, ENVIRONMENT)
+    assert table in readme, "README's settings table is stale: python -m bot.settings table"
+    assert readme.count("| setting | default |") == 1
+
+
+def test_images_follow_the_state_dir_unless_set(tmp_path):
+    assert load_settings(None, {"CTBOT_STATE_DIR": "/srv/ct"}).images.images_dir == \
+        Path("/srv/ct/images")
+    assert load_settings(None, {"CTBOT_STATE_DIR": "/srv/ct", "CTBOT_IMAGES_DIR": "/img"}
+                         ).images.images_dir == Path("/img")
 
 
 def test_log_lines_mask_secrets_even_in_tracebacks():

@@ -1,0 +1,132 @@
+"""Settings: a TOML file (``--config PATH`` or ``CTBOT_CONFIG``), built-in defaults
+otherwise, and the environment for secrets and a few deployment overrides.
+
+Each key is declared once in bot/settings/sections.py; ``build`` hands the parsed values
+to the services' own config objects. Settings are frozen; anything that changes at run
+time lives in the store. A bad value fails at start with the key's name and the problem.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.settings.schema import SettingsError, read
+from bot.settings.sections import (
+    DEFAULT_IMAGE_PACKAGES,
+    ENVIRONMENT,
+    SECTIONS,
+    ListenAddress,
+    parse_listen,
+)
+from handlers.roles import RolePolicy
+from services.grammar import Family
+from services.machines.images import ImageConfig
+from services.machines.lifecycle import MachinesConfig
+from services.network.addresses import Pool
+from services.network.config import NetworkConfig
+
+__all__ = ["DEFAULT_IMAGE_PACKAGES", "ListenAddress", "Settings", "SettingsError",
+           "SlackSettings", "load_settings", "parse_listen"]
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+    app_token: str | None = field(default=None, repr=False)
+    api_url: str = "https://slack.com/api/"
+    command: str = "/ct"
+    socket_watchdog_seconds: float = 30.0
+
+    @property
+    def http_enabled(self) -> bool:
+        return bool(self.bot_token and self.signing_secret)
+
+    @property
+    def socket_mode_enabled(self) -> bool:
+        return bool(self.bot_token and self.app_token)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.bot_token, self.signing_secret, self.app_token) if s)
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: ListenAddress
+    state_dir: Path
+    roles: RolePolicy
+    slack: SlackSettings
+    images: ImageConfig
+    machines: MachinesConfig
+    network: NetworkConfig
+    log_level: str
+    source: str = "built-in defaults"
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_dir / "ctbot.sqlite3"
+
+
+def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
+    """Settings from the file (if any) and the environment; raises SettingsError."""
+    path = config_path or (Path(env["CTBOT_CONFIG"]) if env.get("CTBOT_CONFIG") else None)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError("--config", f"file {path} does not exist") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError("--config", f"cannot read {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError("--config", f"{path} is not valid TOML: {exc}") from exc
+    return build(read(SECTIONS, raw, env), _environment(env),
+                 source=str(path) if path else "built-in defaults")
+
+
+def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
+          source: str) -> Settings:
+    """The services' config objects from the parsed values (``"section.key"``)."""
+    state_dir: Path = v["paths.state_dir"]
+    pools = {family: Pool(family, network) for family, network in
+             ((Family.V4, v["network.ipv4_pool"]), (Family.V6, v["network.ipv6_pool"]))
+             if network is not None}
+    return Settings(
+        listen=v["http.listen"],
+        state_dir=state_dir,
+        roles=RolePolicy.from_lists(admins=v["roles.admins"], operators=v["roles.operators"],
+                                    viewers=v["roles.viewers"], default=v["roles.default"]),
+        slack=SlackSettings(
+            bot_token=secrets["SLACK_BOT_TOKEN"], signing_secret=secrets["SLACK_SIGNING_SECRET"],
+            app_token=secrets["SLACK_APP_TOKEN"], api_url=v["slack.api_url"],
+            command=v["slack.command"],
+            socket_watchdog_seconds=v["slack.socket_watchdog_seconds"]),
+        images=ImageConfig(
+            images_dir=v["paths.images_dir"] or state_dir / "images", default=v["images.default"],
+            suite=v["images.suite"], mirror=v["images.mirror"], packages=v["images.packages"]),
+        machines=MachinesConfig(
+            machines_dir=v["paths.machines_dir"], state_dir=state_dir,
+            boot_timeout=v["machines.boot_timeout"], stop_timeout=v["machines.stop_timeout"]),
+        network=NetworkConfig(
+            bridge=v["network.bridge"], pools=pools, dns=v["network.dns"],
+            nft_table=v["network.nft_table"], outbound=v["network.outbound"]),
+        log_level=v["log.level"],
+        source=source,
+    )
+
+
+def _environment(env: Mapping[str, str]) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for variable in ENVIRONMENT:
+        value = env.get(variable.env, "").strip() or None
+        if value and variable.prefix and not value.startswith(variable.prefix):
+            # Never echo the value: it is a secret even when it is the wrong one.
+            raise SettingsError(variable.env,
+                                f"does not look like a Slack token (expected {variable.prefix}…)")
+        values[variable.env] = value
+    return values

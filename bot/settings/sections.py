@@ -1,0 +1,222 @@
+"""Every setting, declared once. A later feature adds its section here (and a line in
+``build`` in bot/settings/__init__.py that hands the values to its service)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.settings.schema import EnvVar, Key, Section
+from handlers.roles import Role, is_slack_user_id
+from services import grammar
+from services.grammar import Family
+
+EXAMPLE_HEADER = """\
+ctbot settings. Every key is optional; shown here with its built-in default.
+Pass with `ctbot --config PATH` or CTBOT_CONFIG=PATH.
+Secrets never go in this file: set SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and
+(for Socket Mode) SLACK_APP_TOKEN in the environment.
+Generated from bot/settings/sections.py by `python -m bot.settings example`."""
+
+# Debian packages every image gets on top of debootstrap's minbase: one list, extended
+# here as features need more (networking, SSH, Docker-in-CT, nesting).
+DEFAULT_IMAGE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# ---------------------------------------------------------------------------- parsers
+
+def parse_listen(value: str) -> ListenAddress:
+    """``HOST:PORT``, the host an IP address (``[::1]`` for IPv6) or ``localhost``."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:3000), got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"host must be an IP address or localhost, not {host!r}") from None
+    if not port_text.isascii() or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, not {port_text!r}")
+    return ListenAddress(host, int(port_text))
+
+
+def absolute_dir(value: str) -> Path:
+    if not Path(value).is_absolute():
+        raise ValueError(f"must be an absolute path, not {value!r}")
+    # These paths end up in mount options (overlayfs lowerdir=…,upperdir=…) and argv.
+    if any(c in value for c in ",:=\\") or not value.isprintable() or " " in value:
+        raise ValueError(f"must not contain spaces, commas, colons, = or \\: {value!r}")
+    return Path(value)
+
+
+def seconds_up_to_an_hour(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 3600:
+        raise ValueError(f"must be a number of seconds from 1 to 3600, not {value!r}")
+    return float(value)
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return value.lower()
+    return parse
+
+
+def http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s) URL, not {value!r}")
+    return value
+
+
+def slack_api_url(value: str) -> str:
+    return http_url(value).rstrip("/") + "/"
+
+
+def slash_command(value: str) -> str:
+    if not (value.startswith("/") and value[1:].replace("-", "").replace("_", "").isalnum()
+            and len(value) <= 32):
+        raise ValueError(f"must look like /ct, not {value!r}")
+    return value
+
+
+def user_ids(value: list[Any]) -> tuple[str, ...]:
+    for user in value:
+        if not isinstance(user, str) or not is_slack_user_id(user):
+            raise ValueError(f"{user!r} is not a Slack user id (like U012ABCDEF); display "
+                             "names are not accepted because they can be changed by anyone")
+    return tuple(value)
+
+
+def role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(r.value for r in Role)}, "
+                         f"not {value!r}") from None
+
+
+def each(parse: Callable[[str], Any]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    def parse_all(values: list[Any]) -> tuple[Any, ...]:
+        if not all(isinstance(v, str) for v in values):
+            raise ValueError("must be a list of strings")
+        return tuple(parse(v) for v in values)
+    return parse_all
+
+
+def pool(family: Family) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        if value == "none":
+            return None
+        if value == "auto" and family is Family.V6:
+            # A ULA /64 derived from this host's machine-id: stable, no state needed.
+            from services.network.addresses import host_ula_prefix
+
+            return host_ula_prefix()
+        return grammar.network(value, family)
+    return parse
+
+
+# ---------------------------------------------------------------------------- sections
+
+SECTIONS: tuple[Section, ...] = (
+    Section("http", "The web app: Slack's /slack/events, /healthz.", (
+        Key("listen", "127.0.0.1:3000", "Where the web app listens: HOST:PORT with an IP "
+            "address (use [::1]:3000 for IPv6) or localhost.", parse_listen,
+            env="CTBOT_LISTEN"),
+    )),
+    Section("paths", "Where ctbot keeps things.", (
+        Key("state_dir", "/var/lib/ctbot", "State: the SQLite database (audit log, jobs, "
+            "addresses), machines' overlay layers and console logs.", absolute_dir,
+            env="CTBOT_STATE_DIR"),
+        Key("images_dir", None, "Read-only base images (root filesystems).", absolute_dir,
+            env="CTBOT_IMAGES_DIR", derived="STATE_DIR/images"),
+        Key("machines_dir", "/var/lib/machines", "Machines' root filesystems and their "
+            ".nspawn settings, as machinectl lays them out.", absolute_dir,
+            env="CTBOT_MACHINES_DIR"),
+    )),
+    Section("images", "Base images.", (
+        Key("default", "bookworm", "The image `create` uses without --image; built with "
+            "debootstrap on first use.", grammar.image_name),
+        Key("suite", "bookworm", "Debian suite that `image build` bootstraps.",
+            grammar.debian_suite),
+        Key("mirror", "http://deb.debian.org/debian", "Debian mirror for `image build`.",
+            http_url),
+        Key("packages", DEFAULT_IMAGE_PACKAGES, "Packages added to debootstrap's minbase: "
+            "systemd, systemd-sysv and dbus boot the machine; iproute2 and iputils-ping "
+            "serve networking and `ping`.", each(grammar.debian_package)),
+    )),
+    Section("machines", "Machine lifecycle.", (
+        Key("boot_timeout", 60, "Seconds a machine may take to boot (its systemd's READY=1) "
+            "before `create`/`start` fail.", seconds_up_to_an_hour),
+        Key("stop_timeout", 30, "Seconds a clean poweroff may take before the machine is "
+            "killed.", seconds_up_to_an_hour),
+    )),
+    Section("network", "Machine networking.", (
+        Key("bridge", "ctbr0", "The bridge ctbot makes (or accepts, if one with the right "
+            "addresses exists) and attaches machines to. At most 15 characters.",
+            grammar.bridge_name),
+        Key("ipv4_pool", "10.231.0.0/24", "IPv4 addresses for machines. The first address "
+            "after the network is the gateway (the bridge's own); machines get the lowest "
+            "free address unless given one. \"none\" disables IPv4.", pool(Family.V4)),
+        Key("ipv6_pool", "auto", "IPv6 addresses for machines; \"auto\" is a unique local "
+            "/64 (fdXX:…) derived from this host's /etc/machine-id, \"none\" disables IPv6.",
+            pool(Family.V6)),
+        Key("dns", [], "Resolvers written into machines' networkd files.",
+            each(grammar.ip_address)),
+        Key("nft_table", "ctbot", "ctbot's own nftables table (inet family): port forwards "
+            "and masquerading. ctbot replaces it as a whole and touches no other table.",
+            grammar.nft_table_name),
+        Key("outbound", True, "Let machines reach beyond the host: masquerade the pools and "
+            "turn on IPv4/IPv6 forwarding. A host that learns its own IPv6 default route "
+            "from router advertisements needs accept_ra=2 on its uplink before this is on; "
+            "ctbot does not touch the uplink."),
+    )),
+    Section("roles", "Who may do what, by Slack user id (profile → ⋮ → Copy member ID).", (
+        Key("admins", [], "Slack user ids with the admin role. A user in several lists "
+            "gets the highest role; `ctbot cmd` and the console run as the local admin.",
+            user_ids),
+        Key("operators", [], "Slack user ids with the operator role.", user_ids),
+        Key("viewers", [], "Slack user ids with the viewer role.", user_ids),
+        Key("default", "none", "The role of everyone else: none, viewer, operator or admin.",
+            role),
+    )),
+    Section("slack", "Slack (credentials come from the environment).", (
+        Key("api_url", "https://slack.com/api/", "Slack Web API base URL (tests point it at "
+            "a local fake).", slack_api_url, env="SLACK_API_URL"),
+        Key("command", "/ct", "The slash command registered in the Slack app "
+            "(slack-app-manifest.yml).", slash_command),
+        Key("socket_watchdog_seconds", 30, "Socket Mode: a connection with no traffic (not "
+            "even a pong) for this many seconds is replaced by a new one.",
+            seconds_up_to_an_hour),
+    )),
+    Section("log", "Logging.", (
+        Key("level", "info", "debug, info, warning or error; `--log-level` overrides it.",
+            one_of(LOG_LEVELS), env="CTBOT_LOG_LEVEL"),
+    )),
+)
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar("SLACK_BOT_TOKEN", "Bot User OAuth Token (`xoxb-…`): both Slack modes.", "xoxb-"),
+    EnvVar("SLACK_SIGNING_SECRET", "Signing Secret: Slack over HTTP."),
+    EnvVar("SLACK_APP_TOKEN", "App-Level Token (`xapp-…`, scope connections:write): "
+           "Socket Mode.", "xapp-"),
+    EnvVar("CTBOT_CONFIG", "The settings file, when `--config` is not given.", secret=False),
+)

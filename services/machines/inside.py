@@ -1,0 +1,50 @@
+"""Inside a running machine: run a command, read its journal.
+
+Both go through services/machines/enter.py, which enters the machine's namespaces and
+drops to the machine's capability bounding set first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.core import host
+from services.core.errors import Conflict, OperationFailed
+from services.core.host import Completed
+from services.machines import console, messages
+from services.machines.enter import enter_argv
+from services.machines.lifecycle import Machines
+
+OUTPUT_LIMIT = 64 * 1024  # bytes per stream: replies must fit in chat
+ENOEXEC_OR_ENOENT = (126, 127)  # sh(1) conventions, which enter.py follows
+
+
+def _leader(machines: Machines, name: str) -> int:
+    status = machines.status(name)
+    if status.leader_pid is None:
+        raise Conflict(messages.not_started(name, str(status.state)))
+    return status.leader_pid
+
+
+async def run(machines: Machines, name: str, argv: Sequence[str], *,
+              timeout: float) -> Completed:
+    """Run ``argv`` inside the machine; its exit status is part of the result.
+    Conflict if it is not running; OperationFailed if the program cannot be run."""
+    leader = _leader(machines, name)
+    result = await host.run(enter_argv(leader, list(argv)), check=False,
+                            timeout=timeout, max_output=OUTPUT_LIMIT)
+    if result.returncode == 127 or (result.returncode == 126 and not result.stdout):
+        raise OperationFailed(messages.cannot_run(name, argv[0], result.stderr))
+    return result
+
+
+async def journal(machines: Machines, name: str, lines: int) -> str:
+    """The machine's journal tail; its console log when it is not running."""
+    status = machines.status(name)
+    if status.leader_pid is None:
+        return console.tail(machines.paths(name).console_log, lines)
+    result = await host.run(
+        enter_argv(status.leader_pid, ["journalctl", "--no-pager", "--output=short-iso",
+                                       f"--lines={lines}"]),
+        check=False, timeout=30, max_output=OUTPUT_LIMIT)
+    return result.stdout or result.stderr

@@ -1,0 +1,172 @@
+"""What the machines capability says to users: errors and progress lines, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def no_machine(name: str) -> str:
+    return f"there is no machine `{name}`; `list` shows the machines"
+
+
+def rolled_back_meanwhile(name: str) -> str:
+    return f"there is no machine `{name}`; an interrupted create was rolled back"
+
+
+def being_created(name: str, job: int | None) -> str:
+    on = f" (job #{job})" if job else ""
+    return f"machine `{name}` is being created{on}; try again when it is done"
+
+
+def busy(name: str, op: str, job: int | None) -> str:
+    on = f" (job #{job})" if job else ""
+    return f"machine `{name}` is busy: {op} in progress{on}; try again when it is done"
+
+
+def exists(name: str) -> str:
+    return f"machine `{name}` exists already; `status {name}` shows it"
+
+
+def not_ours(root: Path, settings: Path, name: str) -> str:
+    return (f"{root} or {settings} exists but ctbot has no machine `{name}`; move it away "
+            "or pick another name")
+
+
+def running_already(name: str) -> str:
+    return f"machine `{name}` is running already"
+
+
+def not_running(name: str) -> str:
+    return f"machine `{name}` is not running"
+
+
+def not_started(name: str, state: str) -> str:
+    return f"machine `{name}` is {state}; `start {name}` first"
+
+
+def cannot_run(name: str, program: str, stderr: str) -> str:
+    return f"cannot run `{program}` in `{name}`: {stderr.strip()[-300:]}"
+
+
+def stopped_while_booting(name: str, console: str, hint: str) -> str:
+    return f"machine `{name}` stopped while booting. Its console said:\n{console}{hint}"
+
+
+def boot_timeout(name: str, seconds: float, console: str) -> str:
+    return (f"machine `{name}` did not finish booting within {seconds:.0f} s. Its console "
+            f"said:\n{console}")
+
+
+def inotify_exhausted(limit: str) -> str:
+    # Every machine's systemd holds inotify instances, and all machines run as the host's
+    # root: the per-user limit (128 by default) runs out first.
+    return ("\nThe host ran out of inotify instances (fs.inotify.max_user_instances = "
+            f"{limit}). Raise it, e.g. `sysctl -w fs.inotify.max_user_instances=1024`, and "
+            "persist it in /etc/sysctl.d/.")
+
+
+def image_in_use(image: str, users: list[str]) -> str:
+    return f"image `{image}` is used by {', '.join(users)}; destroy those machines first"
+
+
+# Progress lines of a job (what `job ID` and the Slack message show).
+
+def building_image(image: str) -> str:
+    return f"image `{image}` does not exist yet: building it (first use)"
+
+
+def cloned(image: str, method: str, seconds: float) -> str:
+    return f"cloned `{image}` ({method}) in {seconds:.2f} s"
+
+
+def configured(seconds: float) -> str:
+    return f"configured machine-id, hostname and settings in {seconds:.2f} s"
+
+
+def nspawn_started(pid: int, supervisor: str) -> str:
+    return f"started systemd-nspawn (pid {pid}, {supervisor})"
+
+
+def booted(seconds: float) -> str:
+    return f"booted: its systemd reported ready after {seconds:.2f} s"
+
+
+def powered_off(seconds: float | None = None) -> str:
+    return "powered off" if seconds is None else f"powered off in {seconds:.2f} s"
+
+
+def removed(name: str) -> str:
+    return f"removed its root filesystem, settings and addresses; `{name}` is gone"
+
+
+def interrupted_create(name: str, step: str) -> str:
+    return f"create of `{name}` was interrupted at step {step}; rolled back: nothing of it is left"
+
+
+def interrupted_destroy(name: str, step: str) -> str:
+    return f"destroy of `{name}` was interrupted at step {step}; finished it"
+
+
+def interrupted_other(op: str, name: str, step: str, running: bool) -> str:
+    return (f"{op} of `{name}` was interrupted at step {step}; the machine is "
+            f"{'running' if running else 'stopped'}")
+
+
+def remounted(name: str) -> str:
+    return f"remounted the root of `{name}` (the host rebooted?)"
+
+
+def found_running(name: str, pid: int) -> str:
+    return f"`{name}` runs as nspawn pid {pid}; record updated"
+
+
+def found_stopped(name: str) -> str:
+    return (f"`{name}` should be running but is not (powered off from inside, or the host "
+            f"rebooted); `start {name}` starts it")
+
+
+def reconcile_failed(name: str) -> str:
+    return f"could not reconcile `{name}`; see the log"
+
+
+# Images.
+
+def no_image(name: str, known: str) -> str:
+    return f"there is no image `{name}` (images: {known}); `image build {name}` makes one"
+
+
+def image_exists(name: str) -> str:
+    return f"image `{name}` exists already; `image remove {name}` first"
+
+
+def unknown_suite(suite: str, known: Sequence[str]) -> str:
+    return f"suite `{suite}` is not one of {', '.join(known)}"
+
+
+def relative_path(origin: Path) -> str:
+    return f"give an absolute path, not `{origin}`"
+
+
+def not_a_tree(origin: Path) -> str:
+    return f"`{origin}` is neither a directory nor a tar archive"
+
+
+def not_a_root(origin: Path) -> str:
+    return f"`{origin}` has no /etc: it is not a root filesystem"
+
+
+def debootstrap_started(suite: str, packages: int) -> str:
+    return f"debootstrap {suite} ({packages} extra packages)"
+
+
+def debootstrap_done(seconds: float) -> str:
+    return f"debootstrap done in {seconds:.0f} s; cleaning up"
+
+
+def copying(origin: Path) -> str:
+    return f"copying {origin}"
+
+
+def unpacking(origin: Path) -> str:
+    return f"unpacking {origin}"

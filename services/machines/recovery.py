@@ -1,0 +1,55 @@
+"""Reconcile: make the records match what runs and exists, on every ctbot start and
+every minute in `serve` (a `ctbot cmd` killed half-way is caught by the next process)."""
+
+from __future__ import annotations
+
+import logging
+
+from services.machines import clones, messages
+from services.machines.lifecycle import Machines
+from services.machines.records import Desired, MachineRecord
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile(machines: Machines) -> list[str]:
+    """Recover stale operations, notice machines that stopped or were started by hand,
+    remount roots after a host reboot, and let each part repair what it owns. Returns
+    what was found; one machine that cannot be reconciled never stops the others."""
+    notes: list[str] = []
+    for snapshot in machines.records.all():
+        record = machines.records.find(snapshot.name)  # fresh: others may act meanwhile
+        if record is None or record.op_alive:
+            continue
+        try:
+            if record.op_stale:
+                # Only one process recovers a given stale operation.
+                if machines.records.take_over(record):
+                    notes.append(await machines.recover(record))
+                continue
+            notes += await _reconcile_idle(machines, record)
+        except Exception:
+            log.exception("reconcile of %s failed; will retry", record.name)
+            notes.append(messages.reconcile_failed(record.name))
+    for note in notes:
+        log.warning("reconcile: %s", note)
+    return notes
+
+
+async def _reconcile_idle(machines: Machines, record: MachineRecord) -> list[str]:
+    notes = []
+    paths = machines.paths(record.name)
+    if (record.clone_method is not None and machines.images.exists(record.image)
+            and await clones.ensure_mounted(machines.images.get(record.image).path, paths,
+                                            record.clone_method)):
+        notes.append(messages.remounted(record.name))
+    nspawn = machines.supervisor.find(record.name, paths.root, record.nspawn)
+    if nspawn is not None and nspawn != record.nspawn:
+        machines.records.update(record.name, nspawn=nspawn, desired=Desired.RUNNING)
+        notes.append(messages.found_running(record.name, nspawn.pid))
+    elif nspawn is None and record.desired is Desired.RUNNING:
+        machines.records.update(record.name, desired=Desired.STOPPED, nspawn=None)
+        notes.append(messages.found_stopped(record.name))
+    for part in machines.parts:
+        notes += await part.reconcile(record, running=nspawn is not None)
+    return notes

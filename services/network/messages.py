@@ -1,0 +1,85 @@
+"""What networking says to users: errors and progress lines, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from services.grammar import Family, HostPort, IPAddress, IPInterface, IPNetwork, PortProtocol
+
+
+def no_pool(family: Family) -> str:
+    return f"no {family} pool is configured ([network] {family}_pool)"
+
+
+def pool_exhausted(family: Family, network: IPNetwork, capacity: int) -> str:
+    return (f"the {family} pool {network} is exhausted ({capacity} addresses in use); free "
+            "one or widen the pool")
+
+
+def outside_pool(wanted: IPInterface, family: Family, network: IPNetwork) -> str:
+    return f"{wanted} is outside the {family} pool {network}"
+
+
+def is_gateway(address: IPAddress) -> str:
+    return f"{address} is the gateway (the bridge's own address)"
+
+
+def is_reserved(address: IPAddress, network: IPNetwork) -> str:
+    return f"{address} is the network or broadcast address of {network}"
+
+
+def address_taken(address: IPAddress, machine: str) -> str:
+    return f"{address} is already used by `{machine}`"
+
+
+def addresses_summary(described: Mapping[str, Any]) -> str:
+    shown = ", ".join(str(a) for a in described.values() if a) or "none"
+    return f"addresses: {shown}"
+
+
+def addresses_now(described: Mapping[str, Any]) -> str:
+    return "addresses now: " + (", ".join(str(a) for a in described.values() if a) or "none")
+
+
+RESTART_FOR_ADDRESSES = "restarting the machine so it takes its new addresses"
+
+
+def foreign_bridge(name: str, problems: Iterable[str]) -> str:
+    return (f"bridge {name} exists but {'; '.join(problems)}; ctbot leaves it as it is and "
+            "attaches no machine to it (fix it, or set [network] bridge to another name)")
+
+
+def bridge_created(name: str, gateways: Iterable[IPInterface]) -> str:
+    return f"created bridge {name} with {', '.join(map(str, gateways))}"
+
+
+def no_address(machine: str) -> str:
+    return f"`{machine}` has no address; give it one with `net set`"
+
+
+def no_family_address(machine: str, families: Iterable[Family]) -> str:
+    return f"`{machine}` has no {' or '.join(map(str, families))} address"
+
+
+def host_port_busy(port: int, protocol: PortProtocol) -> str:
+    return (f"host port {port}/{protocol} is in use by a program on the host; forwarding it "
+            "would cut that program off. Pick another host port")
+
+
+def host_port_forwarded(port: int, protocol: PortProtocol, machine: str) -> str:
+    return f"host port {port}/{protocol} already forwards to `{machine}`"
+
+
+def no_forward(machine: str, port: HostPort) -> str:
+    return f"`{machine}` has no forward of host port {port}"
+
+
+def say_what_to_change() -> str:
+    return "say what to change: `net set NAME --ipv4 … --ipv6 …`"
+
+
+def link_taken(link: str, machine: str) -> str:
+    return (f"the host already has an interface {link}: another machine named `{machine}` "
+            "runs on this host (another ctbot instance, or nspawn started by hand). Stop it, "
+            "or pick another name")
