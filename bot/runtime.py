@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import secrets
 from dataclasses import dataclass, field
 
 from bot.settings import Settings
@@ -12,7 +12,8 @@ from handlers.dispatch import Dispatcher
 from handlers.registry import Registry
 from handlers.verbs import default_registry
 from services.core.audit import AuditLog
-from services.core.jobs import JobRunner, JobStore
+from services.core.job_runner import JobRunner
+from services.core.jobs import JobStore
 from services.core.store import Store
 from services.machines import jobs as machine_jobs
 from services.machines.images import Images
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def new_correlation_id() -> str:
     """Short enough to read out loud, unique enough to grep for."""
-    return "c-" + uuid.uuid4().hex[:12]
+    return "c-" + secrets.token_hex(6)
 
 
 @dataclass

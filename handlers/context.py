@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from handlers.grammar import ParsedArgs, Signature
 from handlers.roles import Role, RolePolicy
 from services.core.audit import AuditLog, Outcome
-from services.core.jobs import JobObserver, JobRunner
+from services.core.job_runner import JobRunner
+from services.core.jobs import JobObserver
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.network.service import Networking

@@ -14,7 +14,6 @@ the verb, the audit of its effects, or any job.
 
 from __future__ import annotations
 
-import difflib
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +121,8 @@ def split_words(text: str) -> list[str]:
 
 def suggest(word: str, candidates: Sequence[str], *, prefix: str = "") -> str | None:
     """A 'did you mean …' hint, or None when nothing is close."""
+    import difflib  # only when a word is unknown: not on every command's path
+
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"did you mean `{prefix}{matches[0]}`?" if matches else None
 

@@ -8,7 +8,6 @@ time lives in the store. A bad value fails at start with the key's name and the 
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +76,8 @@ def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
     path = config_path or (Path(env["CTBOT_CONFIG"]) if env.get("CTBOT_CONFIG") else None)
     raw: dict[str, Any] = {}
     if path is not None:
+        import tomllib  # only when there is a file to read
+
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:

@@ -5,7 +5,6 @@ that one declaration (bot/settings/sections.py holds them)."""
 
 from __future__ import annotations
 
-import difflib
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,6 +113,8 @@ def _check_shape(sections: Sequence[Section], raw: Mapping[str, Any]) -> None:
 
 
 def _unknown(what: str, name: str, known: list[str]) -> str:
+    import difflib  # only on this error path
+
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
     return f"unknown {what} {name!r}{hint}"

@@ -34,7 +34,7 @@ async def run_image_import(inv: Invocation) -> Reply:
 async def run_image_list(inv: Invocation) -> Reply:
     """List images with their size and the machines that use them."""
     return Reply(data={"images": [
-        image.to_json() | {"used_by": inv.services.machines.image_users(image.name)}
+        image.to_json() | {"used_by": inv.services.machines.records.using_image(image.name)}
         for image in inv.services.images.all()]}, view="image_list")
 
 

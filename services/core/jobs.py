@@ -4,24 +4,20 @@ A job is written to the store before it runs, each progress line is appended as 
 happens, and the final state is written when it ends. A job found ``queued`` or
 ``running`` when ctbot starts was cut off by a crash or a kill: it is marked
 ``interrupted`` (services that own the job kind decide later whether to resume or
-roll back what it left behind).
-
-The runner keeps a strong reference to every task it starts: asyncio only keeps weak
-ones, and a job garbage-collected mid-flight would vanish without a trace.
+roll back what it left behind). services/core/job_runner.py runs them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from services.core.errors import HostCommandFailed, InternalError, NotFound, UserError
+from services.core.errors import NotFound
 from services.core.host import ProcessId, this_process
 from services.core.store import Store
 
@@ -102,23 +98,6 @@ class JobObserver(Protocol):
     """Told about every change of a job: a transport turns this into chat updates."""
 
     async def job_changed(self, job: Job) -> None: ...
-
-
-class JobContext:
-    """What a running job body sees: its typed arguments and a way to report progress."""
-
-    def __init__(self, runner: JobRunner, job: Job, args: Any) -> None:
-        self._runner = runner
-        self.job_id = job.id
-        self.args = args
-
-    async def progress(self, line: str) -> None:
-        await self._runner._append_progress(self.job_id, line)
-
-
-JobBody = Callable[[JobContext], Awaitable[JobResult | str]]
-"""A job kind's implementation; returns its result (or only a one-line summary)."""
-Decode = Callable[[Mapping[str, Any]], Any]
 
 
 class JobStore:
@@ -227,141 +206,3 @@ def _job_from_row(row: Any, progress: tuple[ProgressLine, ...]) -> Job:
         internal_failure=bool(row["internal_failure"]),
         result_data=json.loads(row["result_data"]),
     )
-
-
-class JobRunner:
-    """Runs job bodies as asyncio tasks, persisting every state change."""
-
-    def __init__(self, jobs: JobStore) -> None:
-        self._jobs = jobs
-        self._kinds: dict[str, tuple[JobBody, Decode]] = {}
-        self._tasks: dict[int, asyncio.Task[Job]] = {}
-        self._observers: dict[int, JobObserver] = {}
-
-    @property
-    def store(self) -> JobStore:
-        return self._jobs
-
-    def register(self, kind: str, body: JobBody, *, decode: Decode = dict) -> None:
-        """``decode`` turns the stored arguments back into what ``body`` gets as
-        ``ctx.args`` (the args type's ``from_json``); plain mappings by default."""
-        if kind in self._kinds:
-            raise ValueError(f"job kind {kind!r} registered twice")
-        self._kinds[kind] = (body, decode)
-
-    def recover_interrupted(self) -> list[Job]:
-        """Mark jobs whose process died while they ran as interrupted.
-
-        Several ctbot processes may share one store (`ctbot serve` and a `ctbot cmd`),
-        so a job counts as orphaned only when the process that ran it is gone.
-        """
-        recovered = []
-        for job in self._jobs.orphaned():
-            log.warning("job interrupted by restart job_id=%d kind=%s", job.id, job.kind)
-            self._jobs.mark_finished(
-                job.id, JobState.INTERRUPTED, error="ctbot stopped while this job ran",
-                internal=True,
-            )
-            self._jobs.annotate(job.id, "ctbot stopped while this job ran")
-            recovered.append(self._jobs.get(job.id))
-        return recovered
-
-    async def submit(
-        self,
-        kind: str,
-        args: JobArgs | Mapping[str, Any],
-        *,
-        requested_by: str,
-        correlation_id: str,
-        observer: JobObserver | None = None,
-    ) -> Job:
-        """Persist a job and start it; returns the queued job."""
-        found = self._kinds.get(kind)
-        if found is None:
-            raise InternalError(f"unknown job kind {kind!r}")
-        body, decode = found
-        stored = args.to_json() if isinstance(args, JobArgs) else dict(args)
-        job_id = self._jobs.create(
-            kind=kind, args=stored, requested_by=requested_by, correlation_id=correlation_id
-        )
-        if observer is not None:
-            self._observers[job_id] = observer
-        task = asyncio.create_task(self._run(job_id, body, decode(stored)),
-                                   name=f"job-{job_id}-{kind}")
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda _t: self._forget(job_id))
-        log.info("job queued job_id=%d kind=%s cid=%s", job_id, kind, correlation_id)
-        return self._jobs.get(job_id)
-
-    async def wait(self, job_id: int) -> Job:
-        """The job once it has finished."""
-        task = self._tasks.get(job_id)
-        if task is not None:
-            return await asyncio.shield(task)
-        return self._jobs.get(job_id)
-
-    def running(self) -> list[int]:
-        return sorted(self._tasks)
-
-    async def shutdown(self, timeout: float = 20.0) -> None:
-        """Cancel what still runs; cancelled jobs are recorded as interrupted."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-
-    def _forget(self, job_id: int) -> None:
-        self._tasks.pop(job_id, None)
-        self._observers.pop(job_id, None)
-
-    async def _run(self, job_id: int, body: JobBody, args: Any) -> Job:
-        self._jobs.mark_running(job_id)
-        job = self._jobs.get(job_id)
-        await self._notify(job)
-        started = time.monotonic()
-        try:
-            result = await body(JobContext(self, job, args))
-        except asyncio.CancelledError:
-            self._jobs.mark_finished(job_id, JobState.INTERRUPTED, error="cancelled")
-            await self._notify(self._jobs.get(job_id))
-            raise
-        except UserError as exc:
-            self._jobs.mark_finished(job_id, JobState.FAILED, error=str(exc))
-        except HostCommandFailed as exc:
-            # What the host program said is what an operator needs to act on.
-            log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
-            self._jobs.mark_finished(job_id, JobState.FAILED, internal=True,
-                                     error=f"{exc} (log: {job.correlation_id})")
-        except Exception as exc:
-            log.exception("job failed job_id=%d cid=%s", job_id, job.correlation_id)
-            self._jobs.mark_finished(
-                job_id, JobState.FAILED, internal=True,
-                error=f"internal error ({type(exc).__name__}); "
-                f"see the log for {job.correlation_id}",
-            )
-        else:
-            self._jobs.mark_finished(job_id, JobState.SUCCEEDED, result=(
-                result if isinstance(result, JobResult) else JobResult(result)))
-        finished = self._jobs.get(job_id)
-        log.info(
-            "job finished job_id=%d kind=%s state=%s seconds=%.2f",
-            job_id, finished.kind, finished.state, time.monotonic() - started,
-        )
-        await self._notify(finished)
-        return finished
-
-    async def _append_progress(self, job_id: int, line: str) -> None:
-        self._jobs.append_progress(job_id, line)
-        log.debug("job progress job_id=%d line=%s", job_id, line)
-        await self._notify(self._jobs.get(job_id))
-
-    async def _notify(self, job: Job) -> None:
-        observer = self._observers.get(job.id)
-        if observer is None:
-            return
-        try:
-            await observer.job_changed(job)
-        except Exception:
-            # A chat update that fails must never fail the job itself.
-            log.exception("job observer failed job_id=%d", job.id)

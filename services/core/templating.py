@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 _JOB_ICONS = {
     "queued": "⏳",
@@ -25,6 +26,9 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%SZ"
 
 @cache
 def environment() -> jinja2.Environment:
+    # Imported on first use: `ctbot cmd … --json` renders nothing and skips its import.
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("templates", ""),
         undefined=jinja2.StrictUndefined,

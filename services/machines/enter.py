@@ -12,7 +12,6 @@ that, the file system it sees is the machine's.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -41,6 +40,8 @@ def main(args: list[str]) -> int:
     if len(args) < 3 or args[1] != "--" or not args[0].isdigit():
         print("usage: python -m services.machines.enter LEADER_PID -- ARGV…", file=sys.stderr)
         return 2
+    import ctypes  # here, not at the top: ctbot imports enter_argv and needs no ctypes
+
     leader, argv = int(args[0]), args[2:]
     libc = ctypes.CDLL(None, use_errno=True)
     bounding = _bounding_set(leader)

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -174,7 +173,7 @@ class Images:
             await report(messages.copying(origin))
             await host.run(["cp", "-a", "--reflink=auto", "--", f"{origin}/.", str(partial)],
                            timeout=DEBOOTSTRAP_TIMEOUT)
-        elif origin.is_file() and tarfile.is_tarfile(origin):
+        elif origin.is_file() and _is_tarfile(origin):
             await report(messages.unpacking(origin))
             await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
                             "--directory", str(partial), "--file", str(origin)],
@@ -245,3 +244,7 @@ async def _no_progress(line: str) -> None:
     return None
 
 
+def _is_tarfile(path: Path) -> bool:
+    import tarfile  # with bz2 and lzma: a cost only an import should pay
+
+    return tarfile.is_tarfile(path)

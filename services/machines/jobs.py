@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.core.jobs import JobContext, JobResult, JobRunner
+from services.core.job_runner import JobContext, JobRunner
+from services.core.jobs import JobResult
 from services.grammar import debian_suite, image_name
 from services.machines.lifecycle import Machines
 from services.machines.specs import CreateSpec, MachineRef

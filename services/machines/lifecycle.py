@@ -1,5 +1,4 @@
-"""Machines: create, start, stop, restart, reconfigure, destroy — and undo what a crash
-left half-done.
+"""Machines: create, start, stop, restart, reconfigure, destroy, and crash recovery.
 
 Every operation claims the machine first (services/machines/records.py) and records its
 current step, so that a ctbot killed at any point leaves something ``recover()`` can
@@ -341,12 +340,7 @@ class Machines:
             self.jobs.annotate(record.op_job, f"interrupted: {note}")
         return note
 
-    # ------------------------------------------------------------------ images
-
     async def remove_image(self, image: str) -> None:
         """Delete an image unless a machine uses it (the tree is deleted off the loop)."""
         await asyncio.to_thread(self.images.remove, image,
                                 used_by=self.records.using_image(image))
-
-    def image_users(self, image: str) -> list[str]:
-        return self.records.using_image(image)

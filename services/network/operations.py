@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.jobs import JobContext, JobResult, JobRunner
+from services.core.job_runner import JobContext, JobRunner
+from services.core.jobs import JobResult
 from services.grammar import AddressRequest, Family, address_request, machine_name, request_text
 from services.machines.jobs import machine_result
 from services.machines.lifecycle import Machines

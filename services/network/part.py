@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import Conflict
-
 from services.grammar import AUTO, AddressRequest, Family, address_request, request_text
 from services.machines.parts import BasePart, NspawnSettings, PartOptions, Progress
 from services.machines.records import MachineRecord

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 
 from handlers.context import Invocation, Reply
+from handlers.jobs import run_job
 from handlers.registry import Registry, verb
 from handlers.roles import Role
 from handlers.verbs import core, jobs
-from handlers.jobs import run_job
-from services.core.jobs import JobContext
+from services.core.job_runner import JobContext
 from tests.fakes.slack_payloads import block_action_form, signed_headers, slash_command_form
 from tests.scenario.conftest import OPERATOR, VIEWER, SlackBot
 

@@ -185,7 +185,9 @@ async def test_silent_connection_is_replaced_and_commands_flow_again(
     await fake.go_silent(first)
 
     second = await fake.wait_for_connection(number=2, timeout=10)
-    assert socket_bot.transport.reconnects >= 1 or fake.connection_count >= 2
+    # Replaced through a fresh apps.connections.open (by the watchdog or the SDK's own
+    # monitor, whichever noticed first), not by reconnecting to the silent ticket.
+    assert second.ticket != first.ticket
     assert len(fake.connections_opened()) >= 2
     await fake.wait_closed(first, timeout=10)  # the app let go of the silent socket
     ack, reply = await socket_bot.round_trip("whoami")

@@ -13,7 +13,8 @@ from handlers.registry import Registry, verb
 from handlers.roles import Role, RolePolicy
 from handlers.verbs import core, default_registry
 from services.core.audit import AuditLog, Outcome
-from services.core.jobs import JobRunner, JobStore
+from services.core.job_runner import JobRunner
+from services.core.jobs import JobStore
 from services.core.store import Store
 from services.machines.images import ImageConfig, Images
 from services.machines.lifecycle import Machines, MachinesConfig

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from services.core.errors import InvalidInput
-from services.core.jobs import Job, JobContext, JobRunner, JobState, JobStore
+from services.core.job_runner import JobContext, JobRunner
+from services.core.jobs import Job, JobState, JobStore
 from services.core.store import Store
 
 

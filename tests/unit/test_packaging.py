@@ -1,34 +1,109 @@
-"""The wheel ships the templates package, and templates load through importlib.resources."""
+"""The wheel ships the templates package; every template renders with real data."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-from services.core.templating import environment
+import pytest
+
+from handlers.views import render_view
+from services.core.templating import environment, render
+from services.grammar import Family, PortProtocol
+from services.machines.parts import NspawnSettings
+from services.machines.status import MachineState, MachineStatus
+from services.network.addresses import Pool
+from services.network.config import NetworkConfig
+from services.network.firewall import Firewall
+from services.network.forwards import PortForward
 
 REPO = Path(__file__).resolve().parents[2]
+SOURCES = ("pyproject.toml", "README.md", "bot", "handlers", "services", "templates")
 
 
 def test_wheel_contains_every_template(tmp_path):
-    had_build_dir = (REPO / "build").exists()
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources,
+    # and the checkout must stay as it was.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, source / name)
+    before = sorted(p.name for p in REPO.iterdir())
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "-q", "-w", str(tmp_path), str(REPO)],
+         "--disable-pip-version-check", "-q", "-w", str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, timeout=120,
     )
-    if not had_build_dir:  # setuptools builds in-tree; leave the checkout as it was
-        shutil.rmtree(REPO / "build", ignore_errors=True)
-    (wheel,) = tmp_path.glob("ctbot-*.whl")
+    assert sorted(p.name for p in REPO.iterdir()) == before
+    assert not list(REPO.glob("*.egg-info")) and not (REPO / "build").exists()
+    (wheel,) = (tmp_path / "dist").glob("ctbot-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"templates/{p.relative_to(REPO / 'templates')}"
                for p in (REPO / "templates").rglob("*.j2")}
     assert shipped and shipped <= names
-    assert {"bot/cli.py", "handlers/dispatch.py", "services/core/store.py"} <= names
+    assert {"bot/cli.py", "handlers/dispatch.py", "services/core/store.py",
+            "services/machines/enter.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
+
+
+def status(**kw: object) -> MachineStatus:
+    fields: dict[str, object] = dict(
+        name="web1", state=MachineState.RUNNING, image="bookworm", leader_pid=4242,
+        nspawn_pid=4241, created_at=1_700_000_000.0, features=(), cpu=1.5,
+        memory_bytes=512 * 2**20, clone_method="overlay", operation=None,
+        details={"ipv4": "10.231.0.2/24", "ipv6": None})
+    fields.update(kw)
+    return MachineStatus(**fields)  # type: ignore[arg-type]
+
+
+def test_machine_views_render_what_the_json_says():
+    running = status().to_json()
+    text = render_view("machine_status", running)
+    assert text.splitlines()[0] == "web1: running"
+    assert "10.231.0.2/24" in text and "ipv6     -" in text and "512.0 MiB" in text
+    assert "2023-11-14 22:13:20Z" in text and "nspawn 4241" in text
+    listed = render_view("machine_list", {"machines": [running, status(
+        name="db1", state=MachineState.STOPPED, leader_pid=None, nspawn_pid=None).to_json()]})
+    rows = listed.splitlines()
+    assert rows[0].split() == ["NAME", "STATE", "IMAGE", "LEADER", "CREATED"]
+    assert rows[1].split()[:4] == ["web1", "running", "bookworm", "4242"]
+    assert rows[2].split()[:4] == ["db1", "stopped", "bookworm", "-"]
+
+
+def test_the_nspawn_settings_carry_the_parts_lines_and_default_to_no_network():
+    bridged = render("machine/container.nspawn.j2", name="web1",
+                     settings=NspawnSettings(network=("Bridge=ctbr0",)))
+    assert "Bridge=ctbr0" in bridged and "Private=yes" not in bridged
+    alone = render("machine/container.nspawn.j2", name="web1", settings=NspawnSettings())
+    network = alone.split("[Network]", 1)[1]
+    assert "Private=yes" in network  # never the host's network by omission
+    assert "Hostname=web1" in alone and "Boot=yes" in alone
+
+
+@pytest.mark.skipif(shutil.which("nft") is None or os.geteuid() != 0,
+                    reason="nft --check needs nft and root (netlink)")
+def test_the_nftables_table_is_accepted_by_nft():
+    pools = {Family.V4: Pool(Family.V4, ipaddress.ip_network("10.231.0.0/24")),
+             Family.V6: Pool(Family.V6, ipaddress.ip_network("fd00:1::/64"))}
+    firewall = Firewall(NetworkConfig(bridge="ctbr0", pools=pools, nft_table="ctbot_check"),
+                        lock_path=Path("/nonexistent"))
+    ruleset = firewall.ruleset([PortForward(
+        8080, PortProtocol.TCP, "web1", 80,
+        (ipaddress.ip_address("10.231.0.2"), ipaddress.ip_address("fd00:1::2")))])
+    assert "dnat ip to 10.231.0.2:80" in ruleset and "dnat ip6 to [fd00:1::2]:80" in ruleset
+    # --check: parsed and evaluated by the kernel's nftables in a dry run, nothing applied.
+    checked = subprocess.run(["nft", "--check", "-f", "-"], input=ruleset, text=True,
+                             capture_output=True, check=False)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_every_template_compiles():
