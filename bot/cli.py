@@ -1,6 +1,6 @@
-"""``ctbot serve`` and ``ctbot cmd "TEXT"``.
+"""The `ctbot` program: `ctbot serve` runs the bot, `ctbot cmd "TEXT"` runs one command.
 
-Exit codes of ``ctbot cmd``: 0 success, 1 a user error (the message says what to fix),
+Exit codes of `ctbot cmd`: 0 success, 1 a user error (the message says what to fix),
 2 an internal error or a configuration that cannot be loaded.
 """
 
@@ -15,11 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.console import PrintProgress
-from bot.logs import configure_logging
-from bot.runtime import Runtime, new_correlation_id
 from bot.settings import Settings, SettingsError, load_settings
-from handlers.context import CommandRequest, Transport
 from handlers.roles import LOCAL_USER, is_valid_user_id
 from services.core.audit import Outcome
 from services.core.errors import CtbotError
@@ -33,21 +29,35 @@ _EXIT_BY_OUTCOME = {
     Outcome.DENIED: EXIT_USER_ERROR,
     Outcome.INTERNAL_ERROR: EXIT_INTERNAL,
 }
+DESCRIPTION = ("Chat-ops for systemd-nspawn hosts. `ctbot serve` runs the bot (Slack, the "
+               "terminal console); `ctbot cmd \"TEXT\"` runs one command and prints the reply.")
+EPILOG = 'examples:  ctbot serve --config /etc/ctbot/ctbot.toml   ctbot cmd "list" --json'
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config and --log-level, accepted before or after the subcommand. Under a
+    subcommand they default to SUPPRESS, so that a value given before it survives."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", type=Path, default=default, metavar="PATH",
+                        help="TOML settings file (or CTBOT_CONFIG)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default=default, help="overrides [log] level")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctbot", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="TOML settings file (or CTBOT_CONFIG)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        help="overrides [log] level")
-    sub = parser.add_subparsers(dest="action", required=True)
+    parser = argparse.ArgumentParser(prog="ctbot", description=DESCRIPTION, epilog=EPILOG)
+    _common_options(parser, top=True)
+    sub = parser.add_subparsers(dest="action", metavar="{serve,cmd}")
 
-    serve = sub.add_parser("serve", help="run the bot: HTTP, Slack and/or the console")
+    serve = sub.add_parser("serve", help="run the bot: Slack (HTTP, Socket Mode) or the "
+                                         "terminal console")
+    _common_options(serve, top=False)
     serve.add_argument("--no-console", action="store_true",
                        help="never start the terminal console")
 
     cmd = sub.add_parser("cmd", help="run one command and print the reply")
-    cmd.add_argument("text", help='the command, quoted: "help", "whoami"')
+    _common_options(cmd, top=False)
+    cmd.add_argument("text", help='the command, quoted: "help", "status web1"')
     cmd.add_argument("--json", action="store_true", help="print one JSON object")
     cmd.add_argument("--as", dest="as_user", default=LOCAL_USER, metavar="USER_ID",
                      help="run as this Slack user id (default: the local admin)")
@@ -56,22 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.action is None:
+        parser.print_usage(sys.stderr)
+        print('ctbot: say what to do: `ctbot serve` or `ctbot cmd "help"` '
+              "(`ctbot --help` for more)", file=sys.stderr)
+        return EXIT_INTERNAL
     try:
         settings = load_settings(args.config, os.environ)
     except SettingsError as exc:
         print(f"ctbot: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
-    level = args.log_level or (settings.log_level if args.action == "serve" else "warning")
-    configure_logging(level, secrets=settings.slack.secrets)
     try:
         if args.action == "serve":
-            # Imported here: `ctbot cmd` needs neither aiohttp nor Bolt, and starts
-            # in a third of the time without them.
+            # Imported here: `ctbot cmd` needs neither aiohttp nor Bolt.
             from bot.serve import serve
 
-            asyncio.run(serve(settings, console_allowed=not args.no_console))
-            return EXIT_OK
+            return asyncio.run(serve(settings, console_allowed=not args.no_console,
+                                     log_level=args.log_level))
+        from bot.logs import configure_logging
+
+        configure_logging(args.log_level or "warning", secrets=settings.slack.secrets)
         return asyncio.run(run_cmd(settings, args.text, as_user=args.as_user,
                                    confirmed=args.yes, as_json=args.json))
     except CtbotError as exc:  # start-up failures: unreadable state database, …
@@ -79,25 +95,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ctbot cmd list | head`: the reader left; that is not an error of ours.
+        # Point stdout at /dev/null so that flushing it at exit raises nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: bool,
                   as_json: bool) -> int:
+    from bot.runtime import Runtime, new_correlation_id
+    from bot.terminal import TerminalProgress
+    from handlers.context import CommandRequest, Transport
+
     if not is_valid_user_id(as_user):
         message = f"--as {as_user!r} is not a Slack user id (like U012ABCDEF)"
         print(json.dumps({"error": message}) if as_json else f"ctbot: {message}")
         return EXIT_USER_ERROR
     runtime = await Runtime.open(settings)
+    progress = TerminalProgress(sys.stderr)
     try:
         reply = await runtime.dispatcher.dispatch(CommandRequest(
             text=text, user_id=as_user, transport=Transport.CLI,
-            correlation_id=new_correlation_id(), confirmed=confirmed,
-            observer=PrintProgress(sys.stderr),
+            correlation_id=new_correlation_id(), confirmed=confirmed, observer=progress,
+            wants_text=not as_json,
         ))
     finally:
+        progress.close()
         await runtime.close()
     if as_json:
         print(json.dumps(dict(reply.data), default=str, ensure_ascii=False))
     else:
-        print(reply.text.rstrip())
+        # Progress went to stderr as it happened; stdout gets the outcome once.
+        print(progress.reply_text(reply).rstrip())
+    sys.stdout.flush()
     return _EXIT_BY_OUTCOME[reply.outcome]

@@ -12,27 +12,12 @@ import threading
 from typing import TextIO
 
 from bot.runtime import Runtime, new_correlation_id
+from bot.terminal import TerminalProgress
 from handlers.context import CommandRequest, Transport
 from handlers.roles import LOCAL_USER
-from services.core.jobs import Job
 
 PROMPT = "ctbot> "
 BANNER = "ctbot console: type `help`, or `quit` to stop. Commands run as the local admin."
-
-
-class PrintProgress:
-    """A job's new progress lines, printed as they come (terminal transports)."""
-
-    def __init__(self, out: TextIO, *, prefix: str = "… ") -> None:
-        self._out = out
-        self._prefix = prefix
-        self._shown = 0
-
-    async def job_changed(self, job: Job) -> None:
-        for p in job.progress[self._shown:]:
-            self._out.write(f"{self._prefix}{p.line}\n")
-        self._shown = len(job.progress)
-        self._out.flush()
 
 
 async def run_console(runtime: Runtime, *, stdin: TextIO | None = None,
@@ -54,11 +39,15 @@ async def run_console(runtime: Runtime, *, stdin: TextIO | None = None,
             continue
         if text in ("quit", "exit", "/quit"):
             break
-        reply = await runtime.dispatcher.dispatch(CommandRequest(
-            text=text, user_id=LOCAL_USER, transport=Transport.CONSOLE,
-            correlation_id=new_correlation_id(), observer=PrintProgress(out, prefix="  … "),
-        ))
-        out.write(reply.text.rstrip() + "\n")
+        progress = TerminalProgress(out, prefix="  … ")
+        try:
+            reply = await runtime.dispatcher.dispatch(CommandRequest(
+                text=text, user_id=LOCAL_USER, transport=Transport.CONSOLE,
+                correlation_id=new_correlation_id(), observer=progress,
+            ))
+        finally:
+            progress.close()
+        out.write(progress.reply_text(reply).rstrip() + "\n")
         out.flush()
 
 

@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TextIO
 
 
@@ -38,12 +39,21 @@ class KeyValueFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, *, secrets: Iterable[str] = (),
-                      stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+                      stream: TextIO | None = None, path: Path | None = None) -> None:
+    """Log at ``level`` to ``path`` (appended, created 0600 in an existing or new
+    directory) or to ``stream`` (stderr by default)."""
+    handler: logging.Handler
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.touch(mode=0o600, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(KeyValueFormatter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Slack's libraries log request bodies and tokens at INFO/DEBUG; keep them quiet

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 from aiohttp import web
 
 from bot.console import run_console
+from bot.logs import configure_logging
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack_app import SlackBolt, build_bolt_app
@@ -25,53 +27,67 @@ log = logging.getLogger("ctbot")
 HOUSEKEEPING_SECONDS = 60.0
 
 
-async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
-    runtime = await Runtime.open(settings)
+async def serve(settings: Settings, *, console_allowed: bool = True,
+                log_level: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `quit` in the console); returns the exit status."""
     slack = settings.slack
+    with_console = console_allowed and not (slack.http_enabled or slack.socket_mode_enabled)
+    level = log_level or settings.log_level
+    # The console's replies and log lines must not interleave: with the console, the log
+    # goes to a file under the state directory, unless asked for debugging.
+    log_file = settings.log_file or (
+        settings.state_dir / "ctbot.log"
+        if with_console and level != "debug" and not settings.log_to_stderr else None)
+    configure_logging(level, secrets=slack.secrets, path=log_file)
+    runtime = await Runtime.open(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    runner: web.AppRunner | None = None
     slack_http = build_bolt_app(runtime, transport=Transport.SLACK) if slack.http_enabled else None
-    guard = SlackRequestGuard(slack.signing_secret) if slack.signing_secret else None
-    web_app = build_web_app(bolt_app=slack_http.app if slack_http else None, guard=guard)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
-    await site.start()
-    log.info("listening address=%s slack_http=%s config=%s state=%s", settings.listen,
-             "on" if slack_http else "off", settings.source, settings.database_path)
-
     slack_socket: SlackBolt | None = None
     socket_mode: SocketModeTransport | None = None
-    if slack.socket_mode_enabled and slack.app_token:
-        slack_socket = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
-        socket_mode = SocketModeTransport(slack_socket.app, slack.app_token,
-                                          silence_seconds=slack.socket_watchdog_seconds)
-        await socket_mode.start()
-
-    housekeeping = asyncio.create_task(
-        _housekeeping(runtime, slack_http or slack_socket), name="housekeeping")
-
+    housekeeping: asyncio.Task[None] | None = None
     console: asyncio.Task[None] | None = None
-    if not (slack.http_enabled or slack.socket_mode_enabled):
-        if console_allowed:
+    try:
+        if slack_http is not None and slack.signing_secret:
+            # The listener exists for what needs it (Slack over HTTP); the console and
+            # Socket Mode alone never take a port.
+            runner = await _listen(settings, build_web_app(
+                bolt_app=slack_http.app, guard=SlackRequestGuard(slack.signing_secret)))
+        log.info("started slack_http=%s socket_mode=%s console=%s config=%s state=%s",
+                 "on" if slack_http else "off", "on" if slack.socket_mode_enabled else "off",
+                 "on" if with_console else "off", settings.source, settings.database_path)
+        if slack.socket_mode_enabled and slack.app_token:
+            slack_socket = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
+            socket_mode = SocketModeTransport(slack_socket.app, slack.app_token,
+                                              silence_seconds=slack.socket_watchdog_seconds)
+            await socket_mode.start()
+        housekeeping = asyncio.create_task(
+            _housekeeping(runtime, slack_http or slack_socket), name="housekeeping")
+        if with_console:
+            if log_file is not None:
+                print(f"(log: {log_file})")
             console = asyncio.create_task(run_console(runtime), name="console")
             console.add_done_callback(lambda _t: stop.set())
-        else:
-            log.warning("no Slack credentials and --no-console: only HTTP endpoints are served")
-
-    try:
+        elif not (slack.http_enabled or slack.socket_mode_enabled):
+            log.warning("no Slack credentials and --no-console: only housekeeping runs")
         await stop.wait()
+        return 0
+    except ListenError as exc:
+        print(f"ctbot: {exc}", file=sys.stderr)
+        return 2
     finally:
         log.info("stopping")
-        housekeeping.cancel()
-        if console is not None:
-            console.cancel()
+        for task in (housekeeping, console):
+            if task is not None:
+                task.cancel()
         if socket_mode is not None:
             await socket_mode.stop()
-        await runner.cleanup()  # no new requests; then let started commands finish
+        if runner is not None:
+            await runner.cleanup()  # no new requests; then let started commands finish
         for bolt in (slack_http, slack_socket):
             if bolt is not None:
                 await bolt.close()
@@ -79,6 +95,23 @@ async def serve(settings: Settings, *, console_allowed: bool = True) -> None:
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+
+
+class ListenError(Exception):
+    """The web app cannot listen where it is configured to."""
+
+
+async def _listen(settings: Settings, app: web.Application) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.listen.host, settings.listen.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {settings.listen} ([http] listen / "
+                          f"CTBOT_LISTEN): {exc.strerror or exc}") from None
+    log.info("listening address=%s", settings.listen)
+    return runner
 
 
 async def _housekeeping(runtime: Runtime, slack: SlackBolt | None) -> None:

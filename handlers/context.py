@@ -44,6 +44,7 @@ class CommandRequest:
     channel_id: str | None = None
     confirmed: bool = False  # --yes on the CLI, the button in Slack
     observer: JobObserver | None = None  # where job progress goes while a verb waits
+    wants_text: bool = True  # False for `--json`: the view is never rendered
 
 
 @dataclass(frozen=True)

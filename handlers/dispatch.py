@@ -77,6 +77,8 @@ class Dispatcher:
 
         async def run_verb() -> Reply:
             reply = await verb.func(inv)
+            if request.wants_text:
+                _ = reply.text  # rendered here, so a broken view fails inside the chain
             if verb.mutating and reply.ok and reply.visibility is Visibility.EPHEMERAL:
                 # State changes are announced to the channel, not only to the caller.
                 return _with_visibility(reply, Visibility.IN_CHANNEL)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from services.core.errors import InvalidInput
 
@@ -305,6 +307,16 @@ def address_request(raw: str, family: Family) -> AddressRequest:
 def request_text(request: AddressRequest) -> str:
     """The canonical text of an address request: what ``address_request`` reads back."""
     return "none" if request is None else str(request)
+
+
+def requests_to_json(requests: Mapping[Family, AddressRequest]) -> dict[str, str]:
+    """``{"ipv4": "auto", "ipv6": "fd00::5/64"}``: what ``requests_from_json`` reads."""
+    return {str(f): request_text(r) for f, r in requests.items()}
+
+
+def requests_from_json(data: Mapping[str, Any]) -> dict[Family, AddressRequest]:
+    """The families present in ``data``, each through ``address_request``."""
+    return {f: address_request(str(data[str(f)]), f) for f in Family if str(f) in data}
 
 
 def network(raw: str, family: Family) -> IPNetwork:

@@ -64,7 +64,17 @@ class Settings:
     machines: MachinesConfig
     network: NetworkConfig
     log_level: str
+    log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
     source: str = "built-in defaults"
+
+    @property
+    def log_file(self) -> Path | None:
+        """The log file the settings ask for; None for stderr or automatic."""
+        return self.log_destination if isinstance(self.log_destination, Path) else None
+
+    @property
+    def log_to_stderr(self) -> bool:
+        return self.log_destination == "stderr"
 
     @property
     def database_path(self) -> Path:
@@ -117,6 +127,7 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
             bridge=v["network.bridge"], pools=pools, dns=v["network.dns"],
             nft_table=v["network.nft_table"], outbound=v["network.outbound"]),
         log_level=v["log.level"],
+        log_destination=v["log.file"],
         source=source,
     )
 

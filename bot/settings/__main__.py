@@ -1,12 +1,18 @@
-"""``python -m bot.settings example|table``: the example config, or the README's settings
-table, generated from the declarations (a test checks both files against them)."""
+"""``python -m bot.settings example|table|update``: the example config, or the README's
+settings table, generated from the declarations (a test checks both files against them);
+``update`` rewrites both files in place."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from bot.settings.schema import example_config, markdown_table
 from bot.settings.sections import ENVIRONMENT, EXAMPLE_HEADER, SECTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE_START = "<!-- settings table: python -m bot.settings table -->"
+TABLE_END = "<!-- end of settings table -->"
 
 
 def main(argv: list[str]) -> int:
@@ -14,8 +20,15 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(example_config(EXAMPLE_HEADER, SECTIONS))
     elif argv == ["table"]:
         sys.stdout.write(markdown_table(SECTIONS, ENVIRONMENT))
+    elif argv == ["update"]:
+        REPO.joinpath("ctbot.example.toml").write_text(example_config(EXAMPLE_HEADER, SECTIONS))
+        readme = REPO / "README.md"
+        text = readme.read_text()
+        start = text.index(TABLE_START) + len(TABLE_START) + 1
+        end = text.index(TABLE_END)
+        readme.write_text(text[:start] + markdown_table(SECTIONS, ENVIRONMENT) + text[end:])
     else:
-        print("usage: python -m bot.settings example|table", file=sys.stderr)
+        print("usage: python -m bot.settings example|table|update", file=sys.stderr)
         return 2
     return 0
 

@@ -105,6 +105,12 @@ def user_ids(value: list[Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def log_destination(value: str) -> Path | str | None:
+    if value in ("", "stderr"):
+        return value or None
+    return absolute_dir(value)
+
+
 def role(value: str) -> Role:
     try:
         return Role(value)
@@ -210,6 +216,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("log", "Logging.", (
         Key("level", "info", "debug, info, warning or error; `--log-level` overrides it.",
             one_of(LOG_LEVELS), env="CTBOT_LOG_LEVEL"),
+        Key("file", "", "Where the log goes: \"\" puts it in STATE_DIR/ctbot.log while the "
+            "terminal console runs (so log lines never interleave with replies; "
+            "`--log-level debug` shows them on stderr) and on stderr otherwise; \"stderr\" "
+            "always; or an absolute path.", log_destination, env="CTBOT_LOG_FILE"),
     )),
 )
 

@@ -22,7 +22,7 @@ from services.grammar import (
     memory_limit,
     seconds,
 )
-from services.machines import inside
+from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
 from services.network.part import PART_NAME as NETWORK
 from services.network.part import Addressing
@@ -117,7 +117,7 @@ async def run_exec(inv: Invocation) -> Reply:
     """
     name, argv = inv.args["NAME"], list(inv.args.passthrough)
     if not argv:
-        raise InvalidInput("give the command after `--`, e.g. `exec web1 -- uname -a`")
+        raise InvalidInput(messages.give_a_command())
     result = await inside.run(inv.services.machines, name, argv,
                               timeout=inv.args.get("timeout", EXEC_TIMEOUT_DEFAULT))
     return Reply(data={"name": name, "argv": argv, "command": shlex.join(argv),

@@ -78,7 +78,7 @@ async def run_net_export(inv: Invocation) -> Reply:
     """Write the bridge as systemd-networkd files, so it is back after a host reboot."""
     directory: Path = inv.args.get("dir", Path("/etc/systemd/network"))
     if not directory.is_absolute() or ".." in directory.parts:
-        raise InvalidInput(f"--dir `{directory}` must be an absolute path without `..`")
+        raise InvalidInput(messages.export_dir(directory))
     written = inv.services.networking.write_export(directory)
     return Reply(data={"written": [str(p) for p in written]}, view="net_export")
 

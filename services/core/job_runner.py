@@ -19,16 +19,28 @@ from services.core.jobs import Job, JobArgs, JobObserver, JobResult, JobState, J
 log = logging.getLogger(__name__)
 
 
+class JobProgress:
+    """A job's Progress (services/core/progress.py): steps are appended to its log, the
+    activity replaces the previous one; observers hear of both."""
+
+    def __init__(self, runner: JobRunner, job_id: int) -> None:
+        self._runner = runner
+        self._job_id = job_id
+
+    async def __call__(self, line: str) -> None:
+        await self._runner._append_progress(self._job_id, line)
+
+    async def status(self, text: str) -> None:
+        await self._runner._set_activity(self._job_id, text)
+
+
 class JobContext:
-    """What a running job body sees: its typed arguments and a way to report progress."""
+    """What a running job body sees: its typed arguments and its progress."""
 
     def __init__(self, runner: JobRunner, job: Job, args: Any) -> None:
-        self._runner = runner
         self.job_id = job.id
         self.args = args
-
-    async def progress(self, line: str) -> None:
-        await self._runner._append_progress(self.job_id, line)
+        self.progress = JobProgress(runner, job.id)
 
 
 JobBody = Callable[[JobContext], Awaitable[JobResult | str]]
@@ -88,13 +100,13 @@ class JobRunner:
             raise InternalError(f"unknown job kind {kind!r}")
         body, decode = found
         stored = args.to_json() if isinstance(args, JobArgs) else dict(args)
+        typed = decode(stored)  # before the job exists: a bad round trip queues nothing
         job_id = self._jobs.create(
             kind=kind, args=stored, requested_by=requested_by, correlation_id=correlation_id
         )
         if observer is not None:
             self._observers[job_id] = observer
-        task = asyncio.create_task(self._run(job_id, body, decode(stored)),
-                                   name=f"job-{job_id}-{kind}")
+        task = asyncio.create_task(self._run(job_id, body, typed), name=f"job-{job_id}-{kind}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda _t: self._forget(job_id))
         log.info("job queued job_id=%d kind=%s cid=%s", job_id, kind, correlation_id)
@@ -157,6 +169,10 @@ class JobRunner:
         )
         await self._notify(finished)
         return finished
+
+    async def _set_activity(self, job_id: int, text: str) -> None:
+        self._jobs.set_activity(job_id, text)
+        await self._notify(self._jobs.get(job_id))
 
     async def _append_progress(self, job_id: int, line: str) -> None:
         self._jobs.append_progress(job_id, line)

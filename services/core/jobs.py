@@ -58,6 +58,7 @@ class Job:
     progress: tuple[ProgressLine, ...] = field(default=())
     internal_failure: bool = False  # failed on ctbot or the host, not on the caller's input
     result_data: Mapping[str, Any] = field(default_factory=dict)  # JobResult.data
+    activity: str = ""  # what it is doing right now (Progress.status)
 
     @property
     def elapsed(self) -> float | None:
@@ -73,7 +74,7 @@ class Job:
             "requested_by": self.requested_by, "created_at": self.created_at,
             "started_at": self.started_at, "finished_at": self.finished_at,
             "elapsed": self.elapsed, "result": self.result, "error": self.error,
-            "result_data": dict(self.result_data),
+            "result_data": dict(self.result_data), "activity": self.activity,
             "progress": [{"at": p.at, "line": p.line} for p in self.progress],
         }
 
@@ -130,7 +131,7 @@ class JobStore:
                       internal: bool = False) -> None:
         self._store.execute(
             "UPDATE jobs SET state = ?, finished_at = ?, result = ?, result_data = ?,"
-            " error = ?, internal_failure = ? WHERE id = ?",
+            " error = ?, internal_failure = ?, activity = '' WHERE id = ?",
             (state, self._clock(), result.summary if result else "",
              json.dumps(dict(result.data)) if result else "{}", error, int(internal), job_id),
         )
@@ -155,6 +156,10 @@ class JobStore:
 
     def chat_synced(self, job_id: int) -> None:
         self._store.execute("UPDATE jobs SET chat_stale = 0 WHERE id = ?", (job_id,))
+
+    def set_activity(self, job_id: int, text: str) -> None:
+        """What the job is doing right now; replaced by the next, cleared at its end."""
+        self._store.execute("UPDATE jobs SET activity = ? WHERE id = ?", (text, job_id))
 
     def append_progress(self, job_id: int, line: str) -> None:
         with self._store.transaction() as tx:
@@ -205,4 +210,5 @@ def _job_from_row(row: Any, progress: tuple[ProgressLine, ...]) -> Job:
         progress=progress,
         internal_failure=bool(row["internal_failure"]),
         result_data=json.loads(row["result_data"]),
+        activity=row["activity"],
     )

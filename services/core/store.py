@@ -113,6 +113,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN result_data TEXT NOT NULL DEFAULT '{}';
     """,
+    # 7: what a running job is doing right now (a live line, replaced as it changes)
+    """
+    ALTER TABLE jobs ADD COLUMN activity TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

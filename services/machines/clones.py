@@ -128,7 +128,9 @@ async def remove(paths: MachinePaths) -> None:
             await host.run(["umount", "--lazy", "--", str(paths.root)], timeout=60)
     if is_mounted(paths.root):
         raise InternalError(f"{paths.root} is still mounted; refusing to delete below it")
-    for leftover in (paths.settings, paths.settings.with_suffix(".tmp")):
+    # The settings, and a replacement a crash left half-written (services/core/files.py).
+    leftovers = [paths.settings, *paths.settings.parent.glob(f".{paths.settings.name}.*.tmp")]
+    for leftover in leftovers:
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     for path in (paths.root, paths.layers):

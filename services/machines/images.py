@@ -19,19 +19,19 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.core import host
 from services.core.errors import Conflict, InvalidInput, NotFound
+from services.core.progress import NoProgress, Progress
 from services.grammar import image_name
 from services.machines import messages, rootfs
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], Awaitable[None]]
 
 DEBOOTSTRAP_TIMEOUT = 1800.0
 _SUITE_NAMES = ("bookworm", "trixie", "bullseye", "sid")
@@ -138,7 +138,7 @@ class Images:
         if self.exists(name):
             raise Conflict(messages.image_exists(name))
         partial = self._fresh_partial(name)
-        report = progress or _no_progress
+        report = progress or NoProgress()
         await report(messages.debootstrap_started(suite, len(self.config.packages)))
         started = time.monotonic()
         argv = [
@@ -167,7 +167,7 @@ class Images:
             raise Conflict(messages.image_exists(name))
         if not origin.is_absolute():
             raise InvalidInput(messages.relative_path(origin))
-        report = progress or _no_progress
+        report = progress or NoProgress()
         partial = self._fresh_partial(name)
         if origin.is_dir():
             await report(messages.copying(origin))
@@ -240,8 +240,6 @@ def _tree_size(root: Path) -> int:
     return total
 
 
-async def _no_progress(line: str) -> None:
-    return None
 
 
 def _is_tarfile(path: Path) -> bool:

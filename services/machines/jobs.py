@@ -10,6 +10,7 @@ from typing import Any
 from services.core.job_runner import JobContext, JobRunner
 from services.core.jobs import JobResult
 from services.grammar import debian_suite, image_name
+from services.machines import messages
 from services.machines.lifecycle import Machines
 from services.machines.specs import CreateSpec, MachineRef
 from services.machines.status import MachineStatus
@@ -44,7 +45,7 @@ class ImageImport:
 
 def machine_result(status: MachineStatus) -> JobResult:
     """A job that leaves a machine behind reports it as `status --json` would."""
-    return JobResult(f"`{status.name}` is {status.state}", status.to_json())
+    return JobResult(messages.machine_is(status.name, str(status.state)), status.to_json())
 
 
 def register_jobs(runner: JobRunner, machines: Machines) -> None:
@@ -66,19 +67,18 @@ def register_jobs(runner: JobRunner, machines: Machines) -> None:
 
     async def destroy(ctx: JobContext) -> JobResult:
         await machines.destroy(ctx.args.name, progress=ctx.progress, job_id=ctx.job_id)
-        return JobResult(f"`{ctx.args.name}` destroyed", {"name": ctx.args.name,
-                                                          "destroyed": True})
+        return JobResult(messages.destroyed(ctx.args.name),
+                         {"name": ctx.args.name, "destroyed": True})
 
     async def build_image(ctx: JobContext) -> JobResult:
         args: ImageBuild = ctx.args
         image = await machines.images.build(args.name, suite=args.suite, progress=ctx.progress)
-        return JobResult(f"image `{image.name}` ready ({image.size_bytes // 2**20} MiB)",
-                         image.to_json())
+        return JobResult(messages.image_ready(image.name, image.size_bytes), image.to_json())
 
     async def import_image(ctx: JobContext) -> JobResult:
         args: ImageImport = ctx.args
         image = await machines.images.import_(args.name, args.path, progress=ctx.progress)
-        return JobResult(f"image `{image.name}` imported ({image.size_bytes // 2**20} MiB)",
+        return JobResult(messages.image_imported(image.name, image.size_bytes),
                          image.to_json())
 
     runner.register("machine.create", create,

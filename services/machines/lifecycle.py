@@ -5,7 +5,8 @@ current step, so that a ctbot killed at any point leaves something ``recover()``
 finish or undo: an interrupted ``create`` is rolled back (nothing half-made stays), an
 interrupted ``destroy`` is finished, any other operation is released and the machine's
 real state observed. Features plug in as parts (services/machines/parts.py); the one
-teardown, ``_teardown``, serves destroy, the rollback of a failed create and recovery.
+teardown (services/machines/teardown.py) serves destroy, the rollback of a failed create
+and recovery.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import Conflict, NotFound, OperationFailed
+from services.core.files import replace_file
 from services.core.host import ProcessId
 from services.core.jobs import JobStore
+from services.core.progress import Progress
 from services.core.tasks import finish_despite_cancel
 from services.core.templating import render
 from services.grammar import machine_name
@@ -29,7 +32,7 @@ from services.machines import clones, console, messages, rootfs
 from services.machines.cgroups import Limits
 from services.machines.clones import MachinePaths
 from services.machines.images import Images
-from services.machines.parts import MachinePart, NspawnSettings, Progress
+from services.machines.parts import MachinePart, NspawnSettings
 from services.machines.records import Desired, MachineRecord, MachineStore, Op
 from services.machines.specs import CreateSpec
 from services.machines.status import MachineStatus, observe
@@ -40,10 +43,10 @@ from services.machines.supervisor import (
     Supervisor,
     leader_of,
 )
+from services.machines.teardown import ROLLBACK_STOP_TIMEOUT, Teardown
 
 log = logging.getLogger(__name__)
 
-ROLLBACK_STOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,9 @@ class Machines:
         self.jobs = jobs
         self.parts = tuple(parts)
         self.config = config
+        self.teardown = Teardown(records=records, supervisor=supervisor, jobs=jobs,
+                                 parts=self.parts, paths=self.paths, find=self._nspawn,
+                                 stop_timeout=config.stop_timeout)
 
     def paths(self, name: str) -> MachinePaths:
         return MachinePaths.of(name, machines_dir=self.config.machines_dir,
@@ -84,7 +90,7 @@ class Machines:
         details: dict[str, Any] = {}
         for part in self.parts:
             details.update(part.describe(record))
-        return observe(record, self._nspawn(record), details)
+        return observe(record, self._nspawn(record), details)  # raises on clashing keys
 
     def _nspawn(self, record: MachineRecord) -> ProcessId | None:
         return self.supervisor.find(record.name, self.paths(record.name).root, record.nspawn)
@@ -116,7 +122,7 @@ class Machines:
             await self._create_steps(self.records.get(name), spec, paths, progress)
         except BaseException:
             log.warning("create failed, rolling back machine=%s", name)
-            await finish_despite_cancel(self._rollback(name))
+            await finish_despite_cancel(self.teardown.rollback(name))
             raise
         return self.status(name)
 
@@ -155,10 +161,8 @@ class Machines:
         for part in self.parts:
             part.write_files(record, paths.root)
             settings += part.settings(record)
-        text = render("machine/container.nspawn.j2", name=record.name, settings=settings)
-        tmp = paths.settings.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.rename(paths.settings)
+        replace_file(paths.settings, render("machine/container.nspawn.j2", name=record.name,
+                                            settings=settings).encode())
 
     async def _boot(self, record: MachineRecord, paths: MachinePaths,
                     progress: Progress) -> None:
@@ -188,10 +192,12 @@ class Machines:
         self.records.update(name, desired=Desired.RUNNING)
         await progress(messages.booted(time.monotonic() - started))
         leader = leader_of(nspawn)
-        if leader is not None:
-            self.records.step(name, "ready")
-            for part in self.parts:
-                await part.after_start(record, leader, progress)
+        if leader is None:  # nspawn already gone again: the next reconcile sees it
+            log.warning("booted but has no leader machine=%s nspawn_pid=%d", name, nspawn.pid)
+            return
+        self.records.step(name, "ready")
+        for part in self.parts:
+            await part.after_start(record, leader, progress)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -272,73 +278,26 @@ class Machines:
                       job_id: int | None = None) -> None:
         record = await self._claim(name, Op.DESTROY, job_id=job_id)
         try:
-            await self._teardown(record, timeout=self.config.stop_timeout, progress=progress)
+            await self.teardown.run(record, progress=progress)
         except Exception:
             # Every step is idempotent: a second `destroy` picks up where this one failed.
             if self.records.find(record.name) is not None:
                 self.records.release(record.name)
             raise
 
-    async def _teardown(self, record: MachineRecord, *, timeout: float,
-                        progress: Progress | None = None) -> None:
-        """Power off, remove the root and its layers, release every part, delete the
-        record — each step idempotent, so an interrupted teardown simply runs again."""
-        name, paths = record.name, self.paths(record.name)
-        self.records.step(name, "stop")
-        running = self._nspawn(record) is not None
-        # Even when not running: stop() also removes the cgroup and unit drop-in.
-        await self.supervisor.stop(name, paths.root, record.nspawn, timeout=timeout)
-        if running and progress is not None:
-            await progress(messages.powered_off())
-        self.records.step(name, "remove")
-        await clones.remove(paths)
-        for part in reversed(self.parts):
-            await part.release(record)
-        self.records.delete(name)
-        if progress is not None:
-            await progress(messages.removed(name))
-
-    async def _rollback(self, name: str) -> None:
-        record = self.records.find(name)
-        if record is None or record.op is not Op.CREATE:
-            return
-        try:
-            await self._teardown(record, timeout=ROLLBACK_STOP_TIMEOUT)
-        except Exception:
-            # Leave the claim stale: the next reconcile (every minute in `serve`, or at
-            # the start of any ctbot process) tries the rollback again.
-            log.exception("rolling back the create of %s failed; will retry", name)
-            self.records.abandon(name)
-
     async def _claim(self, name: str, op: Op, *, job_id: int | None = None) -> MachineRecord:
         name = machine_name(name)
         record = self.records.find(name)
         if record is not None and record.op_stale and self.records.take_over(record):
             # An operation died half-way (its process was killed): finish or undo it first.
-            await self.recover(record)
+            note = await self.recover(record)
             if self.records.find(name) is None:
-                raise NotFound(messages.rolled_back_meanwhile(name))
+                raise NotFound(messages.gone_meanwhile(name, note))
         return self.records.claim(name, op, job_id=job_id)
 
     async def recover(self, record: MachineRecord) -> str:
         """Finish or undo a stale operation this process has taken over; says what it did."""
-        step = record.op_step or "?"
-        if record.op is Op.CREATE:
-            await self._teardown(record, timeout=ROLLBACK_STOP_TIMEOUT)
-            note = messages.interrupted_create(record.name, step)
-        elif record.op is Op.DESTROY:
-            await self._teardown(record, timeout=self.config.stop_timeout)
-            note = messages.interrupted_destroy(record.name, step)
-        else:
-            self.records.release(record.name)
-            nspawn = self._nspawn(record)
-            self.records.update(record.name, nspawn=nspawn,
-                                desired=Desired.RUNNING if nspawn else Desired.STOPPED)
-            note = messages.interrupted_other(str(record.op), record.name, step,
-                                              nspawn is not None)
-        if record.op_job is not None:
-            self.jobs.annotate(record.op_job, f"interrupted: {note}")
-        return note
+        return await self.teardown.recover(record)
 
     async def remove_image(self, image: str) -> None:
         """Delete an image unless a machine uses it (the tree is deleted off the loop)."""

@@ -10,8 +10,8 @@ def no_machine(name: str) -> str:
     return f"there is no machine `{name}`; `list` shows the machines"
 
 
-def rolled_back_meanwhile(name: str) -> str:
-    return f"there is no machine `{name}`; an interrupted create was rolled back"
+def gone_meanwhile(name: str, note: str) -> str:
+    return f"there is no machine `{name}` any more: {note}"
 
 
 def being_created(name: str, job: int | None) -> str:
@@ -113,6 +113,10 @@ def interrupted_other(op: str, name: str, step: str, running: bool) -> str:
             f"{'running' if running else 'stopped'}")
 
 
+def interrupted_job(note: str) -> str:
+    return f"interrupted: {note}"
+
+
 def remounted(name: str) -> str:
     return f"remounted the root of `{name}` (the host rebooted?)"
 
@@ -170,3 +174,25 @@ def copying(origin: Path) -> str:
 
 def unpacking(origin: Path) -> str:
     return f"unpacking {origin}"
+
+
+# Job results.
+
+def machine_is(name: str, state: str) -> str:
+    return f"`{name}` is {state}"
+
+
+def destroyed(name: str) -> str:
+    return f"`{name}` destroyed"
+
+
+def image_ready(name: str, size_bytes: int) -> str:
+    return f"image `{name}` ready ({size_bytes // 2**20} MiB)"
+
+
+def image_imported(name: str, size_bytes: int) -> str:
+    return f"image `{name}` imported ({size_bytes // 2**20} MiB)"
+
+
+def give_a_command() -> str:
+    return "give the command after `--`, e.g. `exec web1 -- uname -a`"

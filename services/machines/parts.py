@@ -20,14 +20,13 @@ start. A part that needs nothing at a point inherits the no-op from ``BasePart``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.core.progress import Progress
 from services.machines.records import MachineRecord
-
-Progress = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

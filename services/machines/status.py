@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from services.core.errors import InternalError
 from services.core.host import ProcessId
 from services.machines.records import Desired, MachineRecord, Op
 from services.machines.supervisor import leader_of
@@ -53,9 +54,16 @@ class MachineStatus:
         }
 
 
+BASE_FIELDS = frozenset({"name", "state", "image", "leader_pid", "nspawn_pid", "created_at",
+                         "features", "cpu", "memory_bytes", "clone", "operation"})
+
+
 def observe(record: MachineRecord, nspawn: ProcessId | None,
             details: dict[str, Any]) -> MachineStatus:
-    """The status of ``record``, given the nspawn process found running its root."""
+    """The status of ``record``, given the nspawn process found running its root and
+    the fields the parts describe (InternalError if a part would shadow a base field)."""
+    if clash := BASE_FIELDS & details.keys():
+        raise InternalError(f"machine parts describe reserved status fields: {sorted(clash)}")
     if record.op_alive:
         state = (MachineState.STOPPING if record.op in (Op.STOP, Op.DESTROY)
                  else MachineState.STARTING)

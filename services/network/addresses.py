@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,31 +57,35 @@ class AddressBook:
 
     def allocate(self, machine: str, family: Family,
                  request: AddressRequest) -> IPInterface | None:
-        """Give ``machine`` an address of ``family`` (replacing what it had).
+        """Give ``machine`` an address of ``family`` (replacing what it had)."""
+        return self.allocate_all(machine, {family: request}).get(family)
+
+    def allocate_all(self, machine: str, requests: Mapping[Family, AddressRequest]
+                     ) -> dict[Family, IPInterface]:
+        """Give ``machine`` the addresses asked for, all or none (one transaction);
+        families not in ``requests`` keep theirs. ``None`` removes a family's address,
+        ``AUTO`` of a family without a pool is no address. Returns what it has now.
 
         Raises InvalidInput for an address outside the pool or reserved, Conflict for one
         in use or an exhausted pool."""
-        if request is None:
-            self.release(machine, family)
-            return None
-        pool = self.pools.get(family)
-        if pool is None and isinstance(request, Auto):
-            return None  # the family is switched off ([network] …_pool = "none")
-        if pool is None:
-            raise InvalidInput(messages.no_pool(family))
         with self._store.transaction() as tx:
-            rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
-                              (str(family),)).fetchall()
-            taken = {ipaddress.ip_address(r["address"]): r["machine"] for r in rows
-                     if r["machine"] != machine}
-            chosen = (self._lowest_free(pool, set(taken)) if isinstance(request, Auto)
-                      else self._check(pool, request, taken))
-            tx.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
-                       (machine, str(family)))
-            tx.execute("INSERT INTO addresses (machine, family, address, prefixlen)"
-                       " VALUES (?, ?, ?, ?)",
-                       (machine, str(family), str(chosen.ip), chosen.network.prefixlen))
-        return chosen
+            for family, request in requests.items():
+                tx.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
+                           (machine, str(family)))
+                pool = self.pools.get(family)
+                if request is None or (pool is None and isinstance(request, Auto)):
+                    continue  # no address ([network] …_pool = "none" for AUTO)
+                if pool is None:
+                    raise InvalidInput(messages.no_pool(family))
+                rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
+                                  (str(family),)).fetchall()
+                taken = {ipaddress.ip_address(r["address"]): r["machine"] for r in rows}
+                chosen = (self._lowest_free(pool, set(taken)) if isinstance(request, Auto)
+                          else self._check(pool, request, taken))
+                tx.execute("INSERT INTO addresses (machine, family, address, prefixlen)"
+                           " VALUES (?, ?, ?, ?)",
+                           (machine, str(family), str(chosen.ip), chosen.network.prefixlen))
+        return self.of(machine)
 
     def _lowest_free(self, pool: Pool, taken: set[IPAddress]) -> IPInterface:
         reserved = pool.reserved()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from services.grammar import Family, HostPort, IPAddress, IPInterface, IPNetwork, PortProtocol
@@ -33,13 +34,9 @@ def address_taken(address: IPAddress, machine: str) -> str:
     return f"{address} is already used by `{machine}`"
 
 
-def addresses_summary(described: Mapping[str, Any]) -> str:
+def addresses(described: Mapping[str, Any], *, now: bool = False) -> str:
     shown = ", ".join(str(a) for a in described.values() if a) or "none"
-    return f"addresses: {shown}"
-
-
-def addresses_now(described: Mapping[str, Any]) -> str:
-    return "addresses now: " + (", ".join(str(a) for a in described.values() if a) or "none")
+    return f"addresses{' now' if now else ''}: {shown}"
 
 
 RESTART_FOR_ADDRESSES = "restarting the machine so it takes its new addresses"
@@ -83,3 +80,7 @@ def link_taken(link: str, machine: str) -> str:
     return (f"the host already has an interface {link}: another machine named `{machine}` "
             "runs on this host (another ctbot instance, or nspawn started by hand). Stop it, "
             "or pick another name")
+
+
+def export_dir(directory: Path) -> str:
+    return f"--dir `{directory}` must be an absolute path without `..`"

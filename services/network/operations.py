@@ -8,10 +8,16 @@ from typing import Any
 
 from services.core.job_runner import JobContext, JobRunner
 from services.core.jobs import JobResult
-from services.grammar import AddressRequest, Family, address_request, machine_name, request_text
+from services.core.progress import Progress
+from services.grammar import (
+    AddressRequest,
+    Family,
+    machine_name,
+    requests_from_json,
+    requests_to_json,
+)
 from services.machines.jobs import machine_result
 from services.machines.lifecycle import Machines
-from services.machines.parts import Progress
 from services.machines.records import MachineRecord, Op
 from services.machines.status import MachineStatus
 from services.network import messages
@@ -26,12 +32,11 @@ class Readdress:
     requests: dict[Family, AddressRequest]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, **{str(f): request_text(r) for f, r in self.requests.items()}}
+        return {"name": self.name, **requests_to_json(self.requests)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Readdress:
-        return cls(machine_name(str(data["name"])),
-                   {f: address_request(str(data[str(f)]), f) for f in Family if str(f) in data})
+        return cls(machine_name(str(data["name"])), requests_from_json(data))
 
 
 async def readdress(machines: Machines, net: Networking, args: Readdress, *,
@@ -40,8 +45,8 @@ async def readdress(machines: Machines, net: Networking, args: Readdress, *,
 
     async def change(record: MachineRecord) -> None:
         net.allocate(record.name, args.requests)
-        await progress(messages.addresses_now({str(f): a for f, a in
-                                               net.of(record.name).items()}))
+        await progress(messages.addresses({str(f): a for f, a in net.of(record.name).items()},
+                                          now=True))
         await net.apply_firewall()  # forwards follow the new addresses
 
     return await machines.reconfigure(args.name, Op.READDRESS, change, progress=progress,

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import Conflict
-from services.grammar import AUTO, AddressRequest, Family, address_request, request_text
-from services.machines.parts import BasePart, NspawnSettings, PartOptions, Progress
+from services.core.progress import Progress
+from services.grammar import AUTO, AddressRequest, Family, requests_from_json, requests_to_json
+from services.machines.parts import BasePart, NspawnSettings, PartOptions
 from services.machines.records import MachineRecord
 from services.network import messages
 from services.network.service import Networking
@@ -37,11 +38,11 @@ class Addressing:
         default_factory=lambda: {Family.V4: AUTO, Family.V6: AUTO})
 
     def to_json(self) -> dict[str, Any]:
-        return {str(f): request_text(r) for f, r in self.requests.items()}
+        return requests_to_json(self.requests)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Addressing:
-        return cls({f: address_request(str(data[str(f)]), f) for f in Family if str(f) in data})
+        return cls(requests_from_json(data))
 
 
 class NetworkPart(BasePart):
@@ -57,16 +58,17 @@ class NetworkPart(BasePart):
                        progress: Progress) -> None:
         requests = options.requests if isinstance(options, Addressing) else Addressing().requests
         self.net.allocate(machine.name, requests)
-        await progress(messages.addresses_summary(self.describe(machine)))
+        await progress(messages.addresses(self.describe(machine)))
 
     def write_files(self, machine: MachineRecord, root: Path) -> None:
         self.net.write_machine_files(root, machine.name)
 
     def settings(self, machine: MachineRecord) -> NspawnSettings:
-        # On the bridge if it has an address; otherwise a private network (loopback only).
+        # On the bridge if it has an address; without one, nothing: the settings
+        # template's default is a private network (loopback only).
         if self.net.of(machine.name):
             return NspawnSettings(network=(f"Bridge={self.net.config.bridge}",))
-        return NspawnSettings(network=("Private=yes",))
+        return NspawnSettings()
 
     async def before_start(self, machine: MachineRecord, progress: Progress) -> None:
         if self.net.of(machine.name):

@@ -8,9 +8,11 @@ Nothing here touches the host until a machine needs the network: opening ctbot (
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from services.core.errors import Conflict, NotFound
+from services.core.files import replace_file
 from services.core.store import Store
 from services.core.templating import render
 from services.grammar import AddressRequest, Family, HostPort, IPInterface, PortSpec
@@ -51,15 +53,19 @@ class Networking:
 
     # ------------------------------------------------------------------ per machine
 
-    def allocate(self, machine: str, requests: dict[Family, AddressRequest]) -> None:
-        for family, request in requests.items():
-            self.addresses.allocate(machine, family, request)
+    def allocate(self, machine: str, requests: Mapping[Family, AddressRequest]) -> None:
+        """All families or none (one transaction): a refused IPv6 leaves IPv4 as it was."""
+        self.addresses.allocate_all(machine, requests)
 
     async def release(self, machine: str) -> None:
-        """Free the machine's addresses and forwards; idempotent."""
+        """Free the machine's forwards and addresses; idempotent. The firewall is loaded
+        without its forwards *before* the rows go: if nft fails, the rows are still there
+        for the next attempt, and no rule is left pointing at an address handed out again."""
+        forwards = self._forwards.list()
+        if any(f.machine == machine for f in forwards):
+            await self.firewall.apply([f for f in forwards if f.machine != machine])
+            self._forwards.delete(machine)
         self.addresses.release(machine)
-        if self._forwards.delete(machine):
-            await self.apply_firewall()
 
     def of(self, machine: str) -> dict[Family, IPInterface]:
         return self.addresses.of(machine)
@@ -125,9 +131,6 @@ class Networking:
         directory.mkdir(parents=True, exist_ok=True)
         written = []
         for name, content in self.export_files().items():
-            path = directory / name
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(content)
-            tmp.rename(path)
-            written.append(path)
+            replace_file(directory / name, content.encode())
+            written.append(directory / name)
         return written

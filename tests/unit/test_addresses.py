@@ -110,3 +110,13 @@ def test_ports_used_by_host_programs_are_detected():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bound:
         bound.bind(("127.0.0.1", 0))
         assert bound.getsockname()[1] in host_ports_in_use(PortProtocol.UDP)
+
+
+def test_a_refused_family_leaves_every_family_as_it_was(book):
+    book.allocate_all("a", {Family.V4: AUTO, Family.V6: AUTO})
+    book.allocate("b", Family.V6, address_request("fd00:9::9/64", Family.V6))
+    before = book.of("a")
+    with pytest.raises(Conflict, match="already used by `b`"):
+        book.allocate_all("a", {Family.V4: address_request("10.9.0.6/29", Family.V4),
+                                Family.V6: address_request("fd00:9::9/64", Family.V6)})
+    assert book.of("a") == before  # the IPv4 change was not kept either

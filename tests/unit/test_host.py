@@ -58,7 +58,9 @@ async def test_timeout_kills_the_whole_process_group(tmp_path):
 async def test_cancel_terminates_the_program(tmp_path):
     pidfile = tmp_path / "child.pid"
     task = asyncio.create_task(host.run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"]))
+    deadline = time.monotonic() + 10
     while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the program never started"
         await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
