@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml
 venv: system-deps $(STAMP)
 
 run: venv
+	@# What this host lacks, if anything (a warning only: the bot starts either way).
+	@$(VENV)/bin/ctbot cmd "doctor --failing" || true
 	$(VENV)/bin/ctbot serve
 
 lint: venv

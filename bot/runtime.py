@@ -12,16 +12,19 @@ from handlers.dispatch import Dispatcher
 from handlers.registry import Registry
 from handlers.verbs import default_registry
 from services.core.audit import AuditLog
+from services.core.doctor import Check, Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobStore
 from services.core.store import Store
 from services.machines import jobs as machine_jobs
+from services.machines.checks import machine_checks
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.machines.records import MachineStore
 from services.machines.recovery import reconcile
 from services.machines.supervisor import choose_supervisor
 from services.network import operations as network_jobs
+from services.network.checks import network_checks
 from services.network.part import NetworkPart
 from services.network.service import Networking
 
@@ -57,10 +60,18 @@ class Runtime:
                             config=settings.machines)
         machine_jobs.register_jobs(jobs, machines)
         network_jobs.register_jobs(jobs, machines, networking)
+        async def host_checks() -> list[Check]:
+            return await machine_checks(settings.machines, settings.images)
+
+        async def net_checks() -> list[Check]:
+            running = any(m.leader_pid for m in machines.all())
+            return await network_checks(networking, machines_running=running)
+
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
             machines=machines, images=images, networking=networking,
+            doctor=Doctor([host_checks, net_checks]),
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,

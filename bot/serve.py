@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -108,8 +109,9 @@ async def _listen(settings: Settings, app: web.Application) -> web.AppRunner:
         await web.TCPSite(runner, settings.listen.host, settings.listen.port).start()
     except OSError as exc:
         await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ListenError(f"cannot listen on {settings.listen} ([http] listen / "
-                          f"CTBOT_LISTEN): {exc.strerror or exc}") from None
+                          f"CTBOT_LISTEN): {reason}") from None
     log.info("listening address=%s", settings.listen)
     return runner
 

@@ -1,8 +1,8 @@
 """A job's progress as ONE Slack message: posted once, then edited in place.
 
-Updates are coalesced to at most one ``chat.update`` per ``min_interval`` seconds
-(Slack rate-limits chat.update to about one per second per channel); the final state
-is always sent, at once.
+Updates are coalesced to at most one ``chat.update`` per ``min_interval`` seconds (2 s:
+Slack rate-limits chat.update to about one per second per channel, and a job's activity
+may change many times a second); the final state is always sent, at once.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def job_message(job: Job) -> tuple[str, list[dict[str, Any]]]:
 
 class SlackJobMessage:
     def __init__(self, client: AsyncWebClient, channel: str, *, jobs: JobStore | None = None,
-                 min_interval: float = 1.0) -> None:
+                 min_interval: float = 2.0) -> None:
         self._client = client
         self._channel = channel
         self._jobs = jobs

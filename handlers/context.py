@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from handlers.grammar import ParsedArgs, Signature
 from handlers.roles import Role, RolePolicy
 from services.core.audit import AuditLog, Outcome
+from services.core.doctor import Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobObserver
 from services.machines.images import Images
@@ -137,6 +138,7 @@ class Services:
     machines: Machines
     images: Images
     networking: Networking
+    doctor: Doctor
 
 
 @dataclass(frozen=True, slots=True)

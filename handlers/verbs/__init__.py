@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from handlers.registry import Registry
-from handlers.verbs import core, images, jobs, machines, network
+from handlers.verbs import core, host, images, jobs, machines, network
 
 
 def default_registry() -> Registry:
-    return Registry.from_modules(core, jobs, machines, images, network)
+    return Registry.from_modules(core, jobs, machines, images, network, host)

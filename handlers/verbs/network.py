@@ -84,13 +84,20 @@ async def run_net_export(inv: Invocation) -> Reply:
 
 
 @verb("port add", role=Role.OPERATOR, mutating=True,
-      positionals=[NAME, Positional("HOSTPORT:CTPORT[/PROTO]", parse=port_spec)])
+      positionals=[NAME, Positional("HOSTPORT:PORT", parse=port_spec)])
 async def run_port_add(inv: Invocation) -> Reply:
-    """Forward a host port to a machine port, over IPv4 and IPv6: `port add web1 8080:80`."""
+    """Forward a host port to a machine port, over IPv4 and IPv6: `port add web1 8080:80`.
+
+    TCP unless the ports end in `/udp` (`port add dns1 5353:53/udp`). The host port
+    answers on every address of the host and on 127.0.0.1; [::1] is refused at once
+    (Linux never routes ::1 off the host). From other machines it works when the host
+    routes for them (`[network] outbound = true`); otherwise connect to the machine's own
+    address. A host port a host program listens on is refused.
+    """
+    net = inv.services.networking
     inv.services.machines.require(inv.args["NAME"])
-    forward = await inv.services.networking.add_forward(
-        inv.args["NAME"], inv.args["HOSTPORT:CTPORT[/PROTO]"])
-    return Reply(data=forward.to_json(), view="port_added")
+    forward = await net.add_forward(inv.args["NAME"], inv.args["HOSTPORT:PORT"])
+    return Reply(data=forward.to_json() | net.forward_reach(), view="port_added")
 
 
 @verb("port list", role=Role.VIEWER, positionals=[OPTIONAL_NAME])
@@ -101,9 +108,9 @@ async def run_port_list(inv: Invocation) -> Reply:
 
 
 @verb("port remove", role=Role.OPERATOR, mutating=True,
-      positionals=[NAME, Positional("HOSTPORT[/PROTO]", parse=host_port)])
+      positionals=[NAME, Positional("HOSTPORT", parse=host_port)])
 async def run_port_remove(inv: Invocation) -> Reply:
-    """Stop forwarding a host port: `port remove web1 8080`."""
-    name, port = inv.args["NAME"], inv.args["HOSTPORT[/PROTO]"]
+    """Stop forwarding a host port: `port remove web1 8080` (`8080/udp` for UDP)."""
+    name, port = inv.args["NAME"], inv.args["HOSTPORT"]
     await inv.services.networking.remove_forward(name, port)
     return Reply(data={"removed": str(port), "machine": name}, view="port_removed")

@@ -6,10 +6,12 @@
      │    ├── NotFound         the thing named does not exist
      │    ├── Conflict         exists already, in use, or busy with another job
      │    ├── OperationFailed  the host could not do it (boot timeout, …); says what next
+     │    │    └── MissingProgram  a program ctbot runs is not installed; says which package
      │    └── PermissionDenied the caller's role is not enough
      └── InternalError        a bug or a host failure; logged with its traceback once,
           ├── StoreError       the user sees a short apology with a correlation id
           └── HostCommandFailed
+               └── CommandTimedOut
 
 Library errors are translated at the service boundary with ``raise X(...) from exc``.
 """
@@ -52,6 +54,17 @@ class OperationFailed(UserError):
     and what to look at next (e.g. a machine that did not finish booting)."""
 
 
+class MissingProgram(OperationFailed):
+    """A program ctbot runs is not installed on this host."""
+
+    def __init__(self, program: str, package: str | None) -> None:
+        how = (f"`apt-get install {package}`" if package else "install it")
+        super().__init__(f"`{program}` is not installed on this host: {how}, or run "
+                         "`make run`, which installs everything ctbot needs")
+        self.program = program
+        self.package = package
+
+
 class PermissionDenied(UserError):
     """The caller's role does not allow the command."""
 
@@ -73,3 +86,11 @@ class HostCommandFailed(InternalError):
         self.stderr = stderr
         status = "timed out" if returncode is None else f"exited {returncode}"
         super().__init__(f"{argv[0]} {status}: {stderr.strip()[-500:]}")
+
+
+class CommandTimedOut(HostCommandFailed):
+    """An external program did not finish within its timeout and was killed."""
+
+    def __init__(self, argv: Sequence[str], timeout: float) -> None:
+        super().__init__(argv, None, f"no answer within {timeout:.0f} s")
+        self.timeout = timeout

@@ -15,11 +15,12 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from services.core.errors import HostCommandFailed
+from services.core.errors import CommandTimedOut, HostCommandFailed, MissingProgram
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Completed:
     stderr: str
 
 
+LineHandler = Callable[[str], Awaitable[None]]
+
+
 async def run(
     argv: Sequence[str],
     *,
@@ -47,23 +51,42 @@ async def run(
     input: bytes | None = None,
     check: bool = True,
     max_output: int = 4 * 1024 * 1024,
+    on_line: LineHandler | None = None,
+    line_fd: int = 1,
 ) -> Completed:
     """Run a program to completion and capture its output.
 
     Output beyond ``max_output`` bytes per stream is dropped while the program runs (a
     command printing forever cannot fill ctbot's memory). On timeout or cancel, the
     program's whole process group is terminated, not only its first process.
+
+    ``on_line`` gets each line the program writes to ``line_fd`` as it comes: 1 (stdout)
+    or 2 (stderr), which are captured as well, or 3, an extra pipe the program finds
+    open as its fd 3 (debootstrap --debian-installer writes its progress there).
+    Raises MissingProgram, CommandTimedOut, HostCommandFailed (exit status, with check).
     """
     argv = tuple(str(a) for a in argv)
     log.debug("run %s", shlex.join(argv))
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**BASE_ENV, **(env or {})},
-        start_new_session=True,  # its own process group: signals reach all it forked
-    )
+    extra: tuple[int, int] | None = os.pipe() if on_line and line_fd == 3 else None
+    spawn_options: dict[str, Any] = {}
+    if extra is not None:
+        write_end = extra[1]
+        spawn_options = {"pass_fds": (3,), "preexec_fn": lambda: os.dup2(write_end, 3)}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**BASE_ENV, **(env or {})},
+            start_new_session=True,  # its own process group: signals reach all it forked
+            **spawn_options,
+        )
+    except FileNotFoundError:
+        raise missing(argv[0]) from None
+    finally:
+        if extra is not None:
+            os.close(extra[1])
 
     async def feed() -> None:
         if process.stdin is not None and input is not None:
@@ -72,20 +95,36 @@ async def run(
                 await process.stdin.drain()
             process.stdin.close()
 
-    async def collect(stream: asyncio.StreamReader | None) -> bytes:
-        kept = bytearray()
+    async def collect(stream: asyncio.StreamReader | None, fd: int) -> bytes:
+        kept, partial = bytearray(), b""
         while stream is not None and (chunk := await stream.read(65536)):
-            if len(kept) < max_output:
+            if len(kept) < max_output and fd != 3:
                 kept += chunk[: max_output - len(kept)]
+            if on_line is not None and fd == line_fd:
+                *lines, partial = (partial + chunk).split(b"\n")
+                for line in lines:
+                    await on_line(line.decode(errors="replace"))
         return bytes(kept)
 
+    async def collect_extra() -> None:
+        if extra is None:
+            return
+        reader = asyncio.StreamReader()
+        pipe = os.fdopen(extra[0], "rb", buffering=0)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        try:
+            await collect(reader, 3)
+        finally:
+            transport.close()
+
     try:
-        _, stdout, stderr, _ = await asyncio.wait_for(
-            asyncio.gather(feed(), collect(process.stdout), collect(process.stderr),
-                           process.wait()), timeout)
+        _, stdout, stderr, _, _ = await asyncio.wait_for(
+            asyncio.gather(feed(), collect(process.stdout, 1), collect(process.stderr, 2),
+                           collect_extra(), process.wait()), timeout)
     except TimeoutError:
         await _terminate(process)
-        raise HostCommandFailed(argv, None, f"no answer within {timeout:.0f} s") from None
+        raise CommandTimedOut(argv, timeout) from None
     except asyncio.CancelledError:
         await _terminate(process)
         raise
@@ -98,6 +137,21 @@ async def run(
     if check and result.returncode != 0:
         raise HostCommandFailed(argv, result.returncode, result.stderr or result.stdout)
     return result
+
+
+# The Debian package of each program ctbot runs (the Makefile installs them all).
+PACKAGES = {
+    "systemd-nspawn": "systemd-container", "machinectl": "systemd-container",
+    "debootstrap": "debootstrap", "nft": "nftables", "ip": "iproute2", "ping": "iputils-ping",
+    "mount": "mount", "umount": "mount", "nsenter": "util-linux", "tar": "tar",
+    "cp": "coreutils", "chroot": "coreutils", "systemctl": "systemd",
+}
+
+
+def missing(program: str) -> MissingProgram:
+    """The error for a program that is not installed, naming the package that has it."""
+    name = os.path.basename(program)
+    return MissingProgram(name, PACKAGES.get(name))
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> None:
@@ -125,17 +179,20 @@ def spawn_detached(argv: Sequence[str], *, log_path: Path,
     log.debug("spawn %s", shlex.join(argv))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**BASE_ENV, **(env or {})},
-            start_new_session=True,
-            close_fds=True,
-            # Only for joining a cgroup (os.open/os.write): nothing that takes locks.
-            preexec_fn=preexec,
-        )
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**BASE_ENV, **(env or {})},
+                start_new_session=True,
+                close_fds=True,
+                # Only for joining a cgroup (os.open/os.write): nothing that takes locks.
+                preexec_fn=preexec,
+            )
+        except FileNotFoundError:
+            raise missing(argv[0]) from None
     # While ctbot lives it is the child's parent and must reap it, or a powered-off
     # machine lingers as a zombie; reap_finished() does so whenever liveness is checked.
     # Once ctbot exits, init inherits and reaps the child.

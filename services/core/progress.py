@@ -8,6 +8,7 @@ job's one message (Slack), and it is cleared when the job ends.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 
@@ -29,3 +30,19 @@ class NoProgress:
 
     async def status(self, text: str) -> None:
         return None
+
+
+class Throttled:
+    """Passes an activity on at most every ``interval`` seconds (a program may report
+    thousands of times a minute; nobody reads that fast, and each is a store write)."""
+
+    def __init__(self, progress: Progress, interval: float = 0.5) -> None:
+        self._progress = progress
+        self._interval = interval
+        self._last = 0.0
+
+    async def status(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            await self._progress.status(text)

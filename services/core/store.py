@@ -117,6 +117,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN activity TEXT NOT NULL DEFAULT '';
     """,
+    # 8: what ctbot changed on the host (sysctls, its bridge, its nftables table)
+    """
+    CREATE TABLE host_changes (
+        key      TEXT PRIMARY KEY,
+        previous TEXT,
+        current  TEXT NOT NULL,
+        at       REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -41,6 +41,7 @@ def environment() -> jinja2.Environment:
     env.filters["when"] = _format_iso
     env.filters["job_icon"] = lambda state: _JOB_ICONS.get(str(state), "•")
     env.filters["nft_address"] = lambda a: f"[{a}]" if ":" in str(a) else str(a)
+    env.filters["nft_family"] = lambda a: "ip" if a.version == 4 else "ip6"
     return env
 
 

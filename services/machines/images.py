@@ -26,9 +26,10 @@ from typing import Any
 
 from services.core import host
 from services.core.errors import Conflict, InvalidInput, NotFound
-from services.core.progress import NoProgress, Progress
+from services.core.progress import NoProgress, Progress, Throttled
 from services.grammar import image_name
 from services.machines import messages, rootfs
+from services.machines.debootstrap import DebootstrapProgress
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +143,13 @@ class Images:
         await report(messages.debootstrap_started(suite, len(self.config.packages)))
         started = time.monotonic()
         argv = [
-            "debootstrap", "--variant=minbase",
+            "debootstrap", "--variant=minbase", "--debian-installer",
             f"--include={','.join(self.config.packages)}",
             # debootstrap takes no "--"; suite and mirror were validated, partial is ours.
             suite, str(partial), self.config.mirror,
         ]
-        await host.run(argv, timeout=DEBOOTSTRAP_TIMEOUT)
+        await host.run(argv, timeout=DEBOOTSTRAP_TIMEOUT, on_line=DebootstrapProgress(report),
+                       line_fd=3)
         await report(messages.debootstrap_done(time.monotonic() - started))
         _make_cloneable(partial)
         await host.run(["chroot", "--", str(partial), "apt-get", "clean"], timeout=120)
@@ -175,9 +177,13 @@ class Images:
                            timeout=DEBOOTSTRAP_TIMEOUT)
         elif origin.is_file() and _is_tarfile(origin):
             await report(messages.unpacking(origin))
+            # GNU tar reports the bytes read so far at each checkpoint (tar(1): --totals
+            # format "R: BYTES (…)"), every 1000 records of 10 KiB.
+            read = TarProgress(report, origin.stat().st_size)
             await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
+                            "--checkpoint=1000", "--checkpoint-action=echo=%T",
                             "--directory", str(partial), "--file", str(origin)],
-                           timeout=DEBOOTSTRAP_TIMEOUT)
+                           timeout=DEBOOTSTRAP_TIMEOUT, on_line=read, line_fd=2)
         else:
             shutil.rmtree(partial, ignore_errors=True)
             raise InvalidInput(messages.not_a_tree(origin))
@@ -246,3 +252,17 @@ def _is_tarfile(path: Path) -> bool:
     import tarfile  # with bz2 and lzma: a cost only an import should pay
 
     return tarfile.is_tarfile(path)
+
+
+class TarProgress:
+    """tar's checkpoint lines ("…R: 104857600 (100MiB, 1.2GiB/s)") as an activity."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self._status = Throttled(progress)
+        self._total = max(total, 1)
+
+    async def __call__(self, line: str) -> None:
+        _, found, rest = line.partition("R: ")
+        read = rest.split(" ", 1)[0]
+        if found and read.isdigit():
+            await self._status.status(messages.unpacked_bytes(int(read), self._total))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.core import host
-from services.core.errors import Conflict, OperationFailed
+from services.core.errors import CommandTimedOut, Conflict, OperationFailed
 from services.core.host import Completed
 from services.machines import console, messages
 from services.machines.enter import enter_argv
@@ -31,8 +31,11 @@ async def run(machines: Machines, name: str, argv: Sequence[str], *,
     """Run ``argv`` inside the machine; its exit status is part of the result.
     Conflict if it is not running; OperationFailed if the program cannot be run."""
     leader = _leader(machines, name)
-    result = await host.run(enter_argv(leader, list(argv)), check=False,
-                            timeout=timeout, max_output=OUTPUT_LIMIT)
+    try:
+        result = await host.run(enter_argv(leader, list(argv)), check=False,
+                                timeout=timeout, max_output=OUTPUT_LIMIT)
+    except CommandTimedOut:
+        raise OperationFailed(messages.exec_timed_out(name, argv[0], timeout)) from None
     if result.returncode == 127 or (result.returncode == 126 and not result.stdout):
         raise OperationFailed(messages.cannot_run(name, argv[0], result.stderr))
     return result

@@ -180,6 +180,7 @@ class Machines:
         await progress(messages.nspawn_started(nspawn.pid, self.supervisor.kind))
         self.records.step(name, "boot")
         if readiness is not None:
+            ticker = asyncio.create_task(_tick(progress, name, started))
             try:
                 await readiness.wait(nspawn, self.config.boot_timeout)
             except BootFailed:
@@ -189,6 +190,8 @@ class Machines:
             except BootTimeout:
                 raise OperationFailed(messages.boot_timeout(
                     name, self.config.boot_timeout, console.tail(paths.console_log, 8))) from None
+            finally:
+                ticker.cancel()
         self.records.update(name, desired=Desired.RUNNING)
         await progress(messages.booted(time.monotonic() - started))
         leader = leader_of(nspawn)
@@ -303,3 +306,10 @@ class Machines:
         """Delete an image unless a machine uses it (the tree is deleted off the loop)."""
         await asyncio.to_thread(self.images.remove, image,
                                 used_by=self.records.using_image(image))
+
+
+async def _tick(progress: Progress, name: str, started: float) -> None:
+    """While a machine boots: how long it has been booting, every second."""
+    while True:
+        await asyncio.sleep(1)
+        await progress.status(messages.booting(name, time.monotonic() - started))

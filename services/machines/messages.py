@@ -49,6 +49,11 @@ def cannot_run(name: str, program: str, stderr: str) -> str:
     return f"cannot run `{program}` in `{name}`: {stderr.strip()[-300:]}"
 
 
+def exec_timed_out(name: str, program: str, timeout: float) -> str:
+    return (f"`{program}` in `{name}` did not finish within {timeout:.0f} s and was killed; "
+            "give it longer with `--timeout SECONDS`")
+
+
 def stopped_while_booting(name: str, console: str, hint: str) -> str:
     return f"machine `{name}` stopped while booting. Its console said:\n{console}{hint}"
 
@@ -86,6 +91,10 @@ def configured(seconds: float) -> str:
 
 def nspawn_started(pid: int, supervisor: str) -> str:
     return f"started systemd-nspawn (pid {pid}, {supervisor})"
+
+
+def booting(name: str, seconds: float) -> str:
+    return f"booting `{name}`: {seconds:.0f} s, waiting for its systemd to report ready"
 
 
 def booted(seconds: float) -> str:
@@ -128,6 +137,10 @@ def found_running(name: str, pid: int) -> str:
 def found_stopped(name: str) -> str:
     return (f"`{name}` should be running but is not (powered off from inside, or the host "
             f"rebooted); `start {name}` starts it")
+
+
+def part_reconcile_failed(part: str) -> str:
+    return f"could not check the {part} side of the machines; see the log"
 
 
 def reconcile_failed(name: str) -> str:
@@ -174,6 +187,11 @@ def copying(origin: Path) -> str:
 
 def unpacking(origin: Path) -> str:
     return f"unpacking {origin}"
+
+
+def unpacked_bytes(done: int, total: int) -> str:
+    return (f"unpacking: {done / 2**20:.0f} of {total / 2**20:.0f} MiB "
+            f"({min(100, done * 100 // total)}%)")
 
 
 # Job results.

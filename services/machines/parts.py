@@ -11,7 +11,7 @@ cleans up after itself); a part decides from the machine's record whether it app
              [poweroff] → [remove the root] → release (in reverse order)
     reconfigure (net set, feature on|off)
              [change] → write_files → settings → (restart if running)
-    reconcile (every ctbot start, every minute in serve): reconcile
+    reconcile (every ctbot start, every minute in serve): reconcile, once for all machines
     status   describe
 
 Every hook must be idempotent: a teardown interrupted by a crash runs again from the
@@ -20,7 +20,8 @@ start. A part that needs nothing at a point inherits the no-op from ``BasePart``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,8 +82,11 @@ class MachinePart(Protocol):
         """Give back what ``allocate`` and later changes took; the machine is gone."""
         ...
 
-    async def reconcile(self, machine: MachineRecord, *, running: bool) -> list[str]:
-        """Repair drift of what this part owns; returns notes of what was found."""
+    async def reconcile(self, machines: Sequence[MachineRecord],
+                        running: AbstractSet[str]) -> list[str]:
+        """Once per reconcile round, with every machine no operation holds and the names
+        of those running: repair drift of what this part owns (on the host or per
+        machine); returns notes of what was found and done."""
         ...
 
     def describe(self, machine: MachineRecord) -> dict[str, Any]:
@@ -121,7 +125,8 @@ class BasePart:
     async def release(self, machine: MachineRecord) -> None:
         return None
 
-    async def reconcile(self, machine: MachineRecord, *, running: bool) -> list[str]:
+    async def reconcile(self, machines: Sequence[MachineRecord],
+                        running: AbstractSet[str]) -> list[str]:
         return []
 
     def describe(self, machine: MachineRecord) -> dict[str, Any]:

@@ -14,9 +14,12 @@ log = logging.getLogger(__name__)
 
 async def reconcile(machines: Machines) -> list[str]:
     """Recover stale operations, notice machines that stopped or were started by hand,
-    remount roots after a host reboot, and let each part repair what it owns. Returns
-    what was found; one machine that cannot be reconciled never stops the others."""
+    remount roots after a host reboot, then let each part repair what it owns (once,
+    for all machines). Returns what was found; one machine or part that cannot be
+    reconciled never stops the others."""
     notes: list[str] = []
+    idle: list[MachineRecord] = []
+    running: set[str] = set()
     for snapshot in machines.records.all():
         record = machines.records.find(snapshot.name)  # fresh: others may act meanwhile
         if record is None or record.op_alive:
@@ -27,16 +30,27 @@ async def reconcile(machines: Machines) -> list[str]:
                 if machines.records.take_over(record):
                     notes.append(await machines.recover(record))
                 continue
-            notes += await _reconcile_idle(machines, record)
+            found, up = await _reconcile_idle(machines, record)
+            notes += found
+            idle.append(record)
+            if up:
+                running.add(record.name)
         except Exception:
             log.exception("reconcile of %s failed; will retry", record.name)
             notes.append(messages.reconcile_failed(record.name))
+    for part in machines.parts:
+        try:
+            notes += await part.reconcile(idle, running)
+        except Exception:
+            log.exception("reconcile of part %s failed; will retry", part.name)
+            notes.append(messages.part_reconcile_failed(part.name))
     for note in notes:
         log.warning("reconcile: %s", note)
     return notes
 
 
-async def _reconcile_idle(machines: Machines, record: MachineRecord) -> list[str]:
+async def _reconcile_idle(machines: Machines, record: MachineRecord) -> tuple[list[str], bool]:
+    """Notes on one machine no operation holds, and whether it runs."""
     notes = []
     paths = machines.paths(record.name)
     if (record.clone_method is not None and machines.images.exists(record.image)
@@ -50,6 +64,4 @@ async def _reconcile_idle(machines: Machines, record: MachineRecord) -> list[str
     elif nspawn is None and record.desired is Desired.RUNNING:
         machines.records.update(record.name, desired=Desired.STOPPED, nspawn=None)
         notes.append(messages.found_stopped(record.name))
-    for part in machines.parts:
-        notes += await part.reconcile(record, running=nspawn is not None)
-    return notes
+    return notes, nspawn is not None

@@ -7,20 +7,20 @@ systemd-networkd file, so they survive reboots of the machine.
 
 The bridge is made idempotently: an existing bridge whose addresses match is accepted;
 one that differs is reported and left alone. pyroute2 is imported only here, and only
-when a bridge is looked at: it costs ~100 ms, which `ctbot cmd list` must not pay.
+when something changes: it costs ~100 ms, which `ctbot cmd list` must not pay (looking
+goes through services/network/links.py).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from services.core.errors import InternalError, OperationFailed
 from services.grammar import Family, IPInterface
 from services.network import messages
 from services.network.addresses import Pool
+from services.network.links import Link, host_links
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute
@@ -28,22 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IFA_F_NODAD = 0x02  # linux/if_addr.h: usable at once, no duplicate address detection
-IFF_UP = 0x01  # linux/if.h
 
 
 def _iproute() -> AsyncIPRoute:
     from pyroute2 import AsyncIPRoute
 
     return AsyncIPRoute()
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeState:
-    name: str
-    exists: bool
-    is_bridge: bool
-    addresses: tuple[IPInterface, ...]
-    up: bool
 
 
 class HostBridge:
@@ -55,37 +45,20 @@ class HostBridge:
     def gateways(self) -> tuple[IPInterface, ...]:
         return tuple(pool.gateway for pool in self.pools.values())
 
-    async def state(self) -> BridgeState:
-        async with _iproute() as ipr:
-            found = await ipr.link_lookup(ifname=self.name)
-            if not found:
-                return BridgeState(self.name, False, False, (), False)
-            index = found[0]
-            link = (await ipr.link("get", index=index))[0]
-            info = link.get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            addresses = []
-            async for msg in await ipr.addr("dump", index=index):
-                address = msg.get_attr("IFA_ADDRESS")
-                if address and not address.startswith("fe80:"):
-                    addresses.append(ipaddress.ip_interface(f"{address}/{msg['prefixlen']}"))
-            return BridgeState(self.name, True, kind == "bridge", tuple(addresses),
-                               bool(link["flags"] & IFF_UP))
-
     async def ensure(self) -> list[str]:
         """Make the bridge if missing; accept it if it matches; OperationFailed naming
         the differences if it does not (someone else's interface is never clobbered)."""
         from pyroute2.netlink.exceptions import NetlinkError
 
-        state = await self.state()
-        if state.exists:
-            problems = self._differences(state)
+        state = (await host_links()).get(self.name)
+        if state is not None:
+            problems = self.differences(state)
             if problems:
                 note = messages.foreign_bridge(self.name, problems)
                 log.warning("%s", note)
                 raise OperationFailed(note)
             if not state.up:
-                await self._set_up()
+                await self.set_up(self.name)
             return []
         try:
             async with _iproute() as ipr:
@@ -102,16 +75,34 @@ class HostBridge:
                  ",".join(map(str, self.gateways)))
         return [messages.bridge_created(self.name, self.gateways)]
 
-    def _differences(self, state: BridgeState) -> list[str]:
+    def differences(self, state: Link) -> list[str]:
+        """Why an existing interface of the bridge's name is not the bridge ctbot wants."""
         problems = []
-        if not state.is_bridge:
+        if state.kind != "bridge":
             problems.append("it is not a bridge")
         for gateway in self.gateways:
             if gateway not in state.addresses:
                 problems.append(f"it lacks the gateway address {gateway}")
         return problems
 
-    async def _set_up(self) -> None:
+    async def set_up(self, link: str) -> None:
+        """Bring ``link`` (the bridge, or a machine's link on it) up."""
         async with _iproute() as ipr:
-            index = (await ipr.link_lookup(ifname=self.name))[0]
+            index = (await ipr.link_lookup(ifname=link))[0]
             await ipr.link("set", index=index, state="up")
+
+    async def attach(self, link: str) -> None:
+        """Enslave ``link`` (a machine's host-side veth) to the bridge, and bring it up."""
+        async with _iproute() as ipr:
+            index = (await ipr.link_lookup(ifname=link))[0]
+            bridge = (await ipr.link_lookup(ifname=self.name))[0]
+            await ipr.link("set", index=index, master=bridge, state="up")
+
+    async def delete(self) -> bool:
+        """Delete the bridge (its machines' links fall off it); False if there is none."""
+        async with _iproute() as ipr:
+            found = await ipr.link_lookup(ifname=self.name)
+            if not found:
+                return False
+            await ipr.link("del", index=found[0])
+        return True

@@ -84,3 +84,58 @@ def link_taken(link: str, machine: str) -> str:
 
 def export_dir(directory: Path) -> str:
     return f"--dir `{directory}` must be an absolute path without `..`"
+
+
+# Drift, repairs and host changes.
+
+def bridge_gone(bridge: str) -> str:
+    return f"bridge {bridge} was gone: made it again"
+
+
+def bridge_was_down(bridge: str) -> str:
+    return f"bridge {bridge} was down: brought it up"
+
+
+def link_gone(machine: str, link: str) -> str:
+    return (f"`{machine}` runs but its host-side link {link} is gone: it has no network "
+            f"until `restart {machine}`")
+
+
+def link_reattached(machine: str, link: str, bridge: str, master: str | None) -> str:
+    was = f"on {master}" if master else "on no bridge"
+    return f"`{machine}`'s link {link} was {was}: attached it to {bridge} again"
+
+
+def table_reloaded(table: str) -> str:
+    return f"nftables table inet {table} was missing or changed: loaded it again"
+
+
+def table_deleted(table: str) -> str:
+    return f"deleted the nftables table inet {table}"
+
+
+def bridge_deleted(bridge: str) -> str:
+    return f"deleted bridge {bridge}"
+
+
+def sysctl_set(setting: str) -> str:
+    return f"set {setting}"
+
+
+def sysctl_restored(path: Path, value: str) -> str:
+    return f"restored {sysctl_name(path)} = {value}"
+
+
+def sysctl_left(path: Path, value: str) -> str:
+    return (f"left {sysctl_name(path)} as it is: it is no longer {value}, the value ctbot "
+            "set, so someone else changed it since")
+
+
+def sysctl_name(path: Path) -> str:
+    """``/proc/sys/net/ipv4/ip_forward`` → ``net.ipv4.ip_forward`` (sysctl(8) notation)."""
+    return ".".join(path.relative_to("/proc/sys").parts)
+
+
+def teardown_refused(machines: list[str]) -> str:
+    return (f"machines exist ({', '.join(machines)}): destroy them first; `host teardown` "
+            "only undoes ctbot's changes to an empty host")

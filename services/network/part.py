@@ -4,32 +4,21 @@ bridge in the .nspawn settings, the host side before boot, everything freed at t
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.core.errors import Conflict
 from services.core.progress import Progress
 from services.grammar import AUTO, AddressRequest, Family, requests_from_json, requests_to_json
 from services.machines.parts import BasePart, NspawnSettings, PartOptions
 from services.machines.records import MachineRecord
 from services.network import messages
+from services.network.links import wait_link_free
 from services.network.service import Networking
 
 PART_NAME = "network"
-LINK_GONE_TIMEOUT = 3.0  # seconds for the kernel to delete a stopped machine's veth
-
-
-def nspawn_link_names(machine: str) -> tuple[str, ...]:
-    """The host-side interfaces nspawn makes for a machine: ``vb-NAME`` with
-    ``--network-bridge``/``Bridge=``, ``ve-NAME`` with ``--network-veth``
-    (systemd-nspawn(1)). Machine names are at most 12 characters so these fit IFNAMSIZ."""
-    return (f"vb-{machine}", f"ve-{machine}")
-
-
 @dataclass(frozen=True, slots=True)
 class Addressing:
     """The addresses asked for at `create` (``--ipv4``/``--ipv6``), per family."""
@@ -72,9 +61,15 @@ class NetworkPart(BasePart):
 
     async def before_start(self, machine: MachineRecord, progress: Progress) -> None:
         if self.net.of(machine.name):
-            await _check_link_free(machine.name)
+            await wait_link_free(machine.name)
             for note in await self.net.ensure_host():
                 await progress(note)
+
+    async def reconcile(self, machines: Sequence[MachineRecord],
+                        running: AbstractSet[str]) -> list[str]:
+        """The host side of running machines with addresses, repaired if it drifted."""
+        on_bridge = [m.name for m in machines if m.name in running and self.net.of(m.name)]
+        return await self.net.repair(on_bridge) if on_bridge else []
 
     async def release(self, machine: MachineRecord) -> None:
         await self.net.release(machine.name)
@@ -82,15 +77,3 @@ class NetworkPart(BasePart):
     def describe(self, machine: MachineRecord) -> dict[str, Any]:
         addresses = self.net.of(machine.name)
         return {str(f): str(addresses[f]) if f in addresses else None for f in Family}
-
-
-async def _check_link_free(machine: str) -> None:
-    """A ``vb-NAME`` that outlives the machine's own stop (the kernel removes it within
-    moments) belongs to another machine of the same name on this host: another ctbot
-    instance, or nspawn started by hand. Say so, instead of nspawn's "File exists"."""
-    link = Path("/sys/class/net") / nspawn_link_names(machine)[0]
-    deadline = time.monotonic() + LINK_GONE_TIMEOUT
-    while link.exists():
-        if time.monotonic() > deadline:
-            raise Conflict(messages.link_taken(link.name, machine))
-        await asyncio.sleep(0.1)

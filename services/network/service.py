@@ -8,11 +8,13 @@ Nothing here touches the host until a machine needs the network: opening ctbot (
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from services.core.errors import Conflict, NotFound
 from services.core.files import replace_file
+from services.core.host_changes import HostChanges
 from services.core.store import Store
 from services.core.templating import render
 from services.grammar import AddressRequest, Family, HostPort, IPInterface, PortSpec
@@ -23,6 +25,7 @@ from services.network.bridge import HostBridge
 from services.network.config import NetworkConfig
 from services.network.firewall import Firewall, host_ports_in_use
 from services.network.forwards import ForwardTable, PortForward
+from services.network.links import host_links, nspawn_link_names
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +37,76 @@ NETWORKD_UNIT = "/lib/systemd/system/systemd-networkd.service"
 class Networking:
     def __init__(self, store: Store, config: NetworkConfig) -> None:
         self.config = config
+        self.changes = HostChanges(store)
         self.addresses = AddressBook(store, config.pools)
         self.bridge = HostBridge(config.bridge, config.pools)
-        self.firewall = Firewall(config, lock_path=Path(store.path).parent / "nftables.lock")
+        self.firewall = Firewall(config, lock_path=Path(store.path).parent / "nftables.lock",
+                                 changes=self.changes)
         self._forwards = ForwardTable(store, self.addresses)
 
     # ------------------------------------------------------------------ host side
 
     async def ensure_host(self) -> list[str]:
-        """The bridge and the firewall table, made or checked; idempotent."""
+        """The bridge, the firewall table and the sysctls they need; idempotent."""
         notes = await self.bridge.ensure()
+        if notes:
+            self.changes.record(f"bridge:{self.config.bridge}", "created")
         await self.apply_firewall()
-        self.firewall.enable_forwarding()
+        notes += [messages.sysctl_set(s) for s in self.firewall.ensure_host_settings()]
         return notes
+
+    async def repair(self, running: Sequence[str]) -> list[str]:
+        """Put back what ctbot owns on the host side of running machines ``running``:
+        the bridge (made again, or brought up), each machine's link on it (attached
+        again), the nftables table (loaded again if flushed or edited), the sysctls.
+        Returns what it found and did; a foreign bridge is reported, never changed."""
+        notes: list[str] = []
+        links = await host_links()
+        bridge = links.get(self.config.bridge)
+        if bridge is None:
+            await self.ensure_host()
+            notes.append(messages.bridge_gone(self.config.bridge))
+            links = await host_links()
+        elif problems := self.bridge.differences(bridge):
+            return [messages.foreign_bridge(self.config.bridge, problems)]
+        elif not bridge.up:
+            await self.bridge.set_up(self.config.bridge)
+            notes.append(messages.bridge_was_down(self.config.bridge))
+        for machine in running:
+            link = links.get(nspawn_link_names(machine)[0])
+            if link is None:
+                notes.append(messages.link_gone(machine, nspawn_link_names(machine)[0]))
+            elif link.master != self.config.bridge or not link.up:
+                await self.bridge.attach(link.name)
+                notes.append(messages.link_reattached(machine, link.name, self.config.bridge,
+                                                      link.master))
+        if await self.firewall.drifted():
+            await self.apply_firewall()
+            notes.append(messages.table_reloaded(self.config.nft_table))
+        notes += [messages.sysctl_set(s) for s in self.firewall.ensure_host_settings()]
+        return notes
+
+    async def teardown_host(self) -> list[str]:
+        """Undo every host change ctbot recorded: its nftables table, its bridge, and
+        the sysctls it changed (back to their values before, unless someone changed them
+        since). The caller makes sure no machine is left."""
+        done = []
+        if await self.firewall.delete():
+            done.append(messages.table_deleted(self.config.nft_table))
+        for change in self.changes.all():
+            kind, _, what = change.key.partition(":")
+            if kind == "bridge" and what == self.config.bridge:
+                if await self.bridge.delete():
+                    done.append(messages.bridge_deleted(what))
+            elif kind == "sysctl" and change.previous is not None:
+                path = Path(what)
+                if path.exists() and path.read_text().strip() == change.current:
+                    path.write_text(change.previous)
+                    done.append(messages.sysctl_restored(path, change.previous))
+                elif path.exists():  # someone changed it since: theirs now
+                    done.append(messages.sysctl_left(path, change.current))
+            self.changes.forget(change.key)
+        return done
 
     async def apply_firewall(self) -> None:
         await self.firewall.apply(self._forwards.list())
@@ -108,6 +168,10 @@ class Networking:
             raise
         return next(f for f in self.forwards(machine)
                     if (f.host_port, f.protocol) == (spec.host_port, spec.protocol))
+
+    def forward_reach(self) -> dict[str, Any]:
+        """Where a forward answers besides the host's addresses (`port add` says so)."""
+        return {"loopback": ["127.0.0.1"], "from_machines": self.config.outbound}
 
     async def remove_forward(self, machine: str, port: HostPort) -> None:
         if not self._forwards.delete(machine, port.port, port.protocol):

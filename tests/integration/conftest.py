@@ -40,6 +40,17 @@ class Host:
     nft_table: str
     env: dict[str, str]
     keep: set[str] = field(default_factory=set)  # machines shared by several tests
+    netns: str | None = None  # ctbot runs in this network namespace (a routing host)
+
+    @property
+    def prefix(self) -> list[str]:
+        """Runs a program where ctbot's network is: the netns, or nothing extra."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """A program on ctbot's side of the network (the host, or its netns)."""
+        return subprocess.run([*self.prefix, *argv], capture_output=True, text=True,
+                              timeout=timeout, check=False)
 
     @property
     def machines_dir(self) -> Path:
@@ -51,7 +62,8 @@ class Host:
 
     def ctbot(self, text: str, *flags: str, timeout: float = 300
               ) -> subprocess.CompletedProcess[str]:
-        return run_ctbot("cmd", text, *flags, env=self.env, timeout=timeout)
+        return run_ctbot("cmd", text, *flags, env=self.env, timeout=timeout,
+                         prefix=self.prefix)
 
     def json(self, text: str, *flags: str) -> dict:
         result = self.ctbot(text, "--json", *flags)
@@ -97,9 +109,26 @@ def host_env() -> Iterator[Host]:
 
 
 def _teardown(host: Host) -> None:
-    remove_everything(host.env, base=host.base, bridge=host.bridge, nft_table=host.nft_table)
-    left = leftovers(base=host.base, bridge=host.bridge, nft_table=host.nft_table)
+    remove_everything(host.env, base=host.base, bridge=host.bridge, nft_table=host.nft_table,
+                      netns=host.netns)
+    left = leftovers(base=host.base, bridge=host.bridge, nft_table=host.nft_table,
+                     netns=host.netns)
     assert not left, f"the suite left behind: {', '.join(left)}"
+
+
+@pytest.fixture(scope="module")
+def routed_host(host_env: Host) -> Iterator[Host]:
+    """A second ctbot, in a network namespace of its own, with ``[network] outbound =
+    true``: the host routes for its machines. Forwarding is turned on in that namespace
+    only, never on the real host; the namespace and all in it are gone afterwards."""
+    run = isolate(kind="route", image=IMAGE, images_dir=IMAGES_DIR, ipv4_prefix="10.236",
+                  extra_config="[machines]\nboot_timeout = 90\n", outbound=True, netns=True)
+    host = Host(run.base, bridge=run.bridge, nft_table=run.nft_table, env=run.env,
+                netns=run.netns)
+    try:
+        yield host
+    finally:
+        _teardown(host)
 
 
 @pytest.fixture

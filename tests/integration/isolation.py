@@ -38,35 +38,53 @@ class Isolation:
     ipv4_pool: ipaddress.IPv4Network
     ipv6_pool: ipaddress.IPv6Network
     env: dict[str, str]
+    netns: str | None = None  # ctbot runs in this network namespace, if set
+
+    @property
+    def prefix(self) -> list[str]:
+        """What runs a program in the run's network namespace (nothing without one)."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []
 
 
 def isolate(*, kind: str, image: str, images_dir: Path, ipv4_prefix: str,
-            extra_config: str = "") -> Isolation:
-    """A fresh base under /var/tmp and a config naming the run's own network."""
+            extra_config: str = "", outbound: bool = False,
+            netns: bool = False) -> Isolation:
+    """A fresh base under /var/tmp and a config naming the run's own network.
+
+    ``netns``: ctbot runs in a network namespace of the run's own (`ip netns add`), so
+    that ``outbound = true`` turns on forwarding there, never on the host: sysctls under
+    /proc/sys/net, links, routes and nftables are all per network namespace."""
     base = Path(tempfile.mkdtemp(prefix=f"ctbot-{kind}-", dir="/var/tmp"))
     tag = secrets.token_hex(2)
     octet = 100 + secrets.randbelow(100)
+    namespace = f"ctbot-{kind}-{tag}" if netns else None
+    if namespace:
+        subprocess.run(["ip", "netns", "add", namespace], check=True)
+        subprocess.run(["ip", "-n", namespace, "link", "set", "lo", "up"], check=True)
     isolation = Isolation(
         base=base, bridge=f"ctb{kind[0]}-{tag}", nft_table=f"ctbot_{kind}_{tag}",
         ipv4_pool=ipaddress.IPv4Network(f"{ipv4_prefix}.{octet}.0/24"),
         ipv6_pool=ipaddress.IPv6Network(f"fd39:{octet:x}:{tag}::/64"),
         env={"CTBOT_CONFIG": str(base / "ctbot.toml"), "CTBOT_STATE_DIR": str(base / "state"),
              "CTBOT_MACHINES_DIR": str(base / "machines"),
-             "CTBOT_IMAGES_DIR": str(images_dir)})
+             "CTBOT_IMAGES_DIR": str(images_dir)},
+        netns=namespace)
     (base / "ctbot.toml").write_text(
         f'[images]\ndefault = "{image}"\n{extra_config}'
         f'[network]\nbridge = "{isolation.bridge}"\nipv4_pool = "{isolation.ipv4_pool}"\n'
         f'ipv6_pool = "{isolation.ipv6_pool}"\nnft_table = "{isolation.nft_table}"\n'
-        'outbound = false\n')
+        f'outbound = {"true" if outbound else "false"}\n')
     return isolation
 
 
 def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None = None,
-                      nft_table: str | None = None) -> None:
-    listed = run_ctbot("cmd", "list", "--json", env=env, timeout=120)
+                      nft_table: str | None = None, netns: str | None = None) -> None:
+    prefix = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
+    listed = run_ctbot("cmd", "list", "--json", env=env, timeout=120, prefix=prefix)
     if listed.returncode == 0:
         for machine in json.loads(listed.stdout)["machines"]:
-            run_ctbot("cmd", f"destroy {machine['name']}", "--yes", env=env, timeout=120)
+            run_ctbot("cmd", f"destroy {machine['name']}", "--yes", env=env, timeout=120,
+                      prefix=prefix)
     machines_dir = base / "machines"
     if machines_dir.is_dir():
         for root in machines_dir.iterdir():
@@ -81,6 +99,9 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
     if not any(clones.is_mounted(p) for p in machines_dir.glob("*")) \
             if machines_dir.is_dir() else True:
         shutil.rmtree(base, ignore_errors=True)
+    if netns:  # its bridge, links, table and sysctls go with it
+        subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
+        return
     if nft_table:
         subprocess.run(["nft", "delete", "table", "inet", nft_table], check=False,
                        capture_output=True)
@@ -88,9 +109,13 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
         subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
 
 
-def leftovers(*, base: Path, bridge: str | None, nft_table: str | None) -> list[str]:
+def leftovers(*, base: Path, bridge: str | None, nft_table: str | None,
+              netns: str | None = None) -> list[str]:
     """What of a run is still on the host (should be nothing after remove_everything)."""
     found = []
+    if netns and netns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                         text=True).stdout.split():
+        found.append(f"network namespace {netns}")
     if base.exists():
         found.append(f"directory {base}")
     mounts = Path("/proc/self/mountinfo").read_text()

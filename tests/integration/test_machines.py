@@ -235,3 +235,13 @@ def test_exec_runs_with_no_more_rights_than_the_machine(host: Host):
     assert leader_bounding in shown["stdout"] and "NoNewPrivs:\t1" in shown["stdout"]
     # …and it is in the machine's namespaces: its PID 1 is the machine's systemd.
     assert host.json("exec priv1 -- cat /proc/1/comm")["stdout"] == "systemd\n"
+
+
+def test_exec_timeout_is_the_users_and_says_so(host: Host):
+    host.create("slow1", "--ipv4 none", "--ipv6 none")
+    started = time.monotonic()
+    result = host.ctbot("exec slow1 --timeout 1 -- sleep 30")
+    assert result.returncode == 1, result.stdout + result.stderr  # the user's, not ours
+    assert "did not finish within 1 s" in result.stdout and "--timeout" in result.stdout
+    assert time.monotonic() - started < 20
+    assert host.json("exec slow1 -- true")["exit_code"] == 0  # and the machine is fine

@@ -12,32 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Host, inside
-
-
-def system_ping(address: str) -> bool:
-    version = ipaddress.ip_interface(address).version
-    ip = str(ipaddress.ip_interface(address).ip)
-    return subprocess.run(["ping", f"-{version}", "-c", "1", "-W", "2", ip],
-                          capture_output=True, check=False).returncode == 0
-
-
-def serve_tcp(host: Host, name: str, port: int, answer: str) -> None:
-    """A TCP server inside the machine (systemd's socket activation: no extra package)."""
-    result = host.ctbot(f"exec {name} -- systemd-run --unit=tcp{port} systemd-socket-activate "
-                        f"--listen={port} --accept --inetd echo {answer}")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def tcp_from(leader: int, address: str, port: int) -> str:
-    """Connect from inside a machine with bash's /dev/tcp and return what was sent."""
-    ip = str(ipaddress.ip_interface(address).ip)
-    return inside(leader, "bash", "-c", f"exec 3<>/dev/tcp/{ip}/{port}; cat <&3").stdout
-
-
-def tcp_from_host(address: str, port: int) -> bytes:
-    with socket.create_connection((address, port), timeout=5) as sock:
-        sock.settimeout(5)
-        return sock.recv(100)
+from tests.integration.probes import serve_tcp, system_ping, tcp_from, tcp_from_host
 
 
 @pytest.fixture(scope="module")

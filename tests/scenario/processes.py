@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,8 +22,10 @@ def ctbot_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_ctbot(*args: str, env: Mapping[str, str], timeout: float = 60,
-              stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CTBOT, *args], env=ctbot_env(env), cwd=REPO, input=stdin,
+              stdin: str | None = None, prefix: Sequence[str] = ()
+              ) -> subprocess.CompletedProcess[str]:
+    """``prefix``: what to run ctbot under, e.g. ``nsenter --net=…`` for a netns host."""
+    return subprocess.run([*prefix, *CTBOT, *args], env=ctbot_env(env), cwd=REPO, input=stdin,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

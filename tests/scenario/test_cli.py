@@ -56,3 +56,74 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
                        env={"CTBOT_STATE_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "[http] listen" in result.stderr and "HOST:PORT" in result.stderr
+
+
+def test_options_work_before_and_after_the_subcommand(tmp_path):
+    config = tmp_path / "ctbot.toml"
+    config.write_text('[roles]\nviewers = ["U0VIEW01"]\n')
+    env = {"CTBOT_STATE_DIR": str(tmp_path)}
+    for argv in (("--config", str(config), "cmd", "whoami", "--as", "U0VIEW01"),
+                 ("cmd", "whoami", "--as", "U0VIEW01", "--config", str(config)),
+                 ("cmd", "--config", str(config), "--as", "U0VIEW01", "whoami")):
+        result = run_ctbot(*argv, env=env)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert "with the viewer role" in result.stdout, argv
+    # The README's form: serve with --config after the subcommand (stdin at EOF stops it).
+    served = run_ctbot("serve", "--config", str(config), env=env, stdin="")
+    assert served.returncode == 0, served.stderr
+
+
+def test_plain_ctbot_and_help_read_well(tmp_path):
+    plain = run_ctbot(env={"CTBOT_STATE_DIR": str(tmp_path)})
+    assert plain.returncode == 2 and "say what to do" in plain.stderr
+    assert "required: action" not in plain.stderr
+    helped = run_ctbot("--help", env={"CTBOT_STATE_DIR": str(tmp_path)})
+    assert helped.returncode == 0 and "``" not in helped.stdout
+    assert "serve" in helped.stdout and "cmd" in helped.stdout
+
+
+def test_help_columns_line_up(tmp_path):
+    result = run_ctbot("cmd", "help", env={"CTBOT_STATE_DIR": str(tmp_path)})
+    rows = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    summaries = {line.index(v["summary"]) for line, v in zip(rows, json.loads(
+        run_ctbot("cmd", "help", "--json", env={"CTBOT_STATE_DIR": str(tmp_path)}).stdout
+    )["verbs"], strict=True)}
+    assert len(summaries) == 1, "every summary starts in the same column"
+    assert any("port add NAME HOSTPORT:PORT" in row for row in rows)
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path):
+    import subprocess
+
+    from tests.scenario.processes import CTBOT, REPO, ctbot_env
+
+    process = subprocess.Popen([*CTBOT, "cmd", "help"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE,
+                               env=ctbot_env({"CTBOT_STATE_DIR": str(tmp_path)}))
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # `| head -0`: nobody reads
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(30) == 0
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+def test_a_user_without_a_role_is_told_how_to_get_one(tmp_path):
+    result = run_ctbot("cmd", "whoami", "--as", "U0NOBODY1", env={"CTBOT_STATE_DIR": str(tmp_path)})
+    assert "have no role on this bot" in result.stdout and "none role" not in result.stdout
+
+
+def test_progress_is_shown_once_on_stderr_and_the_outcome_once_on_stdout(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/os-release").write_text("ID=tiny\n")
+    import subprocess
+
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tmp_path / "tiny.tar"), "."], check=True)
+    env = {"CTBOT_STATE_DIR": str(tmp_path / "state")}
+    result = run_ctbot("cmd", f"image import tiny {tmp_path / 'tiny.tar'}", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    both = result.stdout + result.stderr
+    assert both.count("unpacking") == 1, both
+    assert "unpacking" in result.stderr
+    assert "image `tiny` imported" in result.stdout and "succeeded" in result.stdout

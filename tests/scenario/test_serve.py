@@ -135,3 +135,28 @@ async def test_restart_tells_slack_how_a_job_cut_off_by_a_crash_ended(tmp_path, 
         stop(process)
     shown = str(update[0].body["blocks"])
     assert "interrupted" in shown and "ctbot stopped while this job ran" in shown
+
+
+def test_a_busy_port_is_one_line_naming_the_setting(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"CTBOT_STATE_DIR": str(tmp_path), "CTBOT_LISTEN": f"127.0.0.1:{port}"}
+        # Slack over HTTP needs the listener: one line, exit 2.
+        slack = subprocess.run(
+            [*CTBOT, "serve"], cwd=REPO, capture_output=True, text=True, timeout=30,
+            stdin=subprocess.DEVNULL, check=False,
+            env=ctbot_env(env | {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s"}))
+        assert slack.returncode == 2
+        errors = [line for line in slack.stderr.splitlines() if line.startswith("ctbot:")]
+        assert errors == [f"ctbot: cannot listen on 127.0.0.1:{port} ([http] listen / "
+                          "CTBOT_LISTEN): Address already in use"], slack.stderr
+        assert "Traceback" not in slack.stderr
+        # The console alone takes no port: it starts all the same.
+        console = subprocess.run(
+            [*CTBOT, "serve"], cwd=REPO, capture_output=True, text=True, timeout=30,
+            input="whoami\n", check=False, env=ctbot_env(env))
+        assert console.returncode == 0 and "You are local" in console.stdout

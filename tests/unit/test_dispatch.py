@@ -13,6 +13,7 @@ from handlers.registry import Registry, verb
 from handlers.roles import Role, RolePolicy
 from handlers.verbs import core, default_registry
 from services.core.audit import AuditLog, Outcome
+from services.core.doctor import Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobStore
 from services.core.store import Store
@@ -64,7 +65,7 @@ def dispatcher(tmp_path) -> Dispatcher:
                                               stop_timeout=5))
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
-                               images=images, networking=networking))
+                               images=images, networking=networking, doctor=Doctor([])))
 
 
 def request(text: str, user: str = "U0ADMIN", **kw) -> CommandRequest:

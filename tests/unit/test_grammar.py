@@ -77,3 +77,36 @@ def test_usage_line_is_generated_from_the_signature():
 def test_suggest_returns_none_when_nothing_is_close():
     assert suggest("zzzz", ["create", "destroy"]) is None
     assert suggest("creat", ["create", "destroy"]) == "did you mean `create`?"
+
+
+@pytest.mark.parametrize("raw", ["٨٠٨٠", "8080" + "0" * 16, "1_000", "+80", " 80", "0", "65536"])
+def test_ports_have_one_grammar_for_numbers(raw):
+    from services.grammar import host_port, port, port_spec
+
+    with pytest.raises(InvalidInput, match=r"not a port|give the host port"):
+        port(raw)
+    with pytest.raises(InvalidInput):
+        port_spec(f"{raw}:80")
+    with pytest.raises(InvalidInput, match="give the host port"):
+        host_port(raw)
+
+
+@pytest.mark.parametrize("raw", ["١٢", "9" * 20, "1e3", "-1"])
+def test_counts_and_job_ids_take_ascii_digits_only(raw):
+    from services.grammar import count, job_id, seconds
+
+    with pytest.raises(InvalidInput):
+        count(raw, maximum=100)
+    with pytest.raises(InvalidInput):
+        job_id(raw)
+    with pytest.raises(InvalidInput):
+        seconds(raw, maximum=600)
+
+
+def test_durations_and_sizes():
+    from services.grammar import memory_limit, seconds, size
+
+    assert seconds("90", maximum=600) == 90 and seconds("5m", maximum=600) == 300
+    assert size("512M") == 512 * 2**20 and size("1.5GiB") == int(1.5 * 2**30)
+    with pytest.raises(InvalidInput, match="too small"):
+        memory_limit("16M")

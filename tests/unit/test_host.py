@@ -79,3 +79,26 @@ async def test_output_beyond_the_bound_is_dropped_while_the_program_runs():
 async def test_stdin_is_dev_null_without_input():
     result = await host.run(["sh", "-c", "cat; echo end"], timeout=5)
     assert result.stdout == "end\n"
+
+
+async def test_lines_are_handed_over_as_they_come_from_stdout_or_fd_3():
+    seen: list[str] = []
+
+    async def line(text: str) -> None:
+        seen.append(text)
+
+    result = await host.run(["sh", "-c", "echo one; echo two; printf three"], on_line=line)
+    assert seen == ["one", "two"] and result.stdout == "one\ntwo\nthree"
+    seen.clear()
+    result = await host.run(["sh", "-c", "echo P: 1 2 >&3; echo out; echo P: 2 2 >&3"],
+                            on_line=line, line_fd=3)
+    assert seen == ["P: 1 2", "P: 2 2"] and result.stdout == "out\n"
+
+
+async def test_a_missing_program_says_which_and_how_to_get_it():
+    from services.core.errors import MissingProgram
+
+    with pytest.raises(MissingProgram, match="`debootstrap-nonexistent` is not installed"):
+        await host.run(["debootstrap-nonexistent", "--version"])
+    with pytest.raises(MissingProgram, match="apt-get install nftables"):
+        raise host.missing("/usr/sbin/nft")

@@ -4,7 +4,7 @@ import pytest
 
 from services.core.errors import InvalidInput
 from services.grammar import MACHINE_NAME_MAX, bridge_name, image_name, machine_name
-from services.network.part import nspawn_link_names
+from services.network.links import nspawn_link_names
 
 
 @pytest.mark.parametrize("good", ["a", "web1", "db-primary", "a" * MACHINE_NAME_MAX, "x9"])

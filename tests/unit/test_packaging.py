@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from handlers.views import render_view
+from services.core.host_changes import HostChanges
+from services.core.store import Store
 from services.core.templating import environment, render
 from services.grammar import Family, PortProtocol
 from services.machines.parts import NspawnSettings
@@ -96,15 +98,17 @@ def test_the_nspawn_settings_carry_the_parts_lines_and_default_to_no_network():
 
 @pytest.mark.skipif(shutil.which("nft") is None or os.geteuid() != 0,
                     reason="nft --check needs nft and root (netlink)")
-def test_the_nftables_table_is_accepted_by_nft():
+def test_the_nftables_table_is_accepted_by_nft(tmp_path):
     pools = {Family.V4: Pool(Family.V4, ipaddress.ip_network("10.231.0.0/24")),
              Family.V6: Pool(Family.V6, ipaddress.ip_network("fd00:1::/64"))}
     firewall = Firewall(NetworkConfig(bridge="ctbr0", pools=pools, nft_table="ctbot_check"),
-                        lock_path=Path("/nonexistent"))
+                        lock_path=Path("/nonexistent"),
+                        changes=HostChanges(Store(tmp_path / "db.sqlite3")))
     ruleset = firewall.ruleset([PortForward(
         8080, PortProtocol.TCP, "web1", 80,
         (ipaddress.ip_address("10.231.0.2"), ipaddress.ip_address("fd00:1::2")))])
     assert "dnat ip to 10.231.0.2:80" in ruleset and "dnat ip6 to [fd00:1::2]:80" in ruleset
+    assert 'iifname "ctbr0" ip daddr 127.0.0.0/8 drop' in ruleset  # CVE-2020-8558 guard
     # --check: parsed and evaluated by the kernel's nftables in a dry run, nothing applied.
     checked = subprocess.run(["nft", "--check", "-f", "-"], input=ruleset, text=True,
                              capture_output=True, check=False)
