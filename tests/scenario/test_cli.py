@@ -127,3 +127,18 @@ def test_progress_is_shown_once_on_stderr_and_the_outcome_once_on_stdout(tmp_pat
     assert both.count("unpacking") == 1, both
     assert "unpacking" in result.stderr
     assert "image `tiny` imported" in result.stdout and "succeeded" in result.stdout
+
+
+def test_doctor_lists_each_check_with_ok_detail_and_fix(tmp_path):
+    result = run_ctbot("cmd", "doctor", "--json", env={"CTBOT_STATE_DIR": str(tmp_path)})
+    assert result.returncode in (0, 1), result.stderr  # 1: this host lacks something
+    report = json.loads(result.stdout)
+    names = {c["name"] for c in report["checks"]}
+    assert {"systemd-nspawn", "cgroups", "overlayfs", "user namespaces", "inotify",
+            "programs", "bridge", "nftables"} <= names
+    assert all(set(c) == {"name", "ok", "detail", "fix"} for c in report["checks"])
+    assert report["ok"] == all(c["ok"] for c in report["checks"])
+    assert (result.returncode == 0) == report["ok"]
+    failing = run_ctbot("cmd", "doctor --failing", "--json",
+                        env={"CTBOT_STATE_DIR": str(tmp_path)})
+    assert all(not c["ok"] for c in json.loads(failing.stdout)["checks"])

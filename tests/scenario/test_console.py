@@ -70,6 +70,9 @@ def test_console_reads_commands_from_a_pipe_until_eof(tmp_path):
     assert "You are local with the admin role" in result.stdout
     assert "usage: whoami" in result.stdout
     assert "ctbot> " not in result.stdout  # no prompt when not on a terminal
+    # The log went to a file, not between the replies.
+    assert "level=" not in result.stdout and "level=" not in result.stderr
+    assert "started" in (tmp_path / "ctbot.log").read_text()
 
 
 def test_sigterm_stops_serve_while_the_console_waits_for_input(tmp_path):

@@ -119,3 +119,16 @@ def test_every_template_compiles():
     env = environment()
     for name in env.list_templates(extensions=["j2"]):
         env.get_template(name)
+
+
+def test_image_list_has_column_headers_and_aligned_rows():
+    text = render_view("image_list", {"images": [
+        {"name": "bookworm", "suite": "bookworm", "size_bytes": 203_000_000,
+         "source": "debootstrap", "used_by": ["web1"]},
+        {"name": "bookworm-docker-2026", "suite": "bookworm", "size_bytes": 1000,
+         "source": "import:/tmp/x.tar", "used_by": []}]})
+    header, *rows = text.splitlines()
+    assert header.split()[:4] == ["NAME", "SUITE", "SIZE", "SOURCE"]
+    suite_column = header.index("SUITE")
+    for row, name in zip(rows, ("bookworm", "bookworm-docker-2026"), strict=True):
+        assert row.startswith(name) and row[suite_column:].startswith("bookworm ")
