@@ -1,7 +1,9 @@
 """Inside a running machine: run a command, read its journal.
 
-Both go through services/machines/enter.py, which enters the machine's namespaces and
-drops to the machine's capability bounding set first.
+A command runs as a unit of the machine's own systemd (services/machines/enter.py), so
+it gets the machine's cgroup, limits, device policy and seccomp filter. The journal is
+read by the host's own journalctl from the machine's files (``--root``): nothing of the
+machine's is executed to show its logs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from services.machines.enter import enter_argv
 from services.machines.lifecycle import Machines
 
 OUTPUT_LIMIT = 64 * 1024  # bytes per stream: replies must fit in chat
-ENOEXEC_OR_ENOENT = (126, 127)  # sh(1) conventions, which enter.py follows
+NOT_RUNNABLE, ENTER_FAILED = 127, 125  # enter.py's exit codes (sh(1), env(1) conventions)
 
 
 def _leader(machines: Machines, name: str) -> int:
@@ -36,7 +38,7 @@ async def run(machines: Machines, name: str, argv: Sequence[str], *,
                                 timeout=timeout, max_output=OUTPUT_LIMIT)
     except CommandTimedOut:
         raise OperationFailed(messages.exec_timed_out(name, argv[0], timeout)) from None
-    if result.returncode == 127 or (result.returncode == 126 and not result.stdout):
+    if result.returncode in (ENTER_FAILED, NOT_RUNNABLE):
         raise OperationFailed(messages.cannot_run(name, argv[0], result.stderr))
     return result
 
@@ -46,8 +48,9 @@ async def journal(machines: Machines, name: str, lines: int) -> str:
     status = machines.status(name)
     if status.leader_pid is None:
         return console.tail(machines.paths(name).console_log, lines)
-    result = await host.run(
-        enter_argv(status.leader_pid, ["journalctl", "--no-pager", "--output=short-iso",
-                                       f"--lines={lines}"]),
-        check=False, timeout=30, max_output=OUTPUT_LIMIT)
+    # --root: the machine's journal files, read by the host's journalctl; paths in the
+    # machine (a symlinked /var/log/journal, say) resolve inside its root.
+    result = await host.run(["journalctl", f"--root={machines.paths(name).root}", "--no-pager",
+                             "--output=short-iso", f"--lines={lines}"],
+                            check=False, timeout=30, max_output=OUTPUT_LIMIT)
     return result.stdout or result.stderr
