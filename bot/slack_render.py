@@ -37,7 +37,9 @@ def normalize_slack_text(text: str) -> str:
 
 def text_blocks(text: str) -> list[Block]:
     """Sections of at most SECTION_LIMIT characters; several lines go in a code block."""
-    body = text.strip() or " "
+    # Slack reads &, < and > as markup (<!channel>, <@U…>, links): text from users and
+    # machines is shown as it is, never as a mention (Slack: "Escaping text").
+    body = html.escape(text.strip(), quote=False) or " "
     chunks = [body[i:i + SECTION_LIMIT] for i in range(0, len(body), SECTION_LIMIT)]
     if "\n" in body:
         chunks = [f"```{c}```" for c in chunks]
@@ -63,4 +65,4 @@ def render_blocks(reply: Reply, *, command_text: str | None = None) -> list[dict
 
 def notification_text(reply: Reply) -> str:
     first = reply.text.strip().split("\n", 1)[0]
-    return first[:300] or "ctbot"
+    return html.escape(first[:300], quote=False) or "ctbot"

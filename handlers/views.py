@@ -2,15 +2,39 @@
 
 The template sees each key of the data as a variable, and the whole mapping as ``data``.
 What a verb shows as text is therefore always what its ``--json`` says.
+
+Every string is made inert first: text from a machine (its output, its journal) or typed
+by a user (an audited command) may carry terminal escapes that would recolour, hide or
+retitle what an operator reads. Control characters other than newline and tab are shown
+as ``\\xNN``; a template shows a field that must stay on one line with ``|oneline``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from services.core.templating import render
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def inert(text: str) -> str:
+    """``text`` with control characters (but newline and tab) escaped as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _inert_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return inert(value)
+    if isinstance(value, Mapping):
+        return {k: _inert_all(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_inert_all(v) for v in value]
+    return value
+
 
 def render_view(view: str, data: Mapping[str, Any]) -> str:
-    return render(f"replies/{view}.txt.j2", data=data, **data).rstrip("\n")
+    safe = _inert_all(data)
+    return render(f"replies/{view}.txt.j2", data=safe, **safe).rstrip("\n")

@@ -42,6 +42,8 @@ def address_flag(family: Family, default: str) -> Flag:
          parse=image_name),
     Flag("cpu", "CPU limit in CPUs, e.g. 1.5", "N", parse=cpu),
     Flag("memory", "memory limit, e.g. 512M or 2G", "SIZE", parse=memory_limit),
+    Flag("pids", "most processes at once (default 16384)", "N",
+         parse=lambda raw: count(raw, maximum=4_194_304)),
     Flag("no-start", "create it stopped"),
     address_flag(Family.V4, "auto (default)"),
     address_flag(Family.V6, "auto (default)"),
@@ -58,7 +60,7 @@ async def run_create(inv: Invocation) -> Reply:
     addressing = Addressing({f: inv.args.flags.get(str(f), AUTO) for f in Family})
     return await run_job(inv, "machine.create", CreateSpec(
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
-        cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"),
+        cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"), pids=inv.args.get("pids"),
         start=not inv.args.get("no-start"), options={NETWORK: addressing}))
 
 

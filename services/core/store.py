@@ -126,6 +126,11 @@ MIGRATIONS: tuple[str, ...] = (
         at       REAL NOT NULL
     );
     """,
+    # 9: a machine's process limit, and what an operation in flight must be able to undo
+    """
+    ALTER TABLE machines ADD COLUMN pids INTEGER;
+    ALTER TABLE machines ADD COLUMN op_data TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -138,6 +143,8 @@ class Store:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path.parent.stat().st_mode & 0o077:  # machines' layers live below it
+                path.parent.chmod(0o700)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a migration
             # and its version bump commit together or not at all.
             self._conn = sqlite3.connect(

@@ -42,6 +42,9 @@ def environment() -> jinja2.Environment:
     env.filters["job_icon"] = lambda state: _JOB_ICONS.get(str(state), "•")
     env.filters["nft_address"] = lambda a: f"[{a}]" if ":" in str(a) else str(a)
     env.filters["nft_family"] = lambda a: "ip" if a.version == 4 else "ip6"
+    # A field that must stay on one line (an audited command, a job's error in a list):
+    # a newline in it cannot start what looks like a new entry.
+    env.filters["oneline"] = lambda text: str(text).replace("\r", "\\r").replace("\n", "\\n")
     return env
 
 

@@ -1,8 +1,17 @@
-"""CPU and memory limits for machines run by the direct backend (no systemd PID 1).
+"""Each machine's own cgroup, in every hierarchy, made and joined before nspawn starts
+(the direct supervisor; under systemd the unit gets its own cgroup and these limits as
+unit properties).
 
-Under systemd the unit carries CPUQuota=/MemoryMax=. Without it, ctbot makes one cgroup
-per machine itself — ``ctbot/NAME`` in the v2 hierarchy, or in the v1 ``cpu`` and
-``memory`` hierarchies on hybrid hosts — and nspawn is started inside it.
+    HIERARCHY/ctbot/GROUP            the machine's limits: cpu, memory, pids, devices
+    HIERARCHY/ctbot/GROUP/machine    where nspawn and the machine run (v1 controllers)
+
+nspawn gives the machine a cgroup namespace rooted where it starts, so the limits sit
+one level *above* what the machine can see or write: its root cannot lift them by
+mounting a controller itself. Every hierarchy gets the machine's own group — on a hybrid
+host started from the cgroup2 root, nspawn would otherwise put every machine into one
+shared ``/payload`` (seen on these hosts). Devices follow systemd-nspawn@.service's
+``DevicePolicy=closed`` (the pseudo devices, ptys, /dev/net/tun) without the loop and
+device-mapper entries, which serve only ``--image`` — ctbot never uses it.
 """
 
 from __future__ import annotations
@@ -21,19 +30,28 @@ log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CFS_PERIOD_US = 100_000
+DEFAULT_PIDS = 16384  # TasksMax= of systemd-nspawn@.service
+LEAF = "machine"
+# devices.allow lines (Documentation/admin-guide/cgroup-v1/devices.rst): type major:minor
+# access. systemd-nspawn@.service: DevicePolicy=closed ("/dev/null, /dev/zero, /dev/full,
+# /dev/random, /dev/urandom, /dev/tty, /dev/ptmx"), DeviceAllow=/dev/net/tun rwm,
+# char-pts rw. "m" lets nspawn create these nodes in the machine's /dev.
+ALLOWED_DEVICES = (
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  # null … urandom
+    "c 5:0 rwm", "c 5:2 rwm",  # tty, ptmx
+    "c 136:* rwm",  # pts (char-pts)
+    "c 10:200 rwm",  # net/tun
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     cpu: float | None = None  # CPUs' worth of time, e.g. 1.5
     memory_bytes: int | None = None
-
-    @property
-    def any(self) -> bool:
-        return self.cpu is not None or self.memory_bytes is not None
+    pids: int = DEFAULT_PIDS
 
 
-def _unified() -> bool:
+def unified_only() -> bool:
     return (CGROUP_ROOT / "cgroup.controllers").is_file()
 
 
@@ -43,48 +61,85 @@ def group_name(name: str, root: Path) -> str:
     return f"{name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
 
 
-def cgroup_dirs(group: str) -> list[Path]:
-    if _unified():
-        return [CGROUP_ROOT / "ctbot" / group]
-    return [CGROUP_ROOT / "cpu" / "ctbot" / group, CGROUP_ROOT / "memory" / "ctbot" / group]
+def hierarchies() -> list[Path]:
+    """Every mounted hierarchy: the cgroup2 root on a unified host; on a hybrid or legacy
+    host each v1 controller, name=systemd, and cgroup2 at unified/ when present."""
+    if unified_only():
+        return [CGROUP_ROOT]
+    return sorted(p for p in CGROUP_ROOT.iterdir()
+                  if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists())
+
+
+def _is_v1_controller(hierarchy: Path) -> bool:
+    return not unified_only() and hierarchy.name not in ("systemd", "unified")
 
 
 def prepare(group: str, limits: Limits) -> list[Path]:
-    """Create the machine's cgroup(s) with its limits; returns the dirs to join."""
-    if not limits.any:
-        return []
-    dirs = cgroup_dirs(group)
+    """Create the machine's group in every hierarchy, with its limits; returns the
+    directories nspawn joins. InternalError if the kernel refuses."""
+    joined = []
     try:
-        if _unified():
-            (CGROUP_ROOT / "ctbot").mkdir(exist_ok=True)
-            with contextlib.suppress(OSError):  # enable controllers for children
-                (CGROUP_ROOT / "ctbot" / "cgroup.subtree_control").write_text("+cpu +memory")
-            dirs[0].mkdir(exist_ok=True)
-            if limits.cpu is not None:
-                quota = int(limits.cpu * CFS_PERIOD_US)
-                (dirs[0] / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
-            if limits.memory_bytes is not None:
-                (dirs[0] / "memory.max").write_text(str(limits.memory_bytes))
-        else:
-            cpu_dir, memory_dir = dirs
-            for d in dirs:
-                d.mkdir(parents=True, exist_ok=True)
-            if limits.cpu is not None:
-                (cpu_dir / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-                (cpu_dir / "cpu.cfs_quota_us").write_text(str(int(limits.cpu * CFS_PERIOD_US)))
-            if limits.memory_bytes is not None:
-                (memory_dir / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+        for hierarchy in hierarchies():
+            top = hierarchy / "ctbot"
+            top.mkdir(exist_ok=True)
+            own = top / group
+            if hierarchy == CGROUP_ROOT and unified_only():
+                with contextlib.suppress(OSError):  # controllers for the children
+                    (top / "cgroup.subtree_control").write_text("+cpu +memory +pids")
+                own.mkdir(exist_ok=True)
+                _set_v2(own, limits)
+                joined.append(own)
+                continue
+            own.mkdir(exist_ok=True)
+            if not _is_v1_controller(hierarchy):
+                joined.append(own)  # nspawn makes its payload/supervisor groups below
+                continue
+            if hierarchy.name == "cpuset":
+                _inherit_cpuset(hierarchy, top)
+                _inherit_cpuset(top, own)
+            _set_v1(hierarchy.name, own, limits)
+            leaf = own / LEAF
+            leaf.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":
+                _inherit_cpuset(own, leaf)
+            joined.append(leaf)
     except OSError as exc:
-        raise InternalError(f"cannot set resource limits for {group}: {exc}") from exc
-    return dirs
+        raise InternalError(f"cannot set up the cgroups of {group}: {exc}") from exc
+    return joined
+
+
+def _set_v2(own: Path, limits: Limits) -> None:
+    if limits.cpu is not None:
+        (own / "cpu.max").write_text(f"{int(limits.cpu * CFS_PERIOD_US)} {CFS_PERIOD_US}")
+    if limits.memory_bytes is not None:
+        (own / "memory.max").write_text(str(limits.memory_bytes))
+    (own / "pids.max").write_text(str(limits.pids))
+
+
+def _set_v1(controller: str, own: Path, limits: Limits) -> None:
+    if controller == "cpu" and limits.cpu is not None:
+        (own / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (own / "cpu.cfs_quota_us").write_text(str(int(limits.cpu * CFS_PERIOD_US)))
+    elif controller == "memory" and limits.memory_bytes is not None:
+        (own / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+    elif controller == "pids":
+        (own / "pids.max").write_text(str(limits.pids))
+    elif controller == "devices":
+        (own / "devices.deny").write_text("a")  # children inherit the list at creation
+        for rule in ALLOWED_DEVICES:
+            (own / "devices.allow").write_text(rule)
+
+
+def _inherit_cpuset(parent: Path, child: Path) -> None:
+    """A v1 cpuset group takes no process until it has CPUs and memory nodes."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not (child / name).read_text().strip():
+            (child / name).write_text((parent / name).read_text().strip())
 
 
 def join_function(dirs: list[Path]) -> Callable[[], None]:
-    """A preexec function that moves the child into ``dirs`` before it execs nspawn.
-
-    Joining before exec (not after spawn) means nspawn and everything it forks are
-    inside the limits from their first instruction.
-    """
+    """A preexec function that moves the child into ``dirs`` before it execs nspawn:
+    nspawn and everything it forks are inside the limits from their first instruction."""
     paths = [str(d / "cgroup.procs") for d in dirs]
 
     def join() -> None:
@@ -99,11 +154,25 @@ def join_function(dirs: list[Path]) -> Callable[[], None]:
 
 
 def remove(group: str) -> None:
-    """Remove the machine's cgroups once nothing runs in them."""
-    for d in cgroup_dirs(group):
-        try:
-            d.rmdir()
-        except FileNotFoundError:
-            continue  # the machine had no limits
-        except OSError as exc:
-            log.warning("cannot remove cgroup path=%s error=%s", d, exc.strerror)
+    """Remove the machine's groups (deepest first) once nothing runs in them."""
+    for hierarchy in hierarchies():
+        own = hierarchy / "ctbot" / group
+        if not own.is_dir():
+            continue
+        for directory, _, _ in sorted(os.walk(own), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(directory)
+            except OSError as exc:
+                log.warning("cannot remove cgroup path=%s error=%s", directory, exc.strerror)
+
+
+def usage(group: str) -> dict[str, int]:
+    """What the machine uses now: ``pids`` (tasks), ``memory_bytes``, where readable."""
+    found: dict[str, int] = {}
+    for hierarchy in hierarchies():
+        own = hierarchy / "ctbot" / group
+        for key, name in (("pids", "pids.current"), ("memory_bytes", "memory.current"),
+                          ("memory_bytes", "memory.usage_in_bytes")):
+            with contextlib.suppress(OSError, ValueError):
+                found.setdefault(key, int((own / name).read_text()))
+    return found

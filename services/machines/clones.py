@@ -67,7 +67,11 @@ async def clone(image_root: Path, paths: MachinePaths) -> CloneMethod:
     paths.layers.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths.upper.mkdir(exist_ok=True)
     paths.work.mkdir(exist_ok=True)
+    # Machines' roots hold what their root put there (setuid files, device nodes): the
+    # directory they live in is for the host's root only, as /var/lib/machines is.
     paths.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if paths.root.parent.stat().st_mode & 0o077:
+        paths.root.parent.chmod(0o700)
     paths.root.mkdir(exist_ok=True, mode=0o755)
     try:
         await mount_overlay(image_root, paths)

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from services.core import host
-from services.core.errors import Conflict, InvalidInput, NotFound
+from services.core.errors import (
+    CommandTimedOut,
+    Conflict,
+    HostCommandFailed,
+    InvalidInput,
+    NotFound,
+)
 from services.core.progress import NoProgress, Progress, Throttled
 from services.grammar import image_name
 from services.machines import messages, rootfs
@@ -119,12 +125,20 @@ class Images:
                 return self.get(name)
             return await self._build(name, suite=suite, progress=progress)
 
+    def _ensure_dir(self) -> None:
+        """The images directory, reachable by root only: an image may hold setuid files
+        and device nodes (a tarball's, or Debian's own), which must not be usable by
+        other users of the host (as /var/lib/machines is 0700)."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.dir.stat().st_mode & 0o077:
+            self.dir.chmod(0o700)
+
     @contextlib.asynccontextmanager
     async def _lock(self, name: str) -> AsyncIterator[None]:
-        """One build or import of a name at a time, across processes (flock, waited for
-        in a thread so the event loop keeps serving meanwhile)."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        with open(self.dir / f".{name}.lock", "w") as lock:
+        """One build or import at a time, across processes (one flock for all: they are
+        rare and slow anyway; waited for in a thread so the event loop keeps serving)."""
+        self._ensure_dir()
+        with open(self.dir / ".lock", "w") as lock:
             await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -171,6 +185,18 @@ class Images:
             raise InvalidInput(messages.relative_path(origin))
         report = progress or NoProgress()
         partial = self._fresh_partial(name)
+        try:
+            await self._unpack(origin, partial, report)
+        except BaseException:
+            # Nothing of a failed import stays (a half-unpacked tree may already hold
+            # setuid files).
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            raise
+        _make_cloneable(partial)
+        return self._publish(name, partial, suite="unknown", source=f"import:{origin}",
+                             packages=())
+
+    async def _unpack(self, origin: Path, partial: Path, report: Progress) -> None:
         if origin.is_dir():
             await report(messages.copying(origin))
             await host.run(["cp", "-a", "--reflink=auto", "--", f"{origin}/.", str(partial)],
@@ -180,19 +206,19 @@ class Images:
             # GNU tar reports the bytes read so far at each checkpoint (tar(1): --totals
             # format "R: BYTES (…)"), every 1000 records of 10 KiB.
             read = TarProgress(report, origin.stat().st_size)
-            await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
-                            "--checkpoint=1000", "--checkpoint-action=echo=%T",
-                            "--directory", str(partial), "--file", str(origin)],
-                           timeout=DEBOOTSTRAP_TIMEOUT, on_line=read, line_fd=2)
+            try:
+                await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
+                                "--checkpoint=1000", "--checkpoint-action=echo=%T",
+                                "--directory", str(partial), "--file", str(origin)],
+                               timeout=DEBOOTSTRAP_TIMEOUT, on_line=read, line_fd=2)
+            except HostCommandFailed as exc:
+                if isinstance(exc, CommandTimedOut):
+                    raise
+                raise InvalidInput(messages.bad_tarball(origin, exc.stderr)) from None
         else:
-            shutil.rmtree(partial, ignore_errors=True)
             raise InvalidInput(messages.not_a_tree(origin))
         if not (partial / "etc").is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
             raise InvalidInput(messages.not_a_root(origin))
-        _make_cloneable(partial)
-        return self._publish(name, partial, suite="unknown", source=f"import:{origin}",
-                             packages=())
 
     def remove(self, name: str, *, used_by: Sequence[str]) -> None:
         image = self.get(name)
@@ -204,7 +230,7 @@ class Images:
         shutil.rmtree(image.path)
 
     def _fresh_partial(self, name: str) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._ensure_dir()
         partial = self.dir / f".{name}.partial"
         if partial.exists():
             log.warning("removing an unfinished image build path=%s", partial)

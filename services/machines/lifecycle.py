@@ -29,7 +29,7 @@ from services.core.tasks import finish_despite_cancel
 from services.core.templating import render
 from services.grammar import machine_name
 from services.machines import clones, console, messages, rootfs
-from services.machines.cgroups import Limits
+from services.machines.cgroups import DEFAULT_PIDS, Limits
 from services.machines.clones import MachinePaths
 from services.machines.images import Images
 from services.machines.parts import MachinePart, NspawnSettings
@@ -117,7 +117,8 @@ class Machines:
             # so that no rollback ever touches it).
             raise Conflict(messages.not_ours(paths.root, paths.settings, name))
         self.records.begin_create(name=name, image=spec.image, features=spec.features,
-                                  cpu=spec.cpu, memory_bytes=spec.memory_bytes, job_id=job_id)
+                                  cpu=spec.cpu, memory_bytes=spec.memory_bytes, pids=spec.pids,
+                                  job_id=job_id)
         try:
             await self._create_steps(self.records.get(name), spec, paths, progress)
         except BaseException:
@@ -175,7 +176,8 @@ class Machines:
         nspawn, readiness = await self.supervisor.start(Launch(
             name=name, root=paths.root, console_log=paths.console_log,
             notify_socket=paths.notify_socket,
-            limits=Limits(cpu=record.cpu, memory_bytes=record.memory_bytes)))
+            limits=Limits(cpu=record.cpu, memory_bytes=record.memory_bytes,
+                          pids=record.pids or DEFAULT_PIDS)))
         self.records.update(name, nspawn=nspawn)
         await progress(messages.nspawn_started(nspawn.pid, self.supervisor.kind))
         self.records.step(name, "boot")

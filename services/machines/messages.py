@@ -169,6 +169,12 @@ def not_a_tree(origin: Path) -> str:
     return f"`{origin}` is neither a directory nor a tar archive"
 
 
+def bad_tarball(origin: Path, stderr: str) -> str:
+    lines = [line.removeprefix("tar: ") for line in stderr.splitlines()
+             if line.strip() and "R: " not in line]
+    return f"`{origin}` could not be unpacked: {'; '.join(lines[:3])[:300]}"
+
+
 def not_a_root(origin: Path) -> str:
     return f"`{origin}` has no /etc: it is not a root filesystem"
 

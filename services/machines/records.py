@@ -50,6 +50,7 @@ class MachineRecord:
     features: tuple[str, ...]
     cpu: float | None
     memory_bytes: int | None
+    pids: int | None
     clone_method: CloneMethod | None
     nspawn: ProcessId | None
     op: Op | None
@@ -72,7 +73,8 @@ class MachineStore:
         self._store = store
 
     def begin_create(self, *, name: str, image: str, features: Sequence[str],
-                     cpu: float | None, memory_bytes: int | None, job_id: int | None) -> None:
+                     cpu: float | None, memory_bytes: int | None, pids: int | None,
+                     job_id: int | None) -> None:
         """Insert the record, claimed for ``create``; Conflict if the name is taken."""
         owner = this_process()
         with self._store.transaction() as tx:
@@ -80,10 +82,11 @@ class MachineStore:
             if row is not None:
                 raise _busy_or_exists(_record(row))
             tx.execute(
-                "INSERT INTO machines (name, image, state, features, cpu, memory_bytes, op,"
-                " op_step, op_job, op_pid, op_start, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO machines (name, image, state, features, cpu, memory_bytes, pids,"
+                " op, op_step, op_job, op_pid, op_start, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, image, Desired.STOPPED, json.dumps(list(features)), cpu, memory_bytes,
+                 pids,
                  Op.CREATE, "claimed", job_id, owner.pid, owner.start, time.time()),
             )
 
@@ -181,6 +184,7 @@ def _record(row: sqlite3.Row) -> MachineRecord:
         features=tuple(json.loads(row["features"])),
         cpu=row["cpu"],
         memory_bytes=row["memory_bytes"],
+        pids=row["pids"],
         clone_method=CloneMethod(row["clone_method"]) if row["clone_method"] else None,
         nspawn=nspawn,
         op=Op(row["op"]) if row["op"] else None,

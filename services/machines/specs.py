@@ -35,13 +35,14 @@ class CreateSpec:
     image: str
     cpu: float | None = None  # CPUs' worth of time
     memory_bytes: int | None = None
+    pids: int | None = None  # process limit; None: the default (16384)
     start: bool = True
     features: tuple[str, ...] = ()
     options: Mapping[str, PartOptions] = field(default_factory=dict)  # by part name
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "image": self.image, "cpu": self.cpu,
-                "memory_bytes": self.memory_bytes, "start": self.start,
+                "memory_bytes": self.memory_bytes, "pids": self.pids, "start": self.start,
                 "features": list(self.features),
                 "options": {part: o.to_json() for part, o in self.options.items()}}
 
@@ -50,7 +51,7 @@ class CreateSpec:
         by_name = {p.name: p for p in parts}
         return cls(
             name=machine_name(str(data["name"])), image=image_name(str(data["image"])),
-            cpu=data.get("cpu"), memory_bytes=data.get("memory_bytes"),
+            cpu=data.get("cpu"), memory_bytes=data.get("memory_bytes"), pids=data.get("pids"),
             start=bool(data.get("start", True)), features=tuple(data.get("features", ())),
             options={part: by_name[part].options_from_json(raw)
                      for part, raw in data.get("options", {}).items()})

@@ -9,6 +9,7 @@ from typing import Any
 
 from services.core.errors import InternalError
 from services.core.host import ProcessId
+from services.machines.cgroups import DEFAULT_PIDS
 from services.machines.records import Desired, MachineRecord, Op
 from services.machines.supervisor import leader_of
 
@@ -32,6 +33,7 @@ class MachineStatus:
     features: tuple[str, ...]
     cpu: float | None
     memory_bytes: int | None
+    pids: int
     clone_method: str | None
     operation: str | None
     details: dict[str, Any] = field(default_factory=dict)  # what the parts describe
@@ -49,13 +51,14 @@ class MachineStatus:
             **self.details,
             "cpu": self.cpu,
             "memory_bytes": self.memory_bytes,
+            "pids": self.pids,
             "clone": self.clone_method,
             "operation": self.operation,
         }
 
 
 BASE_FIELDS = frozenset({"name", "state", "image", "leader_pid", "nspawn_pid", "created_at",
-                         "features", "cpu", "memory_bytes", "clone", "operation"})
+                         "features", "cpu", "memory_bytes", "pids", "clone", "operation"})
 
 
 def observe(record: MachineRecord, nspawn: ProcessId | None,
@@ -78,6 +81,7 @@ def observe(record: MachineRecord, nspawn: ProcessId | None,
         leader_pid=leader_of(nspawn) if nspawn else None,
         nspawn_pid=nspawn.pid if nspawn else None, created_at=record.created_at,
         features=record.features, cpu=record.cpu, memory_bytes=record.memory_bytes,
+        pids=record.pids or DEFAULT_PIDS,
         clone_method=str(record.clone_method) if record.clone_method else None,
         operation=str(record.op) if record.op_alive else None, details=details,
     )

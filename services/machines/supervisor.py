@@ -284,6 +284,11 @@ class SystemdSupervisor(_FindsNspawn):
             lines.append(f"CPUQuota={int(launch.limits.cpu * 100)}%")
         if launch.limits.memory_bytes is not None:
             lines.append(f"MemoryMax={launch.limits.memory_bytes}")
+        # systemd-nspawn@.service has these already; stated so that they hold whatever
+        # the stock unit says on this host, without the loop and device-mapper entries
+        # that only --image needs.
+        lines += [f"TasksMax={launch.limits.pids}", "Delegate=yes", "DevicePolicy=closed",
+                  "DeviceAllow=", "DeviceAllow=/dev/net/tun rwm", "DeviceAllow=char-pts rw"]
         dropin.write_text("\n".join(lines) + "\n")
         await host.run(["systemctl", "daemon-reload"], timeout=30)
         await host.run(["systemctl", "start", "--", self._unit(launch.name)], timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 
 import pytest
@@ -12,7 +13,8 @@ from tests.scenario.conftest import ADMIN, STRANGER, VIEWER, SlackBot
 
 
 def reply_text(body: dict[str, object]) -> str:
-    return str(body.get("text", "")) + "\n" + str(body.get("blocks", ""))
+    """What the user reads: Slack shows &lt; &gt; &amp; as < > &."""
+    return html.unescape(str(body.get("text", "")) + "\n" + str(body.get("blocks", "")))
 
 
 async def test_help_is_acked_within_3s_and_answered_at_response_url(slack_bot: SlackBot):

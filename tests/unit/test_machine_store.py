@@ -18,6 +18,7 @@ def records(tmp_path) -> MachineStore:
 
 def create(records: MachineStore, name: str = "web1") -> None:
     records.begin_create(name=name, image="base", features=(), cpu=None, memory_bytes=None,
+                         pids=None,
                          job_id=7)
 
 

@@ -65,7 +65,7 @@ def test_wheel_contains_every_template(tmp_path):
 def status(**kw: object) -> MachineStatus:
     fields: dict[str, object] = dict(
         name="web1", state=MachineState.RUNNING, image="bookworm", leader_pid=4242,
-        nspawn_pid=4241, created_at=1_700_000_000.0, features=(), cpu=1.5,
+        nspawn_pid=4241, created_at=1_700_000_000.0, features=(), cpu=1.5, pids=16384,
         memory_bytes=512 * 2**20, clone_method="overlay", operation=None,
         details={"ipv4": "10.231.0.2/24", "ipv6": None})
     fields.update(kw)
