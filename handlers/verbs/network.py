@@ -14,7 +14,7 @@ from services.core.audit import Outcome
 from services.core.errors import Conflict, InvalidInput
 from services.grammar import Family, host_port, machine_name, port_spec
 from services.network import messages
-from services.network.operations import Readdress
+from services.network.operations import Readdress, add_forward, remove_forward
 from services.network.ping import ping
 
 OPTIONAL_NAME = Positional("NAME", required=False, parse=machine_name)
@@ -79,7 +79,9 @@ async def run_net_export(inv: Invocation) -> Reply:
     directory: Path = inv.args.get("dir", Path("/etc/systemd/network"))
     if not directory.is_absolute() or ".." in directory.parts:
         raise InvalidInput(messages.export_dir(directory))
-    written = inv.services.networking.write_export(directory)
+    machines, images = inv.services.machines.config, inv.services.images.config
+    written = inv.services.networking.write_export(directory, off_limits=(
+        machines.machines_dir, machines.state_dir, images.images_dir))
     return Reply(data={"written": [str(p) for p in written]}, view="net_export")
 
 
@@ -96,7 +98,8 @@ async def run_port_add(inv: Invocation) -> Reply:
     """
     net = inv.services.networking
     inv.services.machines.require(inv.args["NAME"])
-    forward = await net.add_forward(inv.args["NAME"], inv.args["HOSTPORT:PORT"])
+    forward = await add_forward(inv.services.machines, net, inv.args["NAME"],
+                                inv.args["HOSTPORT:PORT"])
     return Reply(data=forward.to_json() | net.forward_reach(), view="port_added")
 
 
@@ -112,5 +115,5 @@ async def run_port_list(inv: Invocation) -> Reply:
 async def run_port_remove(inv: Invocation) -> Reply:
     """Stop forwarding a host port: `port remove web1 8080` (`8080/udp` for UDP)."""
     name, port = inv.args["NAME"], inv.args["HOSTPORT"]
-    await inv.services.networking.remove_forward(name, port)
+    await remove_forward(inv.services.machines, inv.services.networking, name, port)
     return Reply(data={"removed": str(port), "machine": name}, view="port_removed")

@@ -12,40 +12,38 @@ and recovery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.core.errors import Conflict, NotFound, OperationFailed
+from services.core.errors import Conflict, NotFound
 from services.core.files import replace_file
 from services.core.host import ProcessId
 from services.core.jobs import JobStore
-from services.core.progress import Progress
+from services.core.progress import NoProgress, Progress
 from services.core.tasks import finish_despite_cancel
 from services.core.templating import render
 from services.grammar import machine_name
-from services.machines import clones, console, messages, rootfs
+from services.machines import clones, messages, rootfs
 from services.machines.cgroups import DEFAULT_PIDS, Limits
 from services.machines.clones import MachinePaths
+from services.machines.console import wait_until_booted
 from services.machines.images import Images
 from services.machines.parts import MachinePart, NspawnSettings
 from services.machines.records import Desired, MachineRecord, MachineStore, Op
 from services.machines.specs import CreateSpec
 from services.machines.status import MachineStatus, observe
-from services.machines.supervisor import (
-    BootFailed,
-    BootTimeout,
-    Launch,
-    Supervisor,
-    leader_of,
-)
+from services.machines.supervisor import Launch, Supervisor, leader_of
 from services.machines.teardown import ROLLBACK_STOP_TIMEOUT, Teardown
 
 log = logging.getLogger(__name__)
+
+Undo = Callable[[MachineRecord, dict[str, Any]], Awaitable[None]]
 
 
 
@@ -66,6 +64,7 @@ class Machines:
         self.jobs = jobs
         self.parts = tuple(parts)
         self.config = config
+        self._undo: dict[Op, Undo] = {}
         self.teardown = Teardown(records=records, supervisor=supervisor, jobs=jobs,
                                  parts=self.parts, paths=self.paths, find=self._nspawn,
                                  stop_timeout=config.stop_timeout)
@@ -182,18 +181,8 @@ class Machines:
         await progress(messages.nspawn_started(nspawn.pid, self.supervisor.kind))
         self.records.step(name, "boot")
         if readiness is not None:
-            ticker = asyncio.create_task(_tick(progress, name, started))
-            try:
-                await readiness.wait(nspawn, self.config.boot_timeout)
-            except BootFailed:
-                log_tail = console.tail(paths.console_log, 8)
-                raise OperationFailed(messages.stopped_while_booting(
-                    name, log_tail, console.boot_failure_hint(log_tail))) from None
-            except BootTimeout:
-                raise OperationFailed(messages.boot_timeout(
-                    name, self.config.boot_timeout, console.tail(paths.console_log, 8))) from None
-            finally:
-                ticker.cancel()
+            await wait_until_booted(name, nspawn, readiness, paths,
+                                    timeout=self.config.boot_timeout, progress=progress)
         self.records.update(name, desired=Desired.RUNNING)
         await progress(messages.booted(time.monotonic() - started))
         leader = leader_of(nspawn)
@@ -259,25 +248,69 @@ class Machines:
             self.records.release(name)
         return self.status(name)
 
+    def on_undo(self, op: Op, undo: Undo) -> None:
+        """How to put back what ``op`` changed, from the data its claim recorded: used
+        when the operation fails, and by recovery when its process was killed."""
+        self._undo[op] = undo
+
+    @contextlib.asynccontextmanager
+    async def operation(self, name: str, op: Op) -> AsyncIterator[MachineRecord]:
+        """The machine claimed for a change outside the lifecycle (a port forward): no
+        other operation runs on it meanwhile; released after, even on failure."""
+        record = await self._claim(name, op)
+        try:
+            yield record
+        finally:
+            self.records.release(record.name)
+
     async def reconfigure(self, name: str, op: Op,
                           change: Callable[[MachineRecord], Awaitable[None]], *,
-                          progress: Progress, restart_note: str) -> MachineStatus:
+                          undo_data: dict[str, Any], progress: Progress,
+                          restart_note: str, job_id: int | None = None) -> MachineStatus:
         """Apply ``change`` (a part's own update, e.g. new addresses) under a claim,
         rewrite every part's files and the settings, and restart a running machine so
         it takes them: ctbot never runs the machine's own programs to reload them (root
-        in the machine can replace them, and they would run with the host's rights)."""
-        record = await self._claim(name, op)
+        in the machine can replace them, and they would run with the host's rights).
+
+        All or nothing: ``undo_data`` (with whether the machine ran) is recorded with
+        the claim first; if anything fails, or the process is killed, the op's undo
+        (``on_undo``) puts the previous state back, files and run state included."""
+        record = await self._claim(name, op, job_id=job_id)
+        running = self._nspawn(record) is not None
+        self.records.set_op_data(record.name, {**undo_data, "was_running": running})
         try:
+            self.records.step(record.name, "change")
             await change(record)
-            record = self.records.get(record.name)
-            self._write_part_files(record, self.paths(record.name))
-            if self._nspawn(record) is not None:
-                await progress(restart_note)
-                await self._stop_claimed(record, progress)
-                await self._start_claimed(self.records.get(record.name), progress)
+            await self._apply(self.records.get(record.name), progress, restart_note)
+        except BaseException:
+            log.warning("%s of %s failed; putting back the state before", op, record.name)
+            await finish_despite_cancel(self._restore(self.records.get(record.name),
+                                                      progress))
+            raise
         finally:
             self.records.release(record.name)
         return self.status(record.name)
+
+    async def _apply(self, record: MachineRecord, progress: Progress, note: str) -> None:
+        """Rewrite the part files and settings; restart if the machine ran (or should)."""
+        self.records.step(record.name, "files")
+        self._write_part_files(record, self.paths(record.name))
+        if record.op_data.get("was_running"):
+            self.records.step(record.name, "restart")
+            await progress(note)
+            if self._nspawn(record) is not None:
+                await self._stop_claimed(record, progress)
+            await self._start_claimed(self.records.get(record.name), progress)
+
+    async def _restore(self, record: MachineRecord, progress: Progress) -> None:
+        undo = self._undo.get(record.op) if record.op else None
+        if undo is not None:
+            await undo(record, record.op_data)
+        record = self.records.get(record.name)
+        # Past the change, it may run with the new files (or be stopped half-way): start
+        # it again with the old ones.
+        if record.op_step not in ("claimed", "change") or self._nspawn(record) is None:
+            await self._apply(record, progress, messages.restoring)
 
     async def destroy(self, name: str, *, progress: Progress,
                       job_id: int | None = None) -> None:
@@ -302,16 +335,20 @@ class Machines:
 
     async def recover(self, record: MachineRecord) -> str:
         """Finish or undo a stale operation this process has taken over; says what it did."""
-        return await self.teardown.recover(record)
+        if record.op not in self._undo or not record.op_data:
+            return await self.teardown.recover(record)
+        try:
+            await self._restore(record, NoProgress())
+        except Exception:
+            self.records.abandon(record.name)  # stale again: the next reconcile retries
+            raise
+        self.records.release(record.name)
+        note = messages.interrupted_undone(str(record.op), record.name, record.op_step or "?")
+        if record.op_job is not None:
+            self.jobs.annotate(record.op_job, messages.interrupted_job(note))
+        return note
 
     async def remove_image(self, image: str) -> None:
         """Delete an image unless a machine uses it (the tree is deleted off the loop)."""
         await asyncio.to_thread(self.images.remove, image,
                                 used_by=self.records.using_image(image))
-
-
-async def _tick(progress: Progress, name: str, started: float) -> None:
-    """While a machine boots: how long it has been booting, every second."""
-    while True:
-        await asyncio.sleep(1)
-        await progress.status(messages.booting(name, time.monotonic() - started))

@@ -49,6 +49,12 @@ def cannot_run(name: str, program: str, stderr: str) -> str:
     return f"cannot run `{program}` in `{name}`: {stderr.strip()[-300:]}"
 
 
+def not_a_plain_directory(path: str) -> str:
+    return (f"{path} inside the machine is not a plain directory (a symlink, or a file): "
+            "ctbot writes nothing through it. Make it a directory again, inside the machine, "
+            "and try again")
+
+
 def exec_timed_out(name: str, program: str, timeout: float) -> str:
     return (f"`{program}` in `{name}` did not finish within {timeout:.0f} s and was killed; "
             "give it longer with `--timeout SECONDS`")
@@ -120,6 +126,14 @@ def interrupted_destroy(name: str, step: str) -> str:
 def interrupted_other(op: str, name: str, step: str, running: bool) -> str:
     return (f"{op} of `{name}` was interrupted at step {step}; the machine is "
             f"{'running' if running else 'stopped'}")
+
+
+restoring = "putting back the machine as it was"
+
+
+def interrupted_undone(op: str, name: str, step: str) -> str:
+    return (f"{op} of `{name}` was interrupted at step {step}; undone: the machine is as it "
+            "was before")
 
 
 def interrupted_job(note: str) -> str:

@@ -40,6 +40,7 @@ class Op(StrEnum):
     RESTART = "restart"
     DESTROY = "destroy"
     READDRESS = "readdress"
+    FORWARD = "forward"  # a port forward added or removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class MachineRecord:
     op_step: str | None
     op_job: int | None
     op_owner: ProcessId | None
+    op_data: dict[str, Any]  # what the operation needs to be undone after a crash
     created_at: float
 
     @property
@@ -90,8 +92,10 @@ class MachineStore:
                  Op.CREATE, "claimed", job_id, owner.pid, owner.start, time.time()),
             )
 
-    def claim(self, name: str, op: Op, *, job_id: int | None = None) -> MachineRecord:
-        """Claim an existing machine for ``op``; Conflict while another op holds it."""
+    def claim(self, name: str, op: Op, *, job_id: int | None = None,
+              data: dict[str, Any] | None = None) -> MachineRecord:
+        """Claim an existing machine for ``op``, recording ``data`` with the claim (what
+        recovery needs to undo the operation); Conflict while another op holds it."""
         owner = this_process()
         with self._store.transaction() as tx:
             row = tx.execute("SELECT * FROM machines WHERE name = ?", (name,)).fetchone()
@@ -101,11 +105,15 @@ class MachineStore:
             if record.op_alive:
                 raise _busy_or_exists(record)
             tx.execute(
-                "UPDATE machines SET op = ?, op_step = ?, op_job = ?, op_pid = ?, op_start = ?"
-                " WHERE name = ?",
-                (op, "claimed", job_id, owner.pid, owner.start, name),
+                "UPDATE machines SET op = ?, op_step = ?, op_job = ?, op_pid = ?, op_start = ?,"
+                " op_data = ? WHERE name = ?",
+                (op, "claimed", job_id, owner.pid, owner.start, json.dumps(data or {}), name),
             )
         return self.get(name)
+
+    def set_op_data(self, name: str, data: dict[str, Any]) -> None:
+        self._store.execute("UPDATE machines SET op_data = ? WHERE name = ?",
+                            (json.dumps(data), name))
 
     def take_over(self, record: MachineRecord) -> bool:
         """Claim a stale operation for recovery; False if another process got there first."""
@@ -129,7 +137,7 @@ class MachineStore:
     def release(self, name: str) -> None:
         self._store.execute(
             "UPDATE machines SET op = NULL, op_step = NULL, op_job = NULL, op_pid = NULL,"
-            " op_start = NULL WHERE name = ?", (name,))
+            " op_start = NULL, op_data = '{}' WHERE name = ?", (name,))
 
     def update(self, name: str, **fields: Any) -> None:
         columns = {"desired": "state", "clone_method": "clone_method"}
@@ -191,5 +199,6 @@ def _record(row: sqlite3.Row) -> MachineRecord:
         op_step=row["op_step"],
         op_job=row["op_job"],
         op_owner=owner,
+        op_data=json.loads(row["op_data"] or "{}"),
         created_at=row["created_at"],
     )

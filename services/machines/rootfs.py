@@ -14,7 +14,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from services.core.errors import InternalError
+from services.core.errors import InternalError, OperationFailed
+from services.machines import messages
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -99,9 +100,9 @@ def _open_dir(root: Path, parts: list[str], *, create: bool) -> int:
                 os.mkdir(part, 0o755, dir_fd=fd)
                 next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:  # ELOOP / ENOTDIR: a symlink or file where a dir should be
-                raise InternalError(
-                    f"refusing to write below {part!r} in {root}: not a plain directory"
-                ) from exc
+                # The machine's root made it so: theirs to fix, said in words they can act on.
+                raise OperationFailed(messages.not_a_plain_directory(
+                    "/" + "/".join(parts[:parts.index(part) + 1]))) from exc
             os.close(fd)
             fd = next_fd
     except BaseException:

@@ -65,7 +65,7 @@ class Firewall:
             await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
             try:
                 await host.run(["nft", "-f", "-"], input=ruleset.encode(), timeout=30)
-                self._changes.record(self.key, await self.fingerprint() or "")
+                self._changes.record(self.key, f"{await self.fingerprint()} {_digest(ruleset)}")
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -80,10 +80,13 @@ class Firewall:
         blob = json.dumps(rules, sort_keys=True)
         return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]} rules={len(rules)}"
 
-    async def drifted(self) -> bool:
-        """True if the table is gone or its rules are not what ctbot last loaded."""
+    async def drifted(self, forwards: Sequence[PortForward]) -> bool:
+        """True if the table is gone, its rules are not what ctbot last loaded, or what
+        ctbot last loaded is not what the store says now (a `port add` killed between
+        its row and its load)."""
         loaded = self._changes.get(self.key)
-        return loaded is None or await self.fingerprint() != loaded.current
+        wanted = f"{await self.fingerprint()} {_digest(self.ruleset(forwards))}"
+        return loaded is None or wanted != loaded.current
 
     async def delete(self) -> bool:
         result = await host.run(["nft", "delete", "table", "inet", self.config.nft_table],
@@ -108,6 +111,10 @@ class Firewall:
             except OSError as exc:
                 log.warning("cannot set sysctl path=%s error=%s", path, exc.strerror)
         return changed
+
+
+def _digest(ruleset: str) -> str:
+    return "ruleset=" + hashlib.sha256(ruleset.encode()).hexdigest()[:16]
 
 
 def host_ports_in_use(protocol: PortProtocol) -> set[int]:

@@ -139,3 +139,16 @@ def sysctl_name(path: Path) -> str:
 def teardown_refused(machines: list[str]) -> str:
     return (f"machines exist ({', '.join(machines)}): destroy them first; `host teardown` "
             "only undoes ctbot's changes to an empty host")
+
+
+def export_off_limits(directory: Path, place: Path) -> str:
+    return (f"--dir `{directory}` is inside {place}: networkd files do not go there "
+            "(a machine's files, ctbot's own, or the kernel's)")
+
+
+def export_not_a_directory(directory: Path) -> str:
+    return f"--dir `{directory}` exists and is not a directory"
+
+
+def file_removed(path: str) -> str:
+    return f"removed {path}"

@@ -69,7 +69,7 @@ class NetworkPart(BasePart):
                         running: AbstractSet[str]) -> list[str]:
         """The host side of running machines with addresses, repaired if it drifted."""
         on_bridge = [m.name for m in machines if m.name in running and self.net.of(m.name)]
-        return await self.net.repair(on_bridge) if on_bridge else []
+        return await self.net.repair(on_bridge)
 
     async def release(self, machine: MachineRecord) -> None:
         await self.net.release(machine.name)

@@ -7,12 +7,14 @@ Nothing here touches the host until a machine needs the network: opening ctbot (
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.core.errors import Conflict, NotFound
+from services.core.errors import Conflict, InvalidInput, NotFound
 from services.core.files import replace_file
 from services.core.host_changes import HostChanges
 from services.core.store import Store
@@ -61,6 +63,12 @@ class Networking:
         again), the nftables table (loaded again if flushed or edited), the sysctls.
         Returns what it found and did; a foreign bridge is reported, never changed."""
         notes: list[str] = []
+        if not running:  # only ctbot's table to check, if it ever loaded one
+            if self.changes.get(self.firewall.key) and await self.firewall.drifted(
+                    self._forwards.list()):
+                await self.apply_firewall()
+                notes.append(messages.table_reloaded(self.config.nft_table))
+            return notes
         links = await host_links()
         bridge = links.get(self.config.bridge)
         if bridge is None:
@@ -80,7 +88,7 @@ class Networking:
                 await self.bridge.attach(link.name)
                 notes.append(messages.link_reattached(machine, link.name, self.config.bridge,
                                                       link.master))
-        if await self.firewall.drifted():
+        if await self.firewall.drifted(self._forwards.list()):
             await self.apply_firewall()
             notes.append(messages.table_reloaded(self.config.nft_table))
         notes += [messages.sysctl_set(s) for s in self.firewall.ensure_host_settings()]
@@ -98,6 +106,10 @@ class Networking:
             if kind == "bridge" and what == self.config.bridge:
                 if await self.bridge.delete():
                     done.append(messages.bridge_deleted(what))
+            elif kind == "file":
+                with contextlib.suppress(FileNotFoundError):
+                    Path(what).unlink()
+                    done.append(messages.file_removed(what))
             elif kind == "sysctl" and change.previous is not None:
                 path = Path(what)
                 if path.exists() and path.read_text().strip() == change.current:
@@ -191,10 +203,22 @@ class Networking:
                                            gateways=gateways),
         }
 
-    def write_export(self, directory: Path) -> list[Path]:
-        directory.mkdir(parents=True, exist_ok=True)
+    def write_export(self, directory: Path, *, off_limits: Sequence[Path]) -> list[Path]:
+        """Write ``export_files`` into ``directory`` (an absolute path on the host), each
+        replaced by rename and never through a symlink planted there; recorded as host
+        changes, so `host teardown` removes them. InvalidInput for a directory in
+        ``off_limits`` (machines' roots, ctbot's own state) or in /proc, /sys, /dev, or
+        for a path that is not a directory."""
+        real = Path(os.path.realpath(directory))
+        for place in (*off_limits, Path("/proc"), Path("/sys"), Path("/dev")):
+            if real == place or real.is_relative_to(os.path.realpath(place)):
+                raise InvalidInput(messages.export_off_limits(directory, place))
+        if real.exists() and not real.is_dir():
+            raise InvalidInput(messages.export_not_a_directory(directory))
+        real.mkdir(parents=True, exist_ok=True)
         written = []
         for name, content in self.export_files().items():
-            replace_file(directory / name, content.encode())
-            written.append(directory / name)
+            replace_file(real / name, content.encode())
+            self.changes.record(f"file:{real / name}", "written by net export")
+            written.append(real / name)
         return written

@@ -7,6 +7,7 @@ deleting bridges and restoring sysctls never touch the real host."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.integration.conftest import Host
 from tests.integration.probes import serve_tcp, tcp_connect
@@ -65,6 +66,7 @@ def test_drift_is_noticed_and_repaired_then_teardown_undoes_everything(routed_ho
     assert {f"bridge:{host.bridge}", f"nft:inet {host.nft_table}",
             "sysctl:/proc/sys/net/ipv4/ip_forward"} <= changes
     assert sysctl(host, "net.ipv4.ip_forward") == "1"
+    exported = host.json(f"net export --dir {host.base / 'networkd'}")["written"]
     refused = host.ctbot("host teardown", "--yes")
     assert refused.returncode == 1 and "destroy them first" in refused.stdout
     assert host.ctbot("destroy drift1", "--yes").returncode == 0
@@ -74,4 +76,5 @@ def test_drift_is_noticed_and_repaired_then_teardown_undoes_everything(routed_ho
     assert host.run("nft", "list", "table", "inet", host.nft_table).returncode != 0
     assert sysctl(host, "net.ipv4.ip_forward") == "0"
     assert sysctl(host, "net.ipv6.conf.all.forwarding") == "0"
+    assert exported and not any(Path(p).exists() for p in exported)
     assert json.loads(host.ctbot("host changes", "--json").stdout)["changes"] == []

@@ -197,3 +197,28 @@ def test_a_foreign_bridge_of_the_same_name_is_reported_not_used(host: Host, tmp_
         assert "10.239." not in addresses  # left as it was
     finally:
         subprocess.run(["ip", "link", "delete", foreign], check=False)
+
+
+def test_net_export_never_writes_through_a_planted_symlink(host: Host, tmp_path):
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    target = tmp_path / "export"
+    target.mkdir()
+    for name in (f"90-{host.bridge}.netdev", f"90-{host.bridge}.netdev.tmp",
+                 f"90-{host.bridge}.network"):
+        (target / name).symlink_to(canary)
+    assert host.ctbot(f"net export --dir {target}").returncode == 0
+    assert canary.read_text() == "host file\n"
+    assert not (target / f"90-{host.bridge}.netdev").is_symlink()
+    assert "Kind=bridge" in (target / f"90-{host.bridge}.netdev").read_text()
+
+
+def test_net_export_refuses_places_that_are_not_for_it(host: Host, pair):
+    a, _ = pair
+    for directory, said in ((host.machines_dir / a["name"] / "etc", "is inside"),
+                            (host.state_dir, "is inside"), (Path("/proc/self"), "is inside"),
+                            (Path("/etc/passwd"), "is not a directory")):
+        result = host.ctbot(f"net export --dir {directory}")
+        assert result.returncode == 1, (directory, result.stdout + result.stderr)
+        assert said in result.stdout, result.stdout
+    assert not list((host.machines_dir / a["name"] / "etc").glob("90-*"))
