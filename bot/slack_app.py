@@ -9,23 +9,22 @@ real reply follows through ``response_url`` on one shared HTTP session.
 
 from __future__ import annotations
 
+import html
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.background import BackgroundWork
 from bot.runtime import Runtime, new_correlation_id
 from bot.settings import SlackSettings
 from bot.slack_progress import SlackJobMessage
 from bot.slack_render import normalize_slack_text, notification_text, render_blocks
+from bot.slack_replies import ReplySender
 from handlers.context import CommandRequest, Reply, Transport
-from handlers.roles import is_slack_user_id
 
 log = logging.getLogger(__name__)
 
@@ -34,37 +33,17 @@ def build_web_client(slack: SlackSettings) -> AsyncWebClient:
     return AsyncWebClient(token=slack.bot_token, base_url=slack.api_url, timeout=10)
 
 
-class ResponseUrlSender:
-    """Posts replies to response_url over one pooled session (not one per reply)."""
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    async def send(self, response_url: str, **message: Any) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        client = AsyncWebhookClient(url=response_url, session=self._session)
-        response = await client.send_dict(message)
-        if response.status_code != 200:
-            log.warning("response_url refused the reply status=%d body=%.200s",
-                        response.status_code, response.body)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
 @dataclass
 class SlackBolt:
     """The Bolt app and what it owns: background work and the reply session."""
 
     app: AsyncApp
     background: BackgroundWork
-    replies: ResponseUrlSender
+    replies: ReplySender
 
     async def close(self) -> None:
         await self.background.drain()
-        await self.replies.close()
+        await self.replies.drain()
 
 
 def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
@@ -80,16 +59,15 @@ def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
         raise_error_for_unhandled_request=False,
     )
     background = BackgroundWork(limit=4)
-    replies = ResponseUrlSender()
+    replies = ReplySender(slack.response_origins)
     dispatcher = runtime.dispatcher
 
     async def run_and_respond(*, text: str, user_id: str, channel_id: str | None,
                               confirmed: bool, response_url: str,
                               client: AsyncWebClient) -> None:
         cid = new_correlation_id()
-        if not is_slack_user_id(user_id):
-            log.warning("slack payload with a malformed user id ignored cid=%s", cid)
-            return
+        # A user id that is not Slack's (even "local") gets no role here: the command is
+        # refused and audited like any other (handlers/dispatch.py).
         observer = (SlackJobMessage(client, channel_id, jobs=runtime.jobs.store)
                     if channel_id else None)
         reply = await dispatcher.dispatch(CommandRequest(
@@ -98,7 +76,7 @@ def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
         ))
         if reply.job_id is not None and observer is not None and observer.posted:
             return  # the job's own message already shows how it ended
-        await replies.send(response_url, **reply_message(reply, command_text=text))
+        replies.post(response_url, **reply_message(reply, command_text=text))
 
     @app.command(slack.command)
     async def on_slash_command(ack: AsyncAck, body: dict[str, Any],
@@ -122,9 +100,12 @@ def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
         response_url = str(body.get("response_url", ""))
 
         async def confirmed() -> None:
-            await replies.send(response_url, text=f"Confirmed by <@{user_id}>: `{text}`",
-                               replace_original=True)
-            # The clicker is authorized again: whoever presses must hold the role.
+            # Whoever presses must hold the role: checked before the prompt changes, so a
+            # refused click leaves the buttons for someone who may press them; the click
+            # itself is refused and audited by the dispatch below either way.
+            if dispatcher.allowed(text, user_id, transport):
+                replies.post(response_url, text=f"Confirmed by <@{user_id}>: "
+                             f"`{html.escape(text, quote=False)}`", replace_original=True)
             await run_and_respond(text=text, user_id=user_id,
                                   channel_id=(body.get("channel") or {}).get("id"),
                                   confirmed=True, response_url=response_url, client=client)
@@ -134,9 +115,8 @@ def build_bolt_app(runtime: Runtime, *, transport: Transport) -> SlackBolt:
     @app.action("ct_cancel")
     async def on_cancel(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        background.spawn(replies.send(str(body.get("response_url", "")),
-                                      text="Cancelled; nothing was changed.",
-                                      replace_original=True), name="cancel")
+        replies.post(str(body.get("response_url", "")), text="Cancelled; nothing was changed.",
+                     replace_original=True)
 
     return SlackBolt(app=app, background=background, replies=replies)
 

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 # Slack's payloads are a few KB; anything near this is not from Slack.
 MAX_BODY_BYTES = 1024 * 1024
+FORM = "application/x-www-form-urlencoded"
 
 
 def build_web_app(*, bolt_app: AsyncApp | None = None,
@@ -53,6 +54,11 @@ class SlackEventsEndpoint:
             log.info("slack request rejected status=%d reason=%r remote=%s", verdict.status,
                      verdict.reason, request.remote)
             return web.json_response({"error": verdict.reason}, status=verdict.status)
+        if request.content_type != FORM:
+            # Slash commands and button clicks come as forms; nothing else is Slack's here.
+            log.info("slack request rejected status=415 content_type=%s",
+                     request.content_type)
+            return web.json_response({"error": "expected a form"}, status=415)
         bolt_response = await self._bolt.async_dispatch(AsyncBoltRequest(
             body=verdict.body, query=request.query_string, headers=dict(request.headers),
         ))

@@ -19,6 +19,7 @@ from handlers.context import (
 )
 from handlers.grammar import parse_args, split_words
 from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
+from handlers.roles import Role, is_slack_user_id
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, PermissionDenied, UserError
 
@@ -71,7 +72,7 @@ class Dispatcher:
             request=request,
             verb=verb,
             args=args,
-            role=self.services.roles.role_of(request.user_id),
+            role=self.role_of(request.user_id, request.transport),
             services=self.services,
         )
 
@@ -89,6 +90,23 @@ class Dispatcher:
             chain = functools.partial(middleware, inv, chain)
         return await chain()
 
+    def role_of(self, user_id: str, transport: Transport) -> Role:
+        """The caller's role. Over Slack only Slack's user ids count: a payload naming
+        "local" (the host's own admin) or anything else gets no role."""
+        if transport in SLACK_TRANSPORTS and not is_slack_user_id(user_id):
+            return Role.NONE
+        return self.services.roles.role_of(user_id)
+
+    def allowed(self, text: str, user_id: str, transport: Transport) -> bool:
+        """Whether the caller's role allows the command (the authorize middleware says
+        the same; this is for a transport that must know before it runs it)."""
+        try:
+            words = split_words(text)
+            verb = self.services.registry.resolve(words)[0] if words else None
+        except UserError:
+            return False
+        return verb is not None and self.role_of(user_id, transport).allows(verb.role)
+
     def is_mutating(self, text: str) -> bool:
         """Whether the command would change something (used to word the Slack ack)."""
         try:
@@ -97,6 +115,8 @@ class Dispatcher:
         except UserError:
             return False
 
+
+SLACK_TRANSPORTS = frozenset({Transport.SLACK, Transport.SOCKET_MODE})
 
 # Where a typed `--yes` confirms a destructive command: a terminal the operator sits at.
 # In Slack only the button does, so a pasted command cannot skip the question.

@@ -40,6 +40,7 @@ class SlackSettings:
     api_url: str = "https://slack.com/api/"
     command: str = "/ct"
     socket_watchdog_seconds: float = 30.0
+    response_origins: tuple[str, ...] = ("https://hooks.slack.com",)
 
     @property
     def http_enabled(self) -> bool:
@@ -116,7 +117,8 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
             bot_token=secrets["SLACK_BOT_TOKEN"], signing_secret=secrets["SLACK_SIGNING_SECRET"],
             app_token=secrets["SLACK_APP_TOKEN"], api_url=v["slack.api_url"],
             command=v["slack.command"],
-            socket_watchdog_seconds=v["slack.socket_watchdog_seconds"]),
+            socket_watchdog_seconds=v["slack.socket_watchdog_seconds"],
+            response_origins=v["slack.response_origins"]),
         images=ImageConfig(
             images_dir=v["paths.images_dir"] or state_dir / "images", default=v["images.default"],
             suite=v["images.suite"], mirror=v["images.mirror"], packages=v["images.packages"]),

@@ -86,6 +86,14 @@ def http_url(value: str) -> str:
     return value
 
 
+def url_origin(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.username:
+        raise ValueError(f"must be an origin like https://hooks.slack.com, not {value!r}")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 def slack_api_url(value: str) -> str:
     return http_url(value).rstrip("/") + "/"
 
@@ -212,6 +220,10 @@ SECTIONS: tuple[Section, ...] = (
         Key("socket_watchdog_seconds", 30, "Socket Mode: a connection with no traffic (not "
             "even a pong) for this many seconds is replaced by a new one.",
             seconds_up_to_an_hour),
+        Key("response_origins", ["https://hooks.slack.com"], "Where replies may be posted: "
+            "the origins (scheme://host[:port]) a command's response_url must have. "
+            "Anything else a payload names is refused (tests add their local fake).",
+            each(url_origin)),
     )),
     Section("log", "Logging.", (
         Key("level", "info", "debug, info, warning or error; `--log-level` overrides it.",

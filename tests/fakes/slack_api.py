@@ -43,6 +43,9 @@ class FakeSlack:
         # Overrides per API method: a dict answer, or a callable building one.
         self.answers: dict[str, dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self.extra_routes: list[web.RouteDef] = []
+        # response_url keys that never answer (a destination that hangs).
+        self.hanging: set[str] = set()
+        self._release = asyncio.Event()  # lets hanging replies go when the fake stops
 
     @property
     def base_url(self) -> str:
@@ -67,6 +70,7 @@ class FakeSlack:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        self._release.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -121,6 +125,8 @@ class FakeSlack:
         body = await _read_body(request)
         await self.record(RecordedCall(request.path, "response_url", body,
                                        dict(request.headers)))
+        if request.match_info["key"] in self.hanging:
+            await self._release.wait()  # until the fake stops
         return web.Response(text="ok")
 
 

@@ -25,13 +25,15 @@ from tests.fakes.slack_payloads import signed_headers, slash_command_form
 ADMIN, OPERATOR, VIEWER, STRANGER = "U0ADMIN01", "U0OPER01", "U0VIEW01", "U0STRANGE"
 
 
-def write_config(path: Path) -> Path:
+def write_config(path: Path, fake: FakeSlack | None = None) -> Path:
+    """Roles for the test users; replies allowed to the fake Slack's origin only."""
     path.write_text(
         "[roles]\n"
         f'admins = ["{ADMIN}"]\n'
         f'operators = ["{OPERATOR}"]\n'
         f'viewers = ["{VIEWER}"]\n'
-        'default = "none"\n',
+        'default = "none"\n'
+        + (f'[slack]\nresponse_origins = ["{fake.base_url}"]\n' if fake else ""),
         encoding="utf-8",
     )
     return path
@@ -77,7 +79,7 @@ class SlackBot:
 
 
 def slack_settings(tmp_path: Path, fake: FakeSlack, secret: str) -> Settings:
-    return load_settings(write_config(tmp_path / "ctbot.toml"), {
+    return load_settings(write_config(tmp_path / "ctbot.toml", fake), {
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         "SLACK_SIGNING_SECRET": secret,
         "SLACK_API_URL": fake.api_url,

@@ -14,6 +14,7 @@ import pytest
 
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_payloads import signed_headers, slash_command_form
+from tests.scenario.conftest import write_config
 from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
 
 
@@ -56,6 +57,7 @@ async def served(tmp_path, fake_slack: FakeSlack) -> AsyncIterator[Served]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=ctbot_env({"SLACK_SIGNING_SECRET": secret, "SLACK_BOT_TOKEN": token,
                        "SLACK_API_URL": fake_slack.api_url,
+                       "CTBOT_CONFIG": str(write_config(tmp_path / "ctbot.toml", fake_slack)),
                        "CTBOT_STATE_DIR": str(tmp_path / "state"),
                        "CTBOT_LISTEN": f"127.0.0.1:{port}"}),
     )
@@ -124,6 +126,7 @@ async def test_restart_tells_slack_how_a_job_cut_off_by_a_crash_ended(tmp_path, 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=ctbot_env({"SLACK_SIGNING_SECRET": "s" * 32, "SLACK_BOT_TOKEN": "xoxb-x",
                        "SLACK_API_URL": fake_slack.api_url,
+                       "CTBOT_CONFIG": str(write_config(tmp_path / "ctbot.toml", fake_slack)),
                        "CTBOT_STATE_DIR": str(tmp_path / "state"),
                        "CTBOT_MACHINES_DIR": str(tmp_path / "machines"),
                        "CTBOT_LISTEN": f"127.0.0.1:{port}"}))

@@ -39,7 +39,8 @@ def socket_mode_settings(tmp_path: Path, fake: FakeSocketModeSlack) -> Settings:
         'default = "none"\n'
         "\n"
         "[slack]\n"
-        f"socket_watchdog_seconds = {WATCHDOG_SECONDS}\n",
+        f"socket_watchdog_seconds = {WATCHDOG_SECONDS}\n"
+        f'response_origins = ["{fake.base_url}"]\n',
         encoding="utf-8",
     )
     return load_settings(config, {
