@@ -122,6 +122,15 @@ class AddressBook:
         return {Family(r["family"]): ipaddress.ip_interface(f"{r['address']}/{r['prefixlen']}")
                 for r in rows}
 
+    def all(self) -> dict[str, dict[Family, IPInterface]]:
+        """Every machine's addresses: machine → family → address."""
+        found: dict[str, dict[Family, IPInterface]] = {}
+        for r in self._store.query("SELECT machine, family, address, prefixlen FROM addresses"
+                                   " ORDER BY machine, family"):
+            found.setdefault(r["machine"], {})[Family(r["family"])] = ipaddress.ip_interface(
+                f"{r['address']}/{r['prefixlen']}")
+        return found
+
     def used(self, family: Family) -> int:
         rows = self._store.query("SELECT COUNT(*) FROM addresses WHERE family = ?",
                                  (str(family),))

@@ -23,7 +23,7 @@ async def network_checks(net: Networking, *, machines_running: bool) -> list[Che
                                                         ("up" if bridge.up else "down")),
                             "set [network] bridge to a name no one else uses"))
     loaded = net.changes.get(net.firewall.key)
-    drifted = loaded is not None and await net.firewall.drifted(net.forwards())
+    drifted = loaded is not None and await net.firewall.drifted(net.rules())
     checks.append(Check("nftables", not drifted,
                         f"table inet {net.config.nft_table}: " +
                         ("not loaded yet" if loaded is None else

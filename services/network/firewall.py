@@ -1,4 +1,5 @@
-"""ctbot's own nftables table: port forwards (DNAT), masquerading, and its guard rule.
+"""ctbot's own nftables tables: ``inet`` for port forwards (DNAT), masquerading and the
+loopback guard; ``bridge`` for what each machine may send from (its MAC and addresses).
 
 The whole table is rendered from the store and loaded with ``nft -f -`` in one
 transaction (nft(8): a file is applied atomically), replacing the previous one; no other
@@ -21,20 +22,60 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address
 from pathlib import Path
 
 from services.core import host
 from services.core.host_changes import HostChanges
 from services.core.templating import render
-from services.grammar import PortProtocol
+from services.grammar import IPAddress, PortProtocol
 from services.network.config import NetworkConfig
 from services.network.forwards import PortForward
 from services.network.messages import sysctl_name
 
 log = logging.getLogger(__name__)
 
+FAMILIES = ("inet", "bridge")  # ctbot's two tables, both named [network] nft_table
 FORWARDING_SYSCTLS = (Path("/proc/sys/net/ipv4/ip_forward"),
                       Path("/proc/sys/net/ipv6/conf/all/forwarding"))
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What one machine may send on the bridge: from its own MAC and addresses only
+    (as Incus's security.ipv4_filtering/ipv6_filtering and Proxmox's ipfilter do)."""
+
+    machine: str
+    link: str  # its host-side veth, vb-NAME
+    mac: str
+    ipv4: IPAddress | None
+    ipv6: IPAddress | None
+
+    @property
+    def chain(self) -> str:
+        return "from_" + self.machine.replace("-", "_")  # machine names have no "_"
+
+    @property
+    def link_local(self) -> IPv6Address:
+        """fe80::/64 with the modified EUI-64 of ``mac`` (RFC 4291 appendix A)."""
+        octets = bytes.fromhex(self.mac.replace(":", ""))
+        eui = bytes([octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]])
+        return IPv6Address(bytes.fromhex("fe80000000000000") + eui)
+
+    @property
+    def nd_targets(self) -> list[str]:
+        """The targets its neighbour advertisements may name, as 128-bit numbers (nft
+        1.0 has no name for the field: it is read as @th,64,128, RFC 4861 §4.4)."""
+        return [f"0x{int(a):032x}" for a in (self.ipv6, self.link_local) if a is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What ctbot's tables are rendered from."""
+
+    forwards: Sequence[PortForward] = ()
+    guards: Sequence[Guard] = ()
 
 
 class Firewall:
@@ -48,19 +89,21 @@ class Firewall:
     def key(self) -> str:
         return f"nft:inet {self.config.nft_table}"
 
-    def ruleset(self, forwards: Sequence[PortForward]) -> str:
-        """The table as nft(8) input."""
+    def ruleset(self, rules: Rules) -> str:
+        """ctbot's two tables (inet: forwards and NAT; bridge: what each machine may
+        send) as nft(8) input."""
         pools = [p.network for p in self.config.pools.values()]
         return render(
             "network/nftables.nft.j2", table=self.config.nft_table, bridge=self.config.bridge,
-            forwards=forwards, outbound=self.config.outbound, hairpin=self.config.outbound,
-            pools=pools, masquerade=[n for n in pools if n.version == 4 or n.is_private])
+            forwards=rules.forwards, guards=rules.guards, outbound=self.config.outbound,
+            hairpin=self.config.outbound, pools=pools,
+            masquerade=[n for n in pools if n.version == 4 or n.is_private])
 
-    async def apply(self, forwards: Sequence[PortForward]) -> None:
-        """Load the table. Under an exclusive flock: two processes (serve and a cmd)
+    async def apply(self, rules: Rules) -> None:
+        """Load the tables. Under an exclusive flock: two processes (serve and a cmd)
         applying at once could otherwise load a snapshot without the other's change.
         Raises HostCommandFailed if nft refuses it."""
-        ruleset = self.ruleset(forwards)
+        ruleset = self.ruleset(rules)
         with open(self._lock_path, "w") as lock:
             await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
             try:
@@ -70,29 +113,37 @@ class Firewall:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     async def fingerprint(self) -> str | None:
-        """A digest of the table's rules as the kernel has them; None if there is no table."""
-        listed = await host.run(["nft", "-j", "list", "table", "inet", self.config.nft_table],
-                                check=False, timeout=30)
+        """A digest of ctbot's tables' rules as the kernel has them; None without them."""
+        listed = await host.run(["nft", "-j", "list", "ruleset"], check=False, timeout=30)
         if listed.returncode != 0:
             return None
-        rules = [{"chain": item["rule"]["chain"], "expr": item["rule"]["expr"]}
-                 for item in json.loads(listed.stdout)["nftables"] if "rule" in item]
+        items = json.loads(listed.stdout)["nftables"]
+        table = self.config.nft_table
+        if not any(i["table"]["name"] == table and i["table"]["family"] in FAMILIES
+                   for i in items if "table" in i):
+            return None
+        rules = [{"family": r["family"], "chain": r["chain"], "expr": r["expr"]}
+                 for r in (i["rule"] for i in items if "rule" in i)
+                 if r["table"] == table and r["family"] in FAMILIES]
         blob = json.dumps(rules, sort_keys=True)
         return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]} rules={len(rules)}"
 
-    async def drifted(self, forwards: Sequence[PortForward]) -> bool:
+    async def drifted(self, rules: Rules) -> bool:
         """True if the table is gone, its rules are not what ctbot last loaded, or what
         ctbot last loaded is not what the store says now (a `port add` killed between
         its row and its load)."""
         loaded = self._changes.get(self.key)
-        wanted = f"{await self.fingerprint()} {_digest(self.ruleset(forwards))}"
+        wanted = f"{await self.fingerprint()} {_digest(self.ruleset(rules))}"
         return loaded is None or wanted != loaded.current
 
     async def delete(self) -> bool:
-        result = await host.run(["nft", "delete", "table", "inet", self.config.nft_table],
-                                check=False, timeout=30)
+        deleted = False
+        for family in FAMILIES:
+            result = await host.run(["nft", "delete", "table", family, self.config.nft_table],
+                                    check=False, timeout=30)
+            deleted = deleted or result.returncode == 0
         self._changes.forget(self.key)
-        return result.returncode == 0
+        return deleted
 
     def host_settings(self) -> dict[Path, str]:
         """The sysctls the forwards need: path → value."""

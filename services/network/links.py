@@ -8,6 +8,7 @@ changes still go through netlink (services/network/bridge.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import json
 import time
@@ -19,6 +20,14 @@ from services.grammar import IPInterface
 from services.network import messages
 
 LINK_GONE_TIMEOUT = 3.0  # seconds for the kernel to delete a stopped machine's veth
+
+
+def machine_mac(machine: str) -> str:
+    """The MAC address ctbot gives a machine's host0 (in its networkd file), and the
+    only one the bridge accepts from it: locally administered, unicast (IEEE 802:
+    02 in the first octet), derived from the name, so stable across restarts."""
+    digest = hashlib.sha256(f"ctbot-mac:{machine}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def nspawn_link_names(machine: str) -> tuple[str, ...]:

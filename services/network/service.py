@@ -25,9 +25,9 @@ from services.network import messages
 from services.network.addresses import AddressBook
 from services.network.bridge import HostBridge
 from services.network.config import NetworkConfig
-from services.network.firewall import Firewall, host_ports_in_use
+from services.network.firewall import Firewall, Guard, Rules, host_ports_in_use
 from services.network.forwards import ForwardTable, PortForward
-from services.network.links import host_links, nspawn_link_names
+from services.network.links import host_links, machine_mac, nspawn_link_names
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class Networking:
         Returns what it found and did; a foreign bridge is reported, never changed."""
         notes: list[str] = []
         if not running:  # only ctbot's table to check, if it ever loaded one
-            if self.changes.get(self.firewall.key) and await self.firewall.drifted(
-                    self._forwards.list()):
+            if self.changes.get(self.firewall.key) and await self.firewall.drifted(self.rules()):
                 await self.apply_firewall()
                 notes.append(messages.table_reloaded(self.config.nft_table))
             return notes
@@ -88,7 +87,7 @@ class Networking:
                 await self.bridge.attach(link.name)
                 notes.append(messages.link_reattached(machine, link.name, self.config.bridge,
                                                       link.master))
-        if await self.firewall.drifted(self._forwards.list()):
+        if await self.firewall.drifted(self.rules()):
             await self.apply_firewall()
             notes.append(messages.table_reloaded(self.config.nft_table))
         notes += [messages.sysctl_set(s) for s in self.firewall.ensure_host_settings()]
@@ -120,8 +119,16 @@ class Networking:
             self.changes.forget(change.key)
         return done
 
+    def rules(self, *, without: str | None = None) -> Rules:
+        """What ctbot's tables say now (``without`` a machine being released)."""
+        guards = [Guard(name, nspawn_link_names(name)[0], machine_mac(name),
+                        ipv4=a[Family.V4].ip if Family.V4 in a else None,
+                        ipv6=a[Family.V6].ip if Family.V6 in a else None)
+                  for name, a in self.addresses.all().items() if name != without]
+        return Rules([f for f in self._forwards.list() if f.machine != without], guards)
+
     async def apply_firewall(self) -> None:
-        await self.firewall.apply(self._forwards.list())
+        await self.firewall.apply(self.rules())
 
     # ------------------------------------------------------------------ per machine
 
@@ -130,13 +137,12 @@ class Networking:
         self.addresses.allocate_all(machine, requests)
 
     async def release(self, machine: str) -> None:
-        """Free the machine's forwards and addresses; idempotent. The firewall is loaded
-        without its forwards *before* the rows go: if nft fails, the rows are still there
+        """Free the machine's forwards and addresses; idempotent. The tables are loaded
+        without the machine *before* the rows go: if nft fails, the rows are still there
         for the next attempt, and no rule is left pointing at an address handed out again."""
-        forwards = self._forwards.list()
-        if any(f.machine == machine for f in forwards):
-            await self.firewall.apply([f for f in forwards if f.machine != machine])
-            self._forwards.delete(machine)
+        if self.of(machine) or self.forwards(machine):
+            await self.firewall.apply(self.rules(without=machine))
+        self._forwards.delete(machine)
         self.addresses.release(machine)
 
     def of(self, machine: str) -> dict[Family, IPInterface]:
@@ -152,7 +158,7 @@ class Networking:
         gateways = [self.config.pools[f].gateway.ip for f in addresses]
         rootfs.write_file(root, NETWORK_FILE, render(
             "network/host0.network.j2", addresses=list(addresses.values()),
-            gateways=gateways, dns=self.config.dns).encode())
+            gateways=gateways, dns=self.config.dns, mac=machine_mac(machine)).encode())
         rootfs.write_symlink(root, NETWORKD_WANTS, NETWORKD_UNIT)
 
     # ------------------------------------------------------------------ port forwards

@@ -222,3 +222,39 @@ def test_net_export_refuses_places_that_are_not_for_it(host: Host, pair):
         assert result.returncode == 1, (directory, result.stdout + result.stderr)
         assert said in result.stdout, result.stdout
     assert not list((host.machines_dir / a["name"] / "etc").glob("90-*"))
+
+
+def test_a_machine_cannot_take_over_another_machines_addresses(host: Host, pair):
+    """The attacker is root in neta: it claims netb's addresses (ARP, neighbour
+    advertisements, traffic from them) and a MAC of its choosing."""
+    a, b = host.status("neta"), host.status("netb")  # fresh: others restarted them
+    serve_tcp(host, "netb", 8090, "i-am-netb")
+    for family in ("ipv4", "ipv6"):
+        address = b[family]
+        extra = ["nodad"] if family == "ipv6" else []
+        added = inside(a["leader_pid"], "ip", "address", "add", address, "dev", "host0", *extra)
+        assert added.returncode == 0, added.stderr
+        ip = str(ipaddress.ip_interface(address).ip)
+        if family == "ipv4":  # gratuitous ARP, as an attacker would send it
+            inside(a["leader_pid"], "arping", "-U", "-c", "2", "-I", "host0", ip)  # if there
+        # Traffic from the stolen address does not get through…
+        ping = inside(a["leader_pid"], "ping", "-c", "2", "-W", "1", "-I", ip,  # stolen
+                      str(ipaddress.ip_interface(
+                          next(p["gateway"] for p in host.json("net pools")["pools"]
+                               if p["family"] == family)).ip))
+        assert ping.returncode != 0 and "packets transmitted" in ping.stdout, (family, ping)
+    # …and the host still reaches the real netb at its addresses.
+    for family in ("ipv4", "ipv6"):
+        ip = str(ipaddress.ip_interface(b[family]).ip)
+        assert tcp_from_host(ip, 8090) == b"i-am-netb\n", family
+    # A machine that changes its MAC is cut off, not let through as someone else.
+    changed = inside(a["leader_pid"], "ip", "link", "set", "host0", "address",
+                     "02:00:00:00:00:42")
+    assert changed.returncode == 0, changed.stderr
+    assert not system_ping(a["ipv4"])
+    host.ctbot("restart neta")  # its own MAC back (networkd sets it at boot)
+    for family in ("ipv4", "ipv6"):
+        deadline = time.monotonic() + 10
+        while not system_ping(a[family]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert system_ping(a[family]), family

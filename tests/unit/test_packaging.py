@@ -21,7 +21,7 @@ from services.machines.parts import NspawnSettings
 from services.machines.status import MachineState, MachineStatus
 from services.network.addresses import Pool
 from services.network.config import NetworkConfig
-from services.network.firewall import Firewall
+from services.network.firewall import Firewall, Guard, Rules
 from services.network.forwards import PortForward
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,11 +104,16 @@ def test_the_nftables_table_is_accepted_by_nft(tmp_path):
     firewall = Firewall(NetworkConfig(bridge="ctbr0", pools=pools, nft_table="ctbot_check"),
                         lock_path=Path("/nonexistent"),
                         changes=HostChanges(Store(tmp_path / "db.sqlite3")))
-    ruleset = firewall.ruleset([PortForward(
-        8080, PortProtocol.TCP, "web1", 80,
-        (ipaddress.ip_address("10.231.0.2"), ipaddress.ip_address("fd00:1::2")))])
+    ruleset = firewall.ruleset(Rules(
+        [PortForward(8080, PortProtocol.TCP, "web1", 80,
+                     (ipaddress.ip_address("10.231.0.2"), ipaddress.ip_address("fd00:1::2")))],
+        [Guard("web1", "vb-web1", "02:11:22:33:44:55", ipaddress.ip_address("10.231.0.2"),
+               ipaddress.ip_address("fd00:1::2")),
+         Guard("db-1", "vb-db-1", "02:11:22:33:44:66", None, None)]))
     assert "dnat ip to 10.231.0.2:80" in ruleset and "dnat ip6 to [fd00:1::2]:80" in ruleset
     assert 'iifname "ctbr0" ip daddr 127.0.0.0/8 drop' in ruleset  # CVE-2020-8558 guard
+    assert "ether saddr != 02:11:22:33:44:55 drop" in ruleset  # anti-spoofing
+    assert "fe80::11:22ff:fe33:4455" in ruleset  # its link-local (EUI-64 of its MAC)
     # --check: parsed and evaluated by the kernel's nftables in a dry run, nothing applied.
     checked = subprocess.run(["nft", "--check", "-f", "-"], input=ruleset, text=True,
                              capture_output=True, check=False)
