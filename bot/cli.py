@@ -31,7 +31,8 @@ _EXIT_BY_OUTCOME = {
 }
 DESCRIPTION = ("Chat-ops for systemd-nspawn hosts. `ctbot serve` runs the bot (Slack, the "
                "terminal console); `ctbot cmd \"TEXT\"` runs one command and prints the reply.")
-EPILOG = 'examples:  ctbot serve --config /etc/ctbot/ctbot.toml   ctbot cmd "list" --json'
+EPILOG = ('examples:\n  ctbot serve --config /etc/ctbot/ctbot.toml\n'
+          '  ctbot cmd "list" --json\n  ctbot cmd "destroy web1" --yes')
 
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -45,7 +46,8 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctbot", description=DESCRIPTION, epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="ctbot", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="action", metavar="{serve,cmd}")
 

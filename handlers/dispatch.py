@@ -67,12 +67,19 @@ class Dispatcher:
                 raise InvalidInput("in Slack, confirm with the Confirm button, not `--yes`")
             request = replace(request, confirmed=True)
         verb, rest = self.services.registry.resolve(words)
-        args = parse_args(verb.name, verb.signature, rest)
+        role = self.role_of(request.user_id, request.transport)
+        try:
+            args = parse_args(verb.name, verb.signature, rest)
+        except InvalidInput:
+            # Someone who may not run the verb learns that first, not how to spell it.
+            if not role.allows(verb.role):
+                raise PermissionDenied(messages.denied(verb.name, verb.role, role)) from None
+            raise
         inv = Invocation(
             request=request,
             verb=verb,
             args=args,
-            role=self.role_of(request.user_id, request.transport),
+            role=role,
             services=self.services,
         )
 

@@ -123,6 +123,8 @@ def suggest(word: str, candidates: Sequence[str], *, prefix: str = "") -> str | 
     """A 'did you mean …' hint, or None when nothing is close."""
     import difflib  # only when a word is unknown: not on every command's path
 
+    if word.lower() in candidates:  # `LIST`: commands are lowercase
+        return f"did you mean `{prefix}{word.lower()}`?"
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"did you mean `{prefix}{matches[0]}`?" if matches else None
 

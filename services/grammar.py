@@ -39,7 +39,7 @@ _NFT_TABLE_RE = re.compile(r"[a-z][a-z0-9_]{0,30}")
 _PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian Policy 5.6.1
 _SUITE_RE = re.compile(r"[a-z]+")
 _SIZE_RE = re.compile(r"([0-9]{1,6}(?:\.[0-9]{1,3})?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
-_CPU_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3})?")
+_CPU_RE = re.compile(r"-?[0-9]{1,6}(?:\.[0-9]{1,3})?")
 _SECONDS_RE = re.compile(r"([0-9]{1,6})([smhd]?)")
 
 MACHINE_NAME_RULE = (f"1–{MACHINE_NAME_MAX} lowercase letters, digits and hyphens, starting "
@@ -145,7 +145,8 @@ def seconds(raw: str, *, maximum: int) -> int:
     """A duration: ``90`` or ``90s``, ``5m``, ``2h``, ``1d`` → seconds, 1 to ``maximum``."""
     match = _SECONDS_RE.fullmatch(raw) if raw.isascii() else None
     if match is None:
-        raise InvalidInput(f"{printable(raw)} is not a duration; write e.g. 90, 90s, 5m or 2h")
+        examples = "90, 90s or 5m" if maximum < 7200 else "90, 90s, 5m or 2h"
+        raise InvalidInput(f"{printable(raw)} is not a duration; write e.g. {examples}")
     value = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if not 1 <= value <= maximum:
         raise InvalidInput(f"the duration must be from 1 to {maximum} seconds, not {value}")
@@ -292,7 +293,7 @@ def address_request(raw: str, family: Family) -> AddressRequest:
         return AUTO
     if raw == "none":
         return None
-    if "/" not in raw:
+    if "/" not in raw or "%" in raw:  # no zone ids (%eth0): an address of the pool's bridge
         raise InvalidInput(f"--{family} {printable(raw)}: write auto, none or ADDRESS/PREFIX "
                            f"(e.g. {family.example})")
     try:
@@ -319,9 +320,14 @@ def requests_from_json(data: Mapping[str, Any]) -> dict[Family, AddressRequest]:
     return {f: address_request(str(data[str(f)]), f) for f in Family if str(f) in data}
 
 
+POOL_PREFIXES = {Family.V4: range(8, 31), Family.V6: range(48, 125)}
+
+
 def network(raw: str, family: Family) -> IPNetwork:
-    """A pool: a network of ``family`` with at least four addresses (network, gateway,
-    one machine, broadcast)."""
+    """A pool: a unicast network of ``family``, /8–/30 for IPv4 and /48–/124 for IPv6
+    (at least network, gateway, one machine and broadcast), never loopback, link-local,
+    multicast, unspecified or reserved space (RFC 6890) — the bridge gets its first
+    address, and such a pool would cut the host off from itself."""
     try:
         parsed = ipaddress.ip_network(raw, strict=True)
     except ValueError as exc:
@@ -329,8 +335,17 @@ def network(raw: str, family: Family) -> IPNetwork:
     if parsed.version != family.version:
         raise InvalidInput(f"{family} pool {printable(raw)} is not an IPv{family.version} "
                            "network")
-    if parsed.num_addresses < 4:
-        raise InvalidInput(f"{family} pool {printable(raw)} is too small")
+    allowed = POOL_PREFIXES[family]
+    if parsed.prefixlen not in allowed:
+        raise InvalidInput(f"{family} pool {printable(raw)}: the prefix must be from "
+                           f"/{allowed.start} to /{allowed.stop - 1}")
+    first = parsed.network_address
+    this_network = ipaddress.ip_network("0.0.0.0/8" if family is Family.V4 else "::/8")
+    if (first.is_loopback or first.is_link_local or first.is_multicast or first.is_reserved
+            or parsed.overlaps(this_network)):
+        raise InvalidInput(f"{family} pool {printable(raw)} is loopback, link-local, "
+                           "multicast or reserved space; use a private network (e.g. "
+                           f"{'10.231.0.0/24' if family is Family.V4 else 'fd00:1::/64'})")
     return parsed
 
 

@@ -58,6 +58,7 @@ async def run_create(inv: Invocation) -> Reply:
     name = inv.args["NAME"]
     inv.services.machines.check_can_create(name)
     addressing = Addressing({f: inv.args.flags.get(str(f), AUTO) for f in Family})
+    inv.services.networking.addresses.check_all(name, addressing.requests)  # before a job
     return await run_job(inv, "machine.create", CreateSpec(
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
         cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"), pids=inv.args.get("pids"),
@@ -124,7 +125,7 @@ async def run_exec(inv: Invocation) -> Reply:
                               timeout=inv.args.get("timeout", EXEC_TIMEOUT_DEFAULT))
     return Reply(data={"name": name, "argv": argv, "command": shlex.join(argv),
                        "exit_code": result.returncode, "stdout": result.stdout,
-                       "stderr": result.stderr}, view="exec")
+                       "stderr": result.stderr, "truncated": result.truncated}, view="exec")
 
 
 @verb("logs", role=Role.OPERATOR, positionals=[

@@ -52,6 +52,7 @@ async def run_net_set(inv: Invocation) -> Reply:
     if not changes:
         raise InvalidInput(messages.say_what_to_change())
     inv.services.machines.require(inv.args["NAME"])
+    inv.services.networking.addresses.check_all(inv.args["NAME"], changes)  # before a job
     return await run_job(inv, "machine.readdress", Readdress(inv.args["NAME"], changes))
 
 

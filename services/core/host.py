@@ -38,6 +38,7 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+    truncated: bool = False  # more output than max_output was dropped
 
 
 LineHandler = Callable[[str], Awaitable[None]]
@@ -95,11 +96,14 @@ async def run(
                 await process.stdin.drain()
             process.stdin.close()
 
+    dropped = [False]
+
     async def collect(stream: asyncio.StreamReader | None, fd: int) -> bytes:
         kept, partial = bytearray(), b""
         while stream is not None and (chunk := await stream.read(65536)):
-            if len(kept) < max_output and fd != 3:
-                kept += chunk[: max_output - len(kept)]
+            if fd != 3:
+                dropped[0] |= len(kept) + len(chunk) > max_output
+                kept += chunk[: max(0, max_output - len(kept))]
             if on_line is not None and fd == line_fd:
                 *lines, partial = (partial + chunk).split(b"\n")
                 for line in lines:
@@ -133,6 +137,7 @@ async def run(
         process.returncode if process.returncode is not None else -1,
         stdout.decode(errors="replace"),
         stderr.decode(errors="replace"),
+        truncated=dropped[0],
     )
     if check and result.returncode != 0:
         raise HostCommandFailed(argv, result.returncode, result.stderr or result.stdout)
@@ -167,32 +172,31 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-def spawn_detached(argv: Sequence[str], *, log_path: Path,
-                   env: Mapping[str, str] | None = None,
+def spawn_detached(argv: Sequence[str], *, stdin: int = subprocess.DEVNULL,
+                   stdout: int = subprocess.DEVNULL, env: Mapping[str, str] | None = None,
                    preexec: Callable[[], None] | None = None) -> int:
     """Start a long-lived program in its own session, outliving ctbot; returns its PID.
 
-    Its output is appended to ``log_path``. The child is reaped by whoever is its parent
-    when it exits (init, once ctbot is gone); callers watch it through /proc.
+    ``stdin``, ``stdout`` (stderr goes with it): file descriptors, /dev/null by default.
+    The child is reaped by whoever is its parent when it exits (init, once ctbot is
+    gone); callers watch it through /proc.
     """
     argv = tuple(str(a) for a in argv)
     log.debug("spawn %s", shlex.join(argv))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        try:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**BASE_ENV, **(env or {})},
-                start_new_session=True,
-                close_fds=True,
-                # Only for joining a cgroup (os.open/os.write): nothing that takes locks.
-                preexec_fn=preexec,
-            )
-        except FileNotFoundError:
-            raise missing(argv[0]) from None
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            env={**BASE_ENV, **(env or {})},
+            start_new_session=True,
+            close_fds=True,
+            # Only for joining a cgroup (os.open/os.write): nothing that takes locks.
+            preexec_fn=preexec,
+        )
+    except FileNotFoundError:
+        raise missing(argv[0]) from None
     # While ctbot lives it is the child's parent and must reap it, or a powered-off
     # machine lingers as a zombie; reap_finished() does so whenever liveness is checked.
     # Once ctbot exits, init inherits and reaps the child.

@@ -18,15 +18,21 @@ TAIL_BYTES = 64 * 1024
 
 
 def tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines (read from the last 64 KiB only)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - TAIL_BYTES))
-            text = f.read().decode(errors="replace")
-    except OSError:
+    """The last ``lines`` lines (from the last 64 KiB, across the rotated PATH.1)."""
+    data = b""
+    for part in (path, path.with_name(path.name + ".1")):
+        try:
+            with open(part, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - (TAIL_BYTES - len(data))))
+                data = f.read() + data
+        except OSError:
+            continue
+        if len(data) >= TAIL_BYTES:
+            break
+    if not data:
         return "(no console output recorded)"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
 def boot_failure_hint(console: str) -> str:

@@ -224,12 +224,23 @@ def destroyed(name: str) -> str:
     return f"`{name}` destroyed"
 
 
+def human_size(size_bytes: int) -> str:
+    if size_bytes < 1024:
+        return f"{size_bytes} bytes"
+    value, units = float(size_bytes), ("KiB", "MiB", "GiB", "TiB")
+    for unit in units:
+        value /= 1024
+        if value < 1024 or unit == units[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
 def image_ready(name: str, size_bytes: int) -> str:
-    return f"image `{name}` ready ({size_bytes // 2**20} MiB)"
+    return f"image `{name}` ready ({human_size(size_bytes)})"
 
 
 def image_imported(name: str, size_bytes: int) -> str:
-    return f"image `{name}` imported ({size_bytes // 2**20} MiB)"
+    return f"image `{name}` imported ({human_size(size_bytes)})"
 
 
 def give_a_command() -> str:

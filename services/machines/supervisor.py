@@ -29,7 +29,7 @@ from typing import Protocol
 from services.core import host
 from services.core.errors import HostCommandFailed, InternalError
 from services.core.host import ProcessId
-from services.machines import cgroups
+from services.machines import cgroups, consolelog
 from services.machines.cgroups import Limits
 
 log = logging.getLogger(__name__)
@@ -219,14 +219,22 @@ class DirectSupervisor(_FindsNspawn):
         dirs = cgroups.prepare(group, launch.limits)
         join = cgroups.join_function(dirs) if dirs else None
         readiness = Readiness(launch.notify_socket)
+        launch.console_log.parent.mkdir(parents=True, exist_ok=True)
+        # nspawn's output (the machine's console) → a pipe → the size-bounded log writer,
+        # which ends when nspawn does.
+        read_end, write_end = os.pipe()
         try:
+            host.spawn_detached(consolelog.argv(launch.console_log), stdin=read_end)
             pid = host.spawn_detached(
-                nspawn_argv(launch), log_path=launch.console_log, preexec=join,
+                nspawn_argv(launch), stdout=write_end, preexec=join,
                 env={**NSPAWN_ENV, "NOTIFY_SOCKET": str(launch.notify_socket)})
         except BaseException:
             readiness.close()
             cgroups.remove(group)
             raise
+        finally:
+            os.close(read_end)
+            os.close(write_end)
         return ProcessId(pid, host.process_start_time(pid)), readiness
 
     async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.core.errors import Conflict, InvalidInput
 from services.core.store import Store
@@ -39,9 +40,8 @@ class Pool:
 
     @property
     def capacity(self) -> int:
-        """Addresses machines can get, capped at 2^32 (an IPv6 /64 has 2^64)."""
-        size = self.network.num_addresses - len(self.reserved())
-        return min(size, 2**32)
+        """Addresses machines can get (an IPv6 /64: 2^64 minus the reserved ones)."""
+        return self.network.num_addresses - len(self.reserved())
 
     @property
     def capacity_text(self) -> str:
@@ -69,23 +69,37 @@ class AddressBook:
         Raises InvalidInput for an address outside the pool or reserved, Conflict for one
         in use or an exhausted pool."""
         with self._store.transaction() as tx:
-            for family, request in requests.items():
-                tx.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
-                           (machine, str(family)))
-                pool = self.pools.get(family)
-                if request is None or (pool is None and isinstance(request, Auto)):
-                    continue  # no address ([network] …_pool = "none" for AUTO)
-                if pool is None:
-                    raise InvalidInput(messages.no_pool(family))
-                rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
-                                  (str(family),)).fetchall()
-                taken = {ipaddress.ip_address(r["address"]): r["machine"] for r in rows}
-                chosen = (self._lowest_free(pool, set(taken)) if isinstance(request, Auto)
-                          else self._check(pool, request, taken))
-                tx.execute("INSERT INTO addresses (machine, family, address, prefixlen)"
-                           " VALUES (?, ?, ?, ?)",
-                           (machine, str(family), str(chosen.ip), chosen.network.prefixlen))
+            self._allocate_in(tx, machine, requests)
         return self.of(machine)
+
+    def check_all(self, machine: str, requests: Mapping[Family, AddressRequest]) -> None:
+        """Refuse now what ``allocate_all`` would refuse (the same code, rolled back):
+        a verb says so before it starts a job. Nothing is written."""
+        try:
+            with self._store.transaction() as tx:
+                self._allocate_in(tx, machine, requests)
+                raise _DryRun
+        except _DryRun:
+            pass
+
+    def _allocate_in(self, tx: Any, machine: str,
+                     requests: Mapping[Family, AddressRequest]) -> None:
+        for family, request in requests.items():
+            tx.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
+                       (machine, str(family)))
+            pool = self.pools.get(family)
+            if request is None or (pool is None and isinstance(request, Auto)):
+                continue  # no address ([network] …_pool = "none" for AUTO)
+            if pool is None:
+                raise InvalidInput(messages.no_pool(family))
+            rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
+                              (str(family),)).fetchall()
+            taken = {ipaddress.ip_address(r["address"]): r["machine"] for r in rows}
+            chosen = (self._lowest_free(pool, set(taken)) if isinstance(request, Auto)
+                      else self._check(pool, request, taken))
+            tx.execute("INSERT INTO addresses (machine, family, address, prefixlen)"
+                       " VALUES (?, ?, ?, ?)",
+                       (machine, str(family), str(chosen.ip), chosen.network.prefixlen))
 
     def _lowest_free(self, pool: Pool, taken: set[IPAddress]) -> IPInterface:
         reserved = pool.reserved()
@@ -135,6 +149,10 @@ class AddressBook:
         rows = self._store.query("SELECT COUNT(*) FROM addresses WHERE family = ?",
                                  (str(family),))
         return int(rows[0][0])
+
+
+class _DryRun(Exception):
+    """Rolls a check's transaction back."""
 
 
 def host_ula_prefix() -> ipaddress.IPv6Network:

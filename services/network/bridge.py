@@ -60,6 +60,12 @@ class HostBridge:
             if not state.up:
                 await self.set_up(self.name)
             return []
+        for link in (await host_links()).values():
+            for address in link.addresses:
+                for pool in self.pools.values():
+                    if address.network.overlaps(pool.network):
+                        raise OperationFailed(messages.pool_overlaps(
+                            pool.network, address, link.name))
         try:
             async with _iproute() as ipr:
                 await ipr.link("add", ifname=self.name, kind="bridge")

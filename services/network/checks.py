@@ -14,8 +14,9 @@ async def network_checks(net: Networking, *, machines_running: bool) -> list[Che
     bridge = (await host_links()).get(net.config.bridge)
     if bridge is None:
         checks.append(Check("bridge", not machines_running,
-                            f"{net.config.bridge} does not exist (made when a machine with an "
-                            "address starts)", "any ctbot command makes it again"))
+                            f"{net.config.bridge} does not exist (ctbot makes it when a "
+                            "machine with an address starts)",
+                            "any ctbot command makes it again while machines run"))
     else:
         problems = net.bridge.differences(bridge)
         checks.append(Check("bridge", not problems and bridge.up,

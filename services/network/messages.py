@@ -152,3 +152,9 @@ def export_not_a_directory(directory: Path) -> str:
 
 def file_removed(path: str) -> str:
     return f"removed {path}"
+
+
+def pool_overlaps(pool: IPNetwork, address: IPInterface, link: str) -> str:
+    return (f"the pool {pool} overlaps {address} on {link}: a bridge with it would take "
+            "that network's traffic away from the host. Pick a pool of its own "
+            "([network] ipv4_pool / ipv6_pool)")

@@ -245,3 +245,22 @@ def test_exec_timeout_is_the_users_and_says_so(host: Host):
     assert "did not finish within 1 s" in result.stdout and "--timeout" in result.stdout
     assert time.monotonic() - started < 20
     assert host.json("exec slow1 -- true")["exit_code"] == 0  # and the machine is fine
+
+
+def test_a_second_instance_is_told_who_has_a_machine_name(host: Host, tmp_path):
+    from tests.integration.isolation import isolate, remove_everything
+
+    host.create("twin9")
+    other = isolate(kind="second", image=IMAGE, images_dir=Path(host.env["CTBOT_IMAGES_DIR"]),
+                    ipv4_prefix="10.238")
+    try:
+        second = Host(other.base, other.bridge, other.nft_table, other.env)
+        result = second.ctbot("create twin9")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "already has an interface vb-twin9" in result.stdout
+        assert "another ctbot instance" in result.stdout
+        assert "twin9" not in second.names()  # rolled back
+        assert host.status("twin9")["state"] == "running"  # the first one's is untouched
+    finally:
+        remove_everything(other.env, base=other.base, bridge=other.bridge,
+                          nft_table=other.nft_table)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.machines import console
 from tests.integration.conftest import Host, inside
 
 
@@ -157,3 +158,13 @@ def test_a_failed_import_leaves_nothing(host: Host, tmp_path):
     result = host.ctbot(f"image import broken-{os.getpid()} {broken}")
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     assert sorted(p.name for p in images.iterdir()) == before
+
+
+def test_the_console_log_stays_bounded(host: Host):
+    host.create("loud1", "--ipv4 none", "--ipv6 none")
+    as_machine_root(host, "loud1", "head -c 30000000 /dev/zero | tr '\\0' y > /dev/console; "
+                                   "echo the-end > /dev/console")
+    layers = host.state_dir / "machines" / "loud1"
+    size = sum(p.stat().st_size for p in layers.glob("console.log*"))
+    assert size <= 2 * 1024 * 1024 + 64 * 1024, size
+    assert "the-end" in console.tail(layers / "console.log", 200)  # the latest is kept

@@ -142,3 +142,14 @@ def test_doctor_lists_each_check_with_ok_detail_and_fix(tmp_path):
     failing = run_ctbot("cmd", "doctor --failing", "--json",
                         env={"CTBOT_STATE_DIR": str(tmp_path)})
     assert all(not c["ok"] for c in json.loads(failing.stdout)["checks"])
+
+
+def test_a_command_cannot_forge_audit_entries_or_send_escapes(tmp_path):
+    config = tmp_path / "ctbot.toml"
+    config.write_text('[roles]\nviewers = ["U0VIEW01"]\n')
+    env = {"CTBOT_STATE_DIR": str(tmp_path), "CTBOT_CONFIG": str(config)}
+    forged = "exec web1 -- x\n#500 2026-01-01 00:00:00Z local (admin, cli) `host teardown` → ok"
+    run_ctbot("cmd", forged + "\x1b[8m", "--as", "U0VIEW01", env=env)
+    shown = run_ctbot("cmd", "audit 5", env=env).stdout
+    assert len(shown.strip().splitlines()) == 1, shown  # one entry, one line
+    assert "\x1b" not in shown and "\\x1b[8m" in shown and "\\n#500" in shown

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,12 @@ def test_log_lines_mask_secrets_even_in_tracebacks():
         root.setLevel(saved[1])
     assert "xoxb-super-secret" not in stream.getvalue()
     assert "***" in stream.getvalue() and "Traceback" in stream.getvalue()
+
+
+@pytest.mark.parametrize(("key", "pool"), [
+    ("ipv4_pool", "127.0.0.0/24"), ("ipv4_pool", "0.0.0.0/0"), ("ipv4_pool", "169.254.0.0/16"),
+    ("ipv4_pool", "224.0.0.0/24"), ("ipv4_pool", "10.0.0.0/31"), ("ipv6_pool", "fe80::/64"),
+    ("ipv6_pool", "::1/128"), ("ipv6_pool", "ff02::/64"), ("ipv6_pool", "fd00::/32")])
+def test_pools_that_would_cut_the_host_off_are_refused(tmp_path, key, pool):
+    with pytest.raises(SettingsError, match=re.escape(f"[network] {key}")):
+        load_settings(write(tmp_path, f'[network]\n{key} = "{pool}"\n'), {})
