@@ -27,6 +27,10 @@ from services.network import operations as network_jobs
 from services.network.checks import network_checks
 from services.network.part import NetworkPart
 from services.network.service import Networking
+from services.ssh.access import SshAccess
+from services.ssh.checks import ssh_checks
+from services.ssh.part import SshPart
+from services.ssh.store import SshStore
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +57,12 @@ class Runtime:
         jobs = JobRunner(job_store)
         images = Images(settings.images)
         networking = Networking(store, settings.network)
+        records = MachineStore(store)
+        ssh = SshAccess(SshStore(store), records, networking, settings.ssh,
+                        root_of=lambda name: settings.machines.machines_dir / name)
         # The machine parts, in the order the lifecycle calls them (teardown: reversed).
-        parts = [NetworkPart(networking)]
-        machines = Machines(records=MachineStore(store), images=images,
+        parts = [NetworkPart(networking), SshPart(ssh)]
+        machines = Machines(records=records, images=images,
                             supervisor=choose_supervisor(), jobs=job_store, parts=parts,
                             config=settings.machines)
         machine_jobs.register_jobs(jobs, machines)
@@ -67,11 +74,14 @@ class Runtime:
             running = any(m.leader_pid for m in machines.all())
             return await network_checks(networking, machines_running=running)
 
+        async def access_checks() -> list[Check]:
+            return await ssh_checks(ssh, machines, settings.images)
+
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
-            machines=machines, images=images, networking=networking,
-            doctor=Doctor([host_checks, net_checks]),
+            machines=machines, images=images, networking=networking, ssh=ssh,
+            doctor=Doctor([host_checks, net_checks, access_checks]),
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,

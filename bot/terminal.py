@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TextIO
 
 from handlers.context import Reply
-from handlers.views import render_view
+from handlers.views import inert, render_view
 from services.core.jobs import Job
 
 if TYPE_CHECKING:
@@ -29,13 +29,15 @@ class TerminalProgress:
     async def job_changed(self, job: Job) -> None:
         shown = self._shown.get(job.id, 0)
         for line in job.progress[shown:]:
-            self._print(f"{self._prefix}{line.line}")
+            # Progress quotes machines and images (a debootstrap package name, a boot
+            # line): inert, as every view is.
+            self._print(f"{self._prefix}{inert(line.line)}")
         self._shown[job.id] = len(job.progress)
         if not self._tty:
             self._out.flush()
             return
         if job.activity and not job.state.finished:
-            self._live(job.activity)
+            self._live(inert(job.activity))
         else:
             self.close()
 

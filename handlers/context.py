@@ -18,6 +18,7 @@ from services.core.jobs import JobObserver
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.network.service import Networking
+from services.ssh.access import SshAccess
 
 
 class Transport(StrEnum):
@@ -67,12 +68,13 @@ class Reply:
 
     @cached_property
     def text(self) -> str:
+        from handlers.views import inert, render_view  # jinja2 only when a view renders
+
         if self.message is not None:
-            return self.message
+            # Errors quote what the user typed and what a machine said: inert too.
+            return inert(self.message)
         if self.view is None:
             return ""
-        from handlers.views import render_view  # jinja2 only when text is wanted
-
         return render_view(self.view, self.data)
 
     @property
@@ -138,6 +140,7 @@ class Services:
     machines: Machines
     images: Images
     networking: Networking
+    ssh: SshAccess
     doctor: Doctor
 
 

@@ -70,11 +70,17 @@ class Dispatcher:
         role = self.role_of(request.user_id, request.transport)
         try:
             args = parse_args(verb.name, verb.signature, rest)
-        except InvalidInput:
+        except InvalidInput as exc:
             # Someone who may not run the verb learns that first, not how to spell it.
-            if not role.allows(verb.role):
-                raise PermissionDenied(messages.denied(verb.name, verb.role, role)) from None
-            raise
+            error: UserError = exc if role.allows(verb.role) else PermissionDenied(
+                messages.denied(verb.name, verb.role, role))
+            if verb.audited:  # an attempt that never reached the verb is still on record
+                self.services.audit.record(
+                    user_id=request.user_id, role=role, transport=request.transport,
+                    command=request.text, detail=str(error),
+                    outcome=Outcome.USER_ERROR if error is exc else Outcome.DENIED,
+                    correlation_id=request.correlation_id)
+            raise error from None
         inv = Invocation(
             request=request,
             verb=verb,

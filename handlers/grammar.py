@@ -21,7 +21,7 @@ from typing import Any
 
 from services.core.errors import InvalidInput
 
-MAX_COMMAND_LENGTH = 4000
+MAX_COMMAND_LENGTH = 20000  # a 16 KiB public key (`key add`) must fit
 
 
 Parser = Callable[[str], Any]
@@ -52,10 +52,12 @@ class Positional:
     name: str
     required: bool = True
     parse: Parser = _text
+    rest: bool = False  # the last one only: every word left, joined by single spaces
 
     @property
     def usage(self) -> str:
-        return self.name if self.required else f"[{self.name}]"
+        name = f"{self.name}…" if self.rest else self.name
+        return name if self.required else f"[{name}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,10 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
             positional_values.append(word)
         i += 1
 
+    if signature.positionals and signature.positionals[-1].rest \
+            and len(positional_values) > len(signature.positionals):
+        keep = len(signature.positionals) - 1
+        positional_values = [*positional_values[:keep], " ".join(positional_values[keep:])]
     if len(positional_values) > len(signature.positionals):
         extra = positional_values[len(signature.positionals)]
         raise InvalidInput(f"unexpected argument `{extra}`",

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-# Slack user ids: U… for users, W… for Enterprise Grid users, B… for bots. Local
-# callers (`ctbot cmd`, the console) use the reserved id "local".
-SLACK_USER_ID_RE = re.compile(r"^[UWB][A-Z0-9]{2,20}$")
-LOCAL_USER = "local"  # the host's own operator: `ctbot cmd` and the console; always admin
+# The host's own operator (`ctbot cmd`, the console) is LOCAL_USER, always admin; the
+# id grammar is services/grammar.py's.
+from services.grammar import LOCAL_USER, SLACK_USER_ID_RE
+
+__all__ = ["LOCAL_USER", "Role", "RolePolicy", "is_slack_user_id", "is_valid_user_id"]
 
 
 class Role(StrEnum):

@@ -17,12 +17,22 @@ from typing import Any
 
 from services.core.templating import render
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 and C1 controls but newline and tab; and the Unicode format characters that reorder
+# or hide what a reader sees (bidirectional overrides and isolates, CVE-2021-42574
+# "Trojan Source"; zero-width characters; line and paragraph separators).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
+                      "\u2060-\u2069\ufeff]")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def inert(text: str) -> str:
-    """``text`` with control characters (but newline and tab) escaped as ``\\xNN``."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with control and invisible format characters (but newline and tab)
+    escaped as ``\\xNN`` / ``\\uNNNN``: shown, never obeyed."""
+    return _CONTROL.sub(lambda m: _escape(m.group()), text)
 
 
 def _inert_all(value: Any) -> Any:

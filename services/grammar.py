@@ -10,6 +10,10 @@
     port spec     := port ":" port [ "/" ( "tcp" | "udp" ) ]
     address       := "auto" | "none" | ADDRESS "/" PREFIXLEN      (per family)
     bridge name   := [a-z] [a-z0-9-]{0,14}                        a Linux interface name
+    user          := "local" | [UW] [A-Z0-9]{2,20} | "<@" id [ "|" label ] ">"   (Slack ids)
+    login         := [a-z_] [a-z0-9_-]{0,30}                      a POSIX login in a machine
+    from          := network { "," network }                     at most 16 (sshd from=)
+    GitHub login  := [A-Za-z0-9] ( [A-Za-z0-9-]{0,37} [A-Za-z0-9] )?
 
 Parsed once, where the text enters (a chat verb, a settings key); from there on only the
 typed value travels, and what is stored (job arguments) is its canonical text. Twelve
@@ -354,3 +358,61 @@ def ip_address(raw: str) -> IPAddress:
         return ipaddress.ip_address(raw)
     except ValueError:
         raise InvalidInput(f"{printable(raw)} is not an IP address") from None
+
+
+# Slack user ids: U… for users, W… for Enterprise Grid users, B… for bots. Local callers
+# (`ctbot cmd`, the console) are the reserved id "local".
+SLACK_USER_ID_RE = re.compile(r"[UWB][A-Z0-9]{2,20}")
+_MENTION_RE = re.compile(r"<@([UW][A-Z0-9]{2,20})(?:\|[^<>]{0,80})?>")
+LOCAL_USER = "local"
+_LOGIN_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
+_GITHUB_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?")
+MAX_FROM_NETWORKS = 16
+
+
+def user(raw: str) -> str:
+    """A person, by immutable id: ``local``, a Slack user id (``U012ABCDEF``, ``W…``) or a
+    Slack mention as Slack sends it (``<@U012ABCDEF|ana>``) → the id. Display names are
+    refused: anyone can change theirs."""
+    mention = _MENTION_RE.fullmatch(raw)
+    if mention is not None:
+        return mention.group(1)
+    if raw == LOCAL_USER or (SLACK_USER_ID_RE.fullmatch(raw) and raw[0] in "UW"):
+        return raw
+    raise InvalidInput(f"{printable(raw)} is not a user: give a Slack user id (U012ABCDEF, "
+                       "from their profile → ⋮ → Copy member ID), a mention (@ana), or "
+                       "`local` (the host's own operator)")
+
+
+def login(raw: str) -> str:
+    """A login in a machine: systemd's strict user-name rule (sysusers.d(5), "User/Group
+    Name Syntax"): ASCII lowercase letters, digits, ``_`` and ``-``, not starting with a
+    digit or ``-``, at most 31 characters."""
+    if not _LOGIN_RE.fullmatch(raw):
+        raise InvalidInput(f"{printable(raw)} is not a login: 1–31 lowercase letters, digits, "
+                           "_ and -, starting with a letter or _")
+    return raw
+
+
+def source_networks(raw: str) -> tuple[IPNetwork, ...]:
+    """``--from``: addresses or networks, comma-separated (``192.0.2.0/24,2001:db8::/32``),
+    as sshd's ``from=`` takes them (sshd(8), AUTHORIZED_KEYS FILE FORMAT); host bits
+    set are refused rather than silently dropped."""
+    parts = raw.split(",")
+    if not raw or len(parts) > MAX_FROM_NETWORKS:
+        raise InvalidInput(f"give 1 to {MAX_FROM_NETWORKS} networks, comma-separated "
+                           "(e.g. 192.0.2.0/24,2001:db8::/32)")
+    networks = []
+    for part in parts:
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=True))
+        except ValueError as exc:
+            raise InvalidInput(f"{printable(part)} is not an address or network: {exc}") from None
+    return tuple(networks)
+
+
+def github_login(raw: str) -> str:
+    """A GitHub user name: letters, digits and single hyphens, at most 39 characters."""
+    if not _GITHUB_LOGIN_RE.fullmatch(raw) or "--" in raw:
+        raise InvalidInput(f"{printable(raw)} is not a GitHub login")
+    return raw

@@ -27,6 +27,7 @@ from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
 from services.network.addresses import Pool
 from services.network.config import NetworkConfig
+from services.ssh.config import SshConfig
 
 __all__ = ["DEFAULT_IMAGE_PACKAGES", "ListenAddress", "Settings", "SettingsError",
            "SlackSettings", "load_settings", "parse_listen"]
@@ -64,6 +65,7 @@ class Settings:
     images: ImageConfig
     machines: MachinesConfig
     network: NetworkConfig
+    ssh: SshConfig
     log_level: str
     log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
     source: str = "built-in defaults"
@@ -128,6 +130,9 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
         network=NetworkConfig(
             bridge=v["network.bridge"], pools=pools, dns=v["network.dns"],
             nft_table=v["network.nft_table"], outbound=v["network.outbound"]),
+        ssh=SshConfig(state_dir=state_dir / "ssh", key_url=v["ssh.key_url"],
+                      fetch_timeout=v["ssh.fetch_timeout"],
+                      check_timeout=v["ssh.check_timeout"]),
         log_level=v["log.level"],
         log_destination=v["log.file"],
         source=source,

@@ -24,7 +24,8 @@ Generated from bot/settings/sections.py by `python -m bot.settings example`."""
 
 # Debian packages every image gets on top of debootstrap's minbase: one list, extended
 # here as features need more (networking, SSH, Docker-in-CT, nesting).
-DEFAULT_IMAGE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping"]
+DEFAULT_IMAGE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping",
+                          "openssh-server"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -92,6 +93,13 @@ def url_origin(value: str) -> str:
             or parts.query or parts.username:
         raise ValueError(f"must be an origin like https://hooks.slack.com, not {value!r}")
     return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def key_url(value: str) -> str:
+    if "{login}" not in value or value.count("{") != 1 or value.count("}") != 1:
+        raise ValueError(f"must contain {{login}} once and no other braces, not {value!r}")
+    http_url(value.replace("{login}", "x"))
+    return value
 
 
 def slack_api_url(value: str) -> str:
@@ -175,7 +183,8 @@ SECTIONS: tuple[Section, ...] = (
             http_url),
         Key("packages", DEFAULT_IMAGE_PACKAGES, "Packages added to debootstrap's minbase: "
             "systemd, systemd-sysv and dbus boot the machine; iproute2 and iputils-ping "
-            "serve networking and `ping`.", each(grammar.debian_package)),
+            "serve networking and `ping`; openssh-server is `access grant`'s sshd.",
+            each(grammar.debian_package)),
     )),
     Section("machines", "Machine lifecycle.", (
         Key("boot_timeout", 60, "Seconds a machine may take to boot (its systemd's READY=1) "
@@ -202,6 +211,14 @@ SECTIONS: tuple[Section, ...] = (
             "turn on IPv4/IPv6 forwarding. A host that learns its own IPv6 default route "
             "from router advertisements needs accept_ra=2 on its uplink before this is on; "
             "ctbot does not touch the uplink."),
+    )),
+    Section("ssh", "SSH into machines: keyrings, `access grant`, `key import`.", (
+        Key("key_url", "https://github.com/{login}.keys", "Where `key import gh:LOGIN` "
+            "fetches a user's public keys: an http(s) URL with {login} in it.", key_url),
+        Key("fetch_timeout", 10, "Seconds a `key import` download may take.",
+            seconds_up_to_an_hour),
+        Key("check_timeout", 10, "Seconds ctbot's own login after `access grant` may take.",
+            seconds_up_to_an_hour),
     )),
     Section("roles", "Who may do what, by Slack user id (profile → ⋮ → Copy member ID).", (
         Key("admins", [], "Slack user ids with the admin role. A user in several lists "

@@ -54,6 +54,7 @@ async def run(
     max_output: int = 4 * 1024 * 1024,
     on_line: LineHandler | None = None,
     line_fd: int = 1,
+    pass_fds: Sequence[int] = (),
 ) -> Completed:
     """Run a program to completion and capture its output.
 
@@ -64,15 +65,18 @@ async def run(
     ``on_line`` gets each line the program writes to ``line_fd`` as it comes: 1 (stdout)
     or 2 (stderr), which are captured as well, or 3, an extra pipe the program finds
     open as its fd 3 (debootstrap --debian-installer writes its progress there).
-    Raises MissingProgram, CommandTimedOut, HostCommandFailed (exit status, with check).
+    ``pass_fds``: open files the program gets under the same numbers (it can name them
+    /proc/self/fd/N). Raises MissingProgram, CommandTimedOut, HostCommandFailed (exit
+    status, with check).
     """
     argv = tuple(str(a) for a in argv)
     log.debug("run %s", shlex.join(argv))
     extra: tuple[int, int] | None = os.pipe() if on_line and line_fd == 3 else None
-    spawn_options: dict[str, Any] = {}
+    spawn_options: dict[str, Any] = {"pass_fds": tuple(pass_fds)} if pass_fds else {}
     if extra is not None:
         write_end = extra[1]
-        spawn_options = {"pass_fds": (3,), "preexec_fn": lambda: os.dup2(write_end, 3)}
+        spawn_options = {"pass_fds": (3, *pass_fds),
+                         "preexec_fn": lambda: os.dup2(write_end, 3)}
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,

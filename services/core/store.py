@@ -131,6 +131,46 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE machines ADD COLUMN pids INTEGER;
     ALTER TABLE machines ADD COLUMN op_data TEXT NOT NULL DEFAULT '{}';
     """,
+    # 10: SSH: users' keyrings, who may log in where, machines' host keys
+    """
+    CREATE TABLE ssh_keys (
+        user_id     TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        algorithm   TEXT NOT NULL,
+        blob        TEXT NOT NULL,
+        bits        INTEGER NOT NULL,
+        comment     TEXT NOT NULL DEFAULT '',
+        added_at    REAL NOT NULL,
+        PRIMARY KEY (user_id, fingerprint)
+    );
+    CREATE TABLE ssh_access (
+        machine     TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        login       TEXT NOT NULL,
+        from_cidr   TEXT,
+        expires_at  REAL,
+        granted_by  TEXT NOT NULL,
+        granted_at  REAL NOT NULL,
+        PRIMARY KEY (machine, user_id)
+    );
+    CREATE TABLE ssh_host_keys (
+        machine     TEXT NOT NULL,
+        algorithm   TEXT NOT NULL,
+        blob        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (machine, algorithm)
+    );
+    """,
+    # 11: addresses a `net set` replaced, held (taken by no one) until it completes
+    """
+    CREATE TABLE address_holds (
+        machine   TEXT    NOT NULL,
+        family    TEXT    NOT NULL,
+        address   TEXT    NOT NULL UNIQUE,
+        prefixlen INTEGER NOT NULL,
+        PRIMARY KEY (machine, family)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

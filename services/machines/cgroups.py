@@ -74,9 +74,20 @@ def _is_v1_controller(hierarchy: Path) -> bool:
     return not unified_only() and hierarchy.name not in ("systemd", "unified")
 
 
+def _controllers(hierarchy: Path) -> set[str]:
+    """The v1 controllers a hierarchy's directory holds: ``cpu,cpuacct`` is both (the
+    usual Debian layout, with ``cpu`` and ``cpuacct`` symlinks beside it)."""
+    return set(hierarchy.name.split(","))
+
+
 def prepare(group: str, limits: Limits) -> list[Path]:
     """Create the machine's group in every hierarchy, with its limits; returns the
-    directories nspawn joins. InternalError if the kernel refuses."""
+    directories nspawn joins. InternalError if the kernel refuses.
+
+    Groups left by an earlier run (a machine that powered itself off never reaches
+    ``remove``) are removed first: a v1 devices group with children refuses a new
+    ``devices.deny`` (EINVAL), and stale limits must not outlive a change."""
+    remove(group)
     joined = []
     try:
         for hierarchy in hierarchies():
@@ -94,13 +105,15 @@ def prepare(group: str, limits: Limits) -> list[Path]:
             if not _is_v1_controller(hierarchy):
                 joined.append(own)  # nspawn makes its payload/supervisor groups below
                 continue
-            if hierarchy.name == "cpuset":
+            controllers = _controllers(hierarchy)
+            if "cpuset" in controllers:
                 _inherit_cpuset(hierarchy, top)
                 _inherit_cpuset(top, own)
-            _set_v1(hierarchy.name, own, limits)
+            for controller in sorted(controllers):
+                _set_v1(controller, own, limits)
             leaf = own / LEAF
             leaf.mkdir(exist_ok=True)
-            if hierarchy.name == "cpuset":
+            if "cpuset" in controllers:
                 _inherit_cpuset(own, leaf)
             joined.append(leaf)
     except OSError as exc:
@@ -117,6 +130,7 @@ def _set_v2(own: Path, limits: Limits) -> None:
 
 
 def _set_v1(controller: str, own: Path, limits: Limits) -> None:
+    # One controller of the hierarchy's (cpu of cpu,cpuacct); the others need nothing.
     if controller == "cpu" and limits.cpu is not None:
         (own / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
         (own / "cpu.cfs_quota_us").write_text(str(int(limits.cpu * CFS_PERIOD_US)))
@@ -151,6 +165,38 @@ def join_function(dirs: list[Path]) -> Callable[[], None]:
                 os.close(fd)
 
     return join
+
+
+def groups_of(pid: int) -> list[Path]:
+    """The directories of ``pid``'s cgroups, one per mounted hierarchy, from
+    /proc/PID/cgroup and the host's mount table (cgroups(7)); [] if it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        known = {row.split()[0] for row in Path("/proc/cgroups").read_text().splitlines()
+                 if row and not row.startswith("#")}
+    except OSError:
+        return []
+    where: dict[str, Path] = {}  # "cpu,cpuacct" / "name=systemd" / "" (v2) → mount point
+    for mount in mounts:
+        fields = mount.split(" - ", 1)
+        if len(fields) != 2:
+            continue
+        fstype, _, options = [*fields[1].split(), "", "", ""][:3]
+        mount_point = Path(fields[0].split()[4])
+        if fstype == "cgroup2":
+            where.setdefault("", mount_point)
+        elif fstype == "cgroup":
+            # Super options: the controllers, name=…, and others (xattr, clone_children).
+            keys = [o for o in options.split(",") if o in known or o.startswith("name=")]
+            where.setdefault(",".join(sorted(keys)), mount_point)
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        point = where.get(",".join(sorted(controllers.split(","))) if controllers else "")
+        if point is not None:
+            found.append(point / path.lstrip("/"))
+    return found
 
 
 def remove(group: str) -> None:

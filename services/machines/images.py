@@ -259,6 +259,11 @@ def _make_cloneable(root: Path) -> None:
     rootfs.write_file(root, "etc/machine-id", b"")  # filled per machine
     rootfs.remove_file(root, "etc/hostname")
     rootfs.remove_file(root, "var/lib/dbus/machine-id")
+    # SSH host keys: each machine gets its own at create (services/ssh/part.py); a key
+    # shared by every clone would let any of them impersonate the others.
+    for name in rootfs.list_dir(root, "etc/ssh"):
+        if name.startswith("ssh_host_") and "_key" in name:
+            rootfs.remove_file(root, f"etc/ssh/{name}")
     # A persistent journal, so `logs NAME` has something after a restart.
     rootfs.ensure_dir(root, "var/log/journal")
 

@@ -176,7 +176,8 @@ class Machines:
             name=name, root=paths.root, console_log=paths.console_log,
             notify_socket=paths.notify_socket,
             limits=Limits(cpu=record.cpu, memory_bytes=record.memory_bytes,
-                          pids=record.pids or DEFAULT_PIDS)))
+                          pids=record.pids or DEFAULT_PIDS),
+            boot_timeout=self.config.boot_timeout))
         self.records.update(name, nspawn=nspawn)
         await progress(messages.nspawn_started(nspawn.pid, self.supervisor.kind))
         self.records.step(name, "boot")
@@ -284,8 +285,13 @@ class Machines:
             await self._apply(self.records.get(record.name), progress, restart_note)
         except BaseException:
             log.warning("%s of %s failed; putting back the state before", op, record.name)
-            await finish_despite_cancel(self._restore(self.records.get(record.name),
-                                                      progress))
+            try:
+                await finish_despite_cancel(self._restore(self.records.get(record.name),
+                                                          progress))
+            except Exception:
+                # The user hears why the change failed; the log has why the undo did too.
+                log.exception("putting back %s after a failed %s failed too", record.name, op)
+                self.records.update(record.name, desired=Desired.FAILED)
             raise
         finally:
             self.records.release(record.name)
@@ -327,10 +333,16 @@ class Machines:
         name = machine_name(name)
         record = self.records.find(name)
         if record is not None and record.op_stale and self.records.take_over(record):
-            # An operation died half-way (its process was killed): finish or undo it first.
-            note = await self.recover(record)
-            if self.records.find(name) is None:
-                raise NotFound(messages.gone_meanwhile(name, note))
+            if op is Op.DESTROY and record.op is not Op.CREATE:
+                # Destroy removes whatever state the dead operation left: nothing to
+                # put back first (and putting back may be what cannot work).
+                log.warning("destroy takes over the interrupted %s of %s", record.op, name)
+                self.records.release(name)
+            else:
+                # An operation died half-way (its process was killed): finish or undo it.
+                note = await self.recover(record)
+                if self.records.find(name) is None:
+                    raise NotFound(messages.gone_meanwhile(name, note))
         return self.records.claim(name, op, job_id=job_id)
 
     async def recover(self, record: MachineRecord) -> str:
@@ -339,9 +351,16 @@ class Machines:
             return await self.teardown.recover(record)
         try:
             await self._restore(record, NoProgress())
-        except Exception:
-            self.records.abandon(record.name)  # stale again: the next reconcile retries
-            raise
+        except Exception as exc:
+            # Once, not on every command: the machine is marked failed for a person to
+            # look at (`logs`, `net set`, `destroy`), and the claim is let go.
+            log.exception("could not undo the interrupted %s of %s", record.op, record.name)
+            self.records.update(record.name, desired=Desired.FAILED)
+            self.records.release(record.name)
+            note = messages.interrupted_not_undone(str(record.op), record.name, str(exc))
+            if record.op_job is not None:
+                self.jobs.annotate(record.op_job, messages.interrupted_job(note))
+            return note
         self.records.release(record.name)
         note = messages.interrupted_undone(str(record.op), record.name, record.op_step or "?")
         if record.op_job is not None:

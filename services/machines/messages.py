@@ -51,8 +51,8 @@ def cannot_run(name: str, program: str, stderr: str) -> str:
 
 def not_a_plain_directory(path: str) -> str:
     return (f"{path} inside the machine is not a plain directory (a symlink, or a file): "
-            "ctbot writes nothing through it. Make it a directory again, inside the machine, "
-            "and try again")
+            "ctbot neither reads nor writes through it. Make it a directory again, inside the "
+            "machine, and try again")
 
 
 def exec_timed_out(name: str, program: str, timeout: float) -> str:
@@ -134,6 +134,12 @@ restoring = "putting back the machine as it was"
 def interrupted_undone(op: str, name: str, step: str) -> str:
     return (f"{op} of `{name}` was interrupted at step {step}; undone: the machine is as it "
             "was before")
+
+
+def interrupted_not_undone(op: str, name: str, reason: str) -> str:
+    return (f"{op} of `{name}` was interrupted, and undoing it failed ({reason[:200]}): "
+            f"`{name}` is marked failed; `logs {name}` shows why, then `net set` or "
+            f"`start` it again, or `destroy` it")
 
 
 def interrupted_job(note: str) -> str:
@@ -245,3 +251,8 @@ def image_imported(name: str, size_bytes: int) -> str:
 
 def give_a_command() -> str:
     return "give the command after `--`, e.g. `exec web1 -- uname -a`"
+
+
+def no_journal(name: str) -> str:
+    return (f"{name} has no readable journal in /var/log/journal (a regular file per "
+            "journal, no symlinks); `exec NAME -- journalctl` reads it from inside")

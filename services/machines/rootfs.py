@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -76,6 +78,94 @@ def remove_file(root: Path, relpath: str) -> None:
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(parts[-1], dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def list_dir(root: Path, relpath: str) -> list[str]:
+    """The names in ``root/relpath`` ([] if it does not exist), opened without following
+    a symlink on the way."""
+    try:
+        dir_fd = _open_dir(root, _parts(relpath), create=False)
+    except FileNotFoundError:
+        return []
+    try:
+        return sorted(os.listdir(dir_fd))
+    finally:
+        os.close(dir_fd)
+
+
+def read_file(root: Path, relpath: str, *, limit: int = 1 << 20) -> bytes | None:
+    """The first ``limit`` bytes of the regular file ``root/relpath``; None if it is
+    missing or is not a regular file (a symlink is never followed)."""
+    parts = _parts(relpath)
+    try:
+        dir_fd = _open_dir(root, parts[:-1], create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except OSError:  # missing, a symlink (ELOOP), unreadable
+        return None
+    finally:
+        os.close(dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def open_files(root: Path, relpath: str, *, suffix: str, limit: int) -> list[int]:
+    """Descriptors of the regular files named ``*suffix`` in ``root/relpath`` (at most
+    ``limit``, by name), each opened read-only without following a symlink anywhere on
+    the way: a program handed ``/proc/self/fd/N`` reads exactly these files."""
+    try:
+        dir_fd = _open_dir(root, _parts(relpath), create=False)
+    except FileNotFoundError:
+        return []
+    fds: list[int] = []
+    try:
+        for name in sorted(os.listdir(dir_fd)):
+            if not name.endswith(suffix) or len(fds) >= limit:
+                continue
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=dir_fd)
+            except OSError:
+                continue
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fds.append(fd)
+            else:
+                os.close(fd)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    finally:
+        os.close(dir_fd)
+    return fds
+
+
+def remove_tree(root: Path, relpath: str) -> None:
+    """Remove ``root/relpath`` whatever it is (file, symlink, directory tree), without
+    following a symlink anywhere (shutil.rmtree's descriptor-based walk)."""
+    parts = _parts(relpath)
+    try:
+        dir_fd = _open_dir(root, parts[:-1], create=False)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            os.unlink(parts[-1], dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            shutil.rmtree(parts[-1], dir_fd=dir_fd)
+    except OSError as exc:
+        raise InternalError(f"cannot remove {relpath} in {root}: {exc.strerror}") from exc
     finally:
         os.close(dir_fd)
 

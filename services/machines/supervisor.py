@@ -47,6 +47,7 @@ class Launch:
     console_log: Path
     notify_socket: Path  # where nspawn reports READY=1 (--notify-ready=yes)
     limits: Limits
+    boot_timeout: float = 60.0  # seconds from start to READY=1
 
 
 class BootFailed(Exception):
@@ -274,47 +275,61 @@ async def _wait_gone(process: ProcessId, timeout: float) -> bool:
 
 
 class SystemdSupervisor(_FindsNspawn):
-    """systemd-nspawn@NAME.service, pointed at our root by a runtime drop-in."""
+    """systemd-nspawn@NAME-HASH.service, pointed at our root by a runtime drop-in, in a
+    slice of its own that holds the limits.
+
+    The instance is named after the machine's *root* (services/machines/cgroups.py's
+    group name), not the machine alone: a second ctbot with its own machines_dir and a
+    machine of the same name never stops this one's unit. The limits sit on the slice,
+    one level above the unit's cgroup, which on a hybrid host is the root of what the
+    machine's cgroup namespace shows (and may write) in the v1 hierarchies."""
 
     kind = "systemd"
     dropin_root = Path("/run/systemd/system")
 
-    def _unit(self, name: str) -> str:
-        return f"systemd-nspawn@{name}.service"
+    def _names(self, name: str, root: Path) -> tuple[str, str]:
+        group = cgroups.group_name(name, root)
+        return f"systemd-nspawn@{group}.service", f"ctbot-{group}.slice"
 
     async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
-        dropin = self.dropin_root / f"{self._unit(launch.name)}.d" / "ctbot.conf"
+        unit, slice_ = self._names(launch.name, launch.root)
+        limits = ["[Slice]", f"TasksMax={launch.limits.pids}"]
+        if launch.limits.cpu is not None:
+            limits.append(f"CPUQuota={int(launch.limits.cpu * 100)}%")
+        if launch.limits.memory_bytes is not None:
+            limits.append(f"MemoryMax={launch.limits.memory_bytes}")
+        (self.dropin_root / slice_).write_text("\n".join(limits) + "\n")
+        dropin = self.dropin_root / f"{unit}.d" / "ctbot.conf"
         dropin.parent.mkdir(parents=True, exist_ok=True)
         lines = ["[Service]", "ExecStart=",
                  "ExecStart=" + " ".join(nspawn_argv(launch, register=True)),
-                 *(f"Environment={k}={v}" for k, v in NSPAWN_ENV.items())]
-        if launch.limits.cpu is not None:
-            lines.append(f"CPUQuota={int(launch.limits.cpu * 100)}%")
-        if launch.limits.memory_bytes is not None:
-            lines.append(f"MemoryMax={launch.limits.memory_bytes}")
-        # systemd-nspawn@.service has these already; stated so that they hold whatever
-        # the stock unit says on this host, without the loop and device-mapper entries
-        # that only --image needs.
-        lines += [f"TasksMax={launch.limits.pids}", "Delegate=yes", "DevicePolicy=closed",
-                  "DeviceAllow=", "DeviceAllow=/dev/net/tun rwm", "DeviceAllow=char-pts rw"]
+                 *(f"Environment={k}={v}" for k, v in NSPAWN_ENV.items()),
+                 f"Slice={slice_}", f"TimeoutStartSec={int(launch.boot_timeout)}",
+                 # systemd-nspawn@.service has these already; stated so that they hold
+                 # whatever the stock unit says on this host, without the loop and
+                 # device-mapper entries that only --image needs.
+                 f"TasksMax={launch.limits.pids}", "Delegate=yes", "DevicePolicy=closed",
+                 "DeviceAllow=", "DeviceAllow=/dev/net/tun rwm", "DeviceAllow=char-pts rw"]
         dropin.write_text("\n".join(lines) + "\n")
         await host.run(["systemctl", "daemon-reload"], timeout=30)
-        await host.run(["systemctl", "start", "--", self._unit(launch.name)], timeout=30)
+        await host.run(["systemctl", "start", "--", unit], timeout=launch.boot_timeout + 15)
         # The unit is Type=notify and nspawn runs with --notify-ready=yes: `systemctl
         # start` returned once the machine had booted.
         found = self.find(launch.name, launch.root, None)
         if found is None:
-            raise InternalError(f"{self._unit(launch.name)} started but has no main process")
+            raise InternalError(f"{unit} started but has no main process")
         return found, None
 
     async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
                    timeout: float) -> None:
+        unit, slice_ = self._names(name, root)
         try:
-            await host.run(["systemctl", "stop", "--", self._unit(name)], timeout=timeout + 10)
+            await host.run(["systemctl", "stop", "--", unit], timeout=timeout + 10)
         except HostCommandFailed as exc:
             log.warning("systemctl stop failed machine=%s error=%s", name, exc)
             nspawn = self.find(name, root, recorded)
             if nspawn is not None:
                 await _poweroff(nspawn, timeout=timeout)
-        dropin = self.dropin_root / f"{self._unit(name)}.d"
-        shutil.rmtree(dropin, ignore_errors=True)
+        shutil.rmtree(self.dropin_root / f"{unit}.d", ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.dropin_root / slice_).unlink()

@@ -60,17 +60,60 @@ class AddressBook:
         """Give ``machine`` an address of ``family`` (replacing what it had)."""
         return self.allocate_all(machine, {family: request}).get(family)
 
-    def allocate_all(self, machine: str, requests: Mapping[Family, AddressRequest]
-                     ) -> dict[Family, IPInterface]:
+    def allocate_all(self, machine: str, requests: Mapping[Family, AddressRequest], *,
+                     hold: bool = False) -> dict[Family, IPInterface]:
         """Give ``machine`` the addresses asked for, all or none (one transaction);
         families not in ``requests`` keep theirs. ``None`` removes a family's address,
         ``AUTO`` of a family without a pool is no address. Returns what it has now.
 
+        ``hold``: the addresses replaced stay reserved for the machine (no other machine
+        gets them) until ``restore_held`` puts them back or ``release_held`` lets them
+        go: a change that fails half-way can always return to where it was.
+
         Raises InvalidInput for an address outside the pool or reserved, Conflict for one
         in use or an exhausted pool."""
         with self._store.transaction() as tx:
+            if hold:
+                for family in requests:
+                    tx.execute("INSERT OR IGNORE INTO address_holds (machine, family, address,"
+                               " prefixlen) SELECT machine, family, address, prefixlen FROM"
+                               " addresses WHERE machine = ? AND family = ?",
+                               (machine, str(family)))
             self._allocate_in(tx, machine, requests)
         return self.of(machine)
+
+    def held(self, machine: str | None = None) -> dict[str, dict[Family, IPInterface]]:
+        """Addresses held for machines (``allocate_all(hold=True)``): machine → family →
+        address."""
+        rows = self._store.query(
+            "SELECT * FROM address_holds" + (" WHERE machine = ?" if machine else ""),
+            (machine,) if machine else ())
+        found: dict[str, dict[Family, IPInterface]] = {}
+        for r in rows:
+            found.setdefault(r["machine"], {})[Family(r["family"])] = ipaddress.ip_interface(
+                f"{r['address']}/{r['prefixlen']}")
+        return found
+
+    def restore_held(self, machine: str) -> bool:
+        """Give the machine back the addresses held for it (the families held; others
+        keep theirs); False if nothing was held. One transaction: it cannot fail for an
+        address taken meanwhile, since no one could take it."""
+        with self._store.transaction() as tx:
+            rows = tx.execute("SELECT * FROM address_holds WHERE machine = ?",
+                              (machine,)).fetchall()
+            for r in rows:
+                tx.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
+                           (machine, r["family"]))
+                tx.execute("DELETE FROM address_holds WHERE machine = ? AND family = ?",
+                           (machine, r["family"]))
+                tx.execute("INSERT INTO addresses (machine, family, address, prefixlen)"
+                           " VALUES (?, ?, ?, ?)",
+                           (machine, r["family"], r["address"], r["prefixlen"]))
+        return bool(rows)
+
+    def release_held(self, machine: str) -> None:
+        """The change went through: the old addresses are free for anyone."""
+        self._store.execute("DELETE FROM address_holds WHERE machine = ?", (machine,))
 
     def check_all(self, machine: str, requests: Mapping[Family, AddressRequest]) -> None:
         """Refuse now what ``allocate_all`` would refuse (the same code, rolled back):
@@ -92,8 +135,10 @@ class AddressBook:
                 continue  # no address ([network] …_pool = "none" for AUTO)
             if pool is None:
                 raise InvalidInput(messages.no_pool(family))
-            rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?",
-                              (str(family),)).fetchall()
+            rows = tx.execute("SELECT machine, address FROM addresses WHERE family = ?"
+                              " UNION ALL SELECT machine, address FROM address_holds"
+                              " WHERE family = ? AND machine != ?",
+                              (str(family), str(family), machine)).fetchall()
             taken = {ipaddress.ip_address(r["address"]): r["machine"] for r in rows}
             chosen = (self._lowest_free(pool, set(taken)) if isinstance(request, Auto)
                       else self._check(pool, request, taken))
@@ -126,6 +171,7 @@ class AddressBook:
     def release(self, machine: str, family: Family | None = None) -> None:
         if family is None:
             self._store.execute("DELETE FROM addresses WHERE machine = ?", (machine,))
+            self.release_held(machine)
         else:
             self._store.execute("DELETE FROM addresses WHERE machine = ? AND family = ?",
                                 (machine, str(family)))

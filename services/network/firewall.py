@@ -11,7 +11,10 @@ Host settings this needs, each recorded in services/core/host_changes.py:
   beyond the host (``[network] outbound``);
 - ``net.ipv4.conf.BRIDGE.route_localnet`` = 1, so that 127.0.0.1:PORT on the host reaches
   a forward (Linux drops 127/8 sources leaving the host otherwise); the table's guard
-  rule keeps machines from using it to reach the host's loopback (CVE-2020-8558).
+  rule keeps machines from using it to reach the host's loopback (CVE-2020-8558);
+- ``net.ipv6.conf.BRIDGE.accept_ra`` and ``accept_redirects``, ``net.ipv4.conf.BRIDGE.
+  accept_redirects`` = 0: the host takes no router advertisement or redirect from a
+  machine (the bridge table drops them too), so no machine can become its IPv6 router.
 """
 
 from __future__ import annotations
@@ -146,8 +149,12 @@ class Firewall:
         return deleted
 
     def host_settings(self) -> dict[Path, str]:
-        """The sysctls the forwards need: path → value."""
-        wanted = {Path(f"/proc/sys/net/ipv4/conf/{self.config.bridge}/route_localnet"): "1"}
+        """The sysctls the bridge and the forwards need: path → value."""
+        bridge = self.config.bridge
+        wanted = {Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"): "1",
+                  Path(f"/proc/sys/net/ipv4/conf/{bridge}/accept_redirects"): "0",
+                  Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_ra"): "0",
+                  Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_redirects"): "0"}
         if self.config.outbound:
             wanted |= {path: "1" for path in FORWARDING_SYSCTLS}
         return wanted

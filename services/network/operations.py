@@ -52,16 +52,20 @@ async def readdress(machines: Machines, net: Networking, args: Readdress, *,
     nothing: on failure, or after a kill, the previous addresses come back."""
 
     async def change(record: MachineRecord) -> None:
-        net.allocate(record.name, args.requests)
+        # The old addresses stay held for this machine until the change is through, so
+        # that putting them back can never find them taken.
+        net.allocate(record.name, args.requests, hold=True)
         await progress(messages.addresses({str(f): a for f, a in net.of(record.name).items()},
                                           now=True))
         await net.apply_firewall()  # forwards follow the new addresses
 
     before = {f: net.of(args.name).get(f) for f in Family}
-    return await machines.reconfigure(args.name, Op.READDRESS, change, progress=progress,
-                                      undo_data={"addresses": requests_to_json(before)},
-                                      job_id=job_id,
-                                      restart_note=messages.RESTART_FOR_ADDRESSES)
+    status = await machines.reconfigure(args.name, Op.READDRESS, change, progress=progress,
+                                        undo_data={"addresses": requests_to_json(before)},
+                                        job_id=job_id,
+                                        restart_note=messages.RESTART_FOR_ADDRESSES)
+    net.addresses.release_held(args.name)  # through: the old ones are free (else reconcile)
+    return status
 
 
 def undo_readdress(net: Networking) -> Undo:
@@ -69,10 +73,16 @@ def undo_readdress(net: Networking) -> Undo:
 
     async def undo(record: MachineRecord, data: dict[str, Any]) -> None:
         previous = requests_from_json(data.get("addresses", {}))
-        try:
-            net.allocate(record.name, previous)
-        except UserError as exc:  # taken by another machine meanwhile: keep the new ones
-            log.warning("cannot put back the addresses of %s: %s", record.name, exc)
+        if net.addresses.restore_held(record.name):
+            # A family that had no address before has none again.
+            for family, request in previous.items():
+                if request is None:
+                    net.addresses.release(record.name, family)
+        else:  # killed before the change was written: what is there is the old state
+            try:
+                net.allocate(record.name, previous)
+            except UserError as exc:
+                log.warning("cannot put back the addresses of %s: %s", record.name, exc)
         await net.apply_firewall()
 
     return undo

@@ -68,6 +68,11 @@ class NetworkPart(BasePart):
     async def reconcile(self, machines: Sequence[MachineRecord],
                         running: AbstractSet[str]) -> list[str]:
         """The host side of running machines with addresses, repaired if it drifted."""
+        # Addresses held by a `net set` that completed but died before letting them go:
+        # these machines have no operation now, so nothing will put them back.
+        for machine in machines:
+            if self.net.addresses.held(machine.name):
+                self.net.addresses.release_held(machine.name)
         on_bridge = [m.name for m in machines if m.name in running and self.net.of(m.name)]
         return await self.net.repair(on_bridge)
 

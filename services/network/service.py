@@ -132,9 +132,12 @@ class Networking:
 
     # ------------------------------------------------------------------ per machine
 
-    def allocate(self, machine: str, requests: Mapping[Family, AddressRequest]) -> None:
-        """All families or none (one transaction): a refused IPv6 leaves IPv4 as it was."""
-        self.addresses.allocate_all(machine, requests)
+    def allocate(self, machine: str, requests: Mapping[Family, AddressRequest], *,
+                 hold: bool = False) -> None:
+        """All families or none (one transaction): a refused IPv6 leaves IPv4 as it was.
+        ``hold``: the replaced addresses stay the machine's until the change completes
+        (services/network/addresses.py)."""
+        self.addresses.allocate_all(machine, requests, hold=hold)
 
     async def release(self, machine: str) -> None:
         """Free the machine's forwards and addresses; idempotent. The tables are loaded
@@ -215,8 +218,17 @@ class Networking:
         changes, so `host teardown` removes them. InvalidInput for a directory in
         ``off_limits`` (machines' roots, ctbot's own state) or in /proc, /sys, /dev, or
         for a path that is not a directory."""
-        real = Path(os.path.realpath(directory))
-        for place in (*off_limits, Path("/proc"), Path("/sys"), Path("/dev")):
+        kernel = (Path("/proc"), Path("/sys"), Path("/dev"))
+        # Checked as given too: /proc/PID/root/… resolves to where that process's root
+        # is (the host's / for a host process), so resolving alone would let it through.
+        for place in kernel:
+            if directory == place or directory.is_relative_to(place):
+                raise InvalidInput(messages.export_off_limits(directory, place))
+        try:
+            real = Path(os.path.realpath(directory, strict=False))
+        except OSError as exc:
+            raise InvalidInput(messages.export_not_a_directory(directory)) from exc
+        for place in (*off_limits, *kernel):
             if real == place or real.is_relative_to(os.path.realpath(place)):
                 raise InvalidInput(messages.export_off_limits(directory, place))
         if real.exists() and not real.is_dir():

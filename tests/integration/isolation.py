@@ -103,8 +103,9 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
         subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
         return
     if nft_table:
-        subprocess.run(["nft", "delete", "table", "inet", nft_table], check=False,
-                       capture_output=True)
+        for family in ("inet", "bridge"):
+            subprocess.run(["nft", "delete", "table", family, nft_table], check=False,
+                           capture_output=True)
     if bridge:
         subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
 
@@ -127,6 +128,7 @@ def leftovers(*, base: Path, bridge: str | None, nft_table: str | None,
     if nft_table:
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
                                 text=True).stdout
-        if f"inet {nft_table}" in tables:
-            found.append(f"nftables table {nft_table}")
+        for family in ("inet", "bridge"):
+            if f"table {family} {nft_table}\n" in tables + "\n":
+                found.append(f"nftables table {family} {nft_table}")
     return found

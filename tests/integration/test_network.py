@@ -217,6 +217,9 @@ def test_net_export_refuses_places_that_are_not_for_it(host: Host, pair):
     a, _ = pair
     for directory, said in ((host.machines_dir / a["name"] / "etc", "is inside"),
                             (host.state_dir, "is inside"), (Path("/proc/self"), "is inside"),
+                            (Path(f"/proc/{a['leader_pid']}/root/etc/systemd/network"),
+                             "is inside"),
+                            (Path("/proc/1/root/etc/systemd/network"), "is inside"),
                             (Path("/etc/passwd"), "is not a directory")):
         result = host.ctbot(f"net export --dir {directory}")
         assert result.returncode == 1, (directory, result.stdout + result.stderr)
@@ -243,6 +246,14 @@ def test_a_machine_cannot_take_over_another_machines_addresses(host: Host, pair)
                           next(p["gateway"] for p in host.json("net pools")["pools"]
                                if p["family"] == family)).ip))
         assert ping.returncode != 0 and "packets transmitted" in ping.stdout, (family, ping)
+    # …the host's neighbour table still has netb's own MAC for its addresses…
+    netb_mac = inside(b["leader_pid"], "cat", "/sys/class/net/host0/address").stdout.strip()
+    bridge = host.json("net show")["bridge"]
+    for family in ("ipv4", "ipv6"):
+        ip = str(ipaddress.ip_interface(b[family]).ip)
+        neighbour = subprocess.run(["ip", "neigh", "show", ip, "dev", bridge],
+                                   capture_output=True, text=True, check=False).stdout
+        assert "lladdr" not in neighbour or netb_mac in neighbour, (family, neighbour)
     # …and the host still reaches the real netb at its addresses.
     for family in ("ipv4", "ipv6"):
         ip = str(ipaddress.ip_interface(b[family]).ip)
@@ -258,3 +269,34 @@ def test_a_machine_cannot_take_over_another_machines_addresses(host: Host, pair)
         while not system_ping(a[family]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert system_ping(a[family]), family
+
+
+# A router advertisement for fd99:9::/64 with a default-router lifetime of 0, sent by
+# perl (in every Debian image) on a raw ICMPv6 socket; the kernel fills in the checksum.
+RA_SENDER = r"""
+use Socket qw(AF_INET6 SOCK_RAW inet_pton pack_sockaddr_in6);
+my $if = do { local @ARGV = ("/sys/class/net/host0/ifindex"); <> }; chomp $if;
+socket(my $s, AF_INET6, SOCK_RAW, 58) or die "socket: $!";
+setsockopt($s, 41, 18, pack("i", 255)) or die "hops: $!";   # IPV6_MULTICAST_HOPS
+my $ra = pack("CCnCCnNN", 134, 0, 0, 64, 0, 0, 0, 0)
+       . pack("CCCCNNN", 3, 4, 64, 0xc0, 3600, 3600, 0) . inet_pton(AF_INET6, "fd99:9::");
+for (1..3) { send($s, $ra, 0, pack_sockaddr_in6(0, inet_pton(AF_INET6, "ff02::1"), $if))
+             or die "send: $!"; select(undef, undef, undef, 0.2); }
+print "sent\n";
+"""
+
+
+def test_a_machine_cannot_be_the_hosts_router(host: Host, pair):
+    """The attacker is root in neta and advertises itself as an IPv6 router with a
+    prefix: the host takes neither the prefix nor a route from it."""
+    import shlex
+
+    sent = host.json(f"exec neta -- perl -e {shlex.quote(RA_SENDER)}")
+    assert sent["stdout"] == "sent\n", sent
+    time.sleep(0.5)
+    bridge = host.json("net show")["bridge"]
+    addresses = subprocess.run(["ip", "-6", "address", "show", "dev", bridge],
+                               capture_output=True, text=True, check=True).stdout
+    routes = subprocess.run(["ip", "-6", "route", "show", "dev", bridge],
+                            capture_output=True, text=True, check=True).stdout
+    assert "fd99:9:" not in addresses and "fd99:9:" not in routes, (addresses, routes)

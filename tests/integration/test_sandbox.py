@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from services.machines import console
 from tests.integration.conftest import Host, inside
+from tests.scenario.processes import CTBOT, REPO, ctbot_env
 
 
 def cgroups_of(pid: int) -> dict[str, str]:
@@ -32,6 +34,13 @@ def test_each_machine_has_its_own_cgroup_in_every_hierarchy(host: Host):
     shared = [h for h in first if first[h] == second[h]]
     assert not shared, f"shared cgroups: {shared} ({first})"
     assert all("cg1-" in path for path in first.values()), first
+
+
+def _cmdline(pid: str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
 
 
 def as_machine_root(host: Host, name: str, script: str) -> dict:
@@ -76,8 +85,24 @@ def test_exec_runs_confined_like_the_machines_own_processes(host: Host):
     big = host.json("exec conf1 -- sh -c 'a=$(head -c 300000000 /dev/zero | tr \"\\\\0\" a); "
                     "echo ${#a}'")
     assert big["exit_code"] != 0 and "300000000" not in big["stdout"]
-    where = host.json("exec conf1 -- cat /proc/self/cgroup")["stdout"]
-    assert "memory:/" in where and "/process_api" not in where
+    # Seen from the host, its process is in the machine's own memory cgroup.
+    waiting = subprocess.Popen([*host.prefix, *CTBOT, "cmd", "exec conf1 -- sleep 31.337"],
+                               env=ctbot_env(host.env), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        pids: list[str] = []
+        deadline = time.monotonic() + 15
+        while not pids and time.monotonic() < deadline:
+            pids = [p for p in os.listdir("/proc") if p.isdigit() and
+                    _cmdline(p) == ["sleep", "31.337"]]
+            time.sleep(0.1)
+        if not pids:
+            waiting.terminate()
+            pytest.fail(f"the exec'd sleep never appeared: {waiting.communicate()[0]}")
+        assert "/ctbot/conf1-" in cgroups_of(int(pids[0]))["memory"]
+    finally:
+        waiting.terminate()
+        waiting.communicate(timeout=30)
     # …and the syscalls the machine's own processes are denied are denied here too.
     leader = machine["leader_pid"]
     seccomp = next(line for line in Path(f"/proc/{leader}/status").read_text().splitlines()
@@ -86,12 +111,13 @@ def test_exec_runs_confined_like_the_machines_own_processes(host: Host):
 
 
 def test_the_machines_root_cannot_lift_its_own_limits(host: Host):
-    machine = host.create("lift1", "--memory 128M", "--cpu 0.5", "--ipv4 none", "--ipv6 none")
-    leader = machine["leader_pid"]
+    host.create("lift1", "--memory 128M", "--cpu 0.5", "--ipv4 none", "--ipv6 none")
     for controller, knob in (("memory", "memory.limit_in_bytes"), ("cpu", "cpu.cfs_quota_us")):
-        inside(leader, "mkdir", "-p", f"/mnt/{controller}")
-        inside(leader, "mount", "-t", "cgroup", "-o", controller, "none", f"/mnt/{controller}")
-        inside(leader, "sh", "-c", f"echo -1 > /mnt/{controller}/{knob}")
+        tried = as_machine_root(host, "lift1", f"mkdir -p /mnt/{controller} && mount -t cgroup "
+                                f"-o {controller} none /mnt/{controller} && echo mounted; "
+                                f"echo -1 > /mnt/{controller}/{knob}; "
+                                f"cat /mnt/{controller}/{knob}")
+        assert tried["stdout"].startswith("mounted\n"), tried  # the attempt was real
     memory = Path("/sys/fs/cgroup/memory/ctbot")
     limits = [int((d / "memory.limit_in_bytes").read_text()) for d in memory.glob("lift1-*")]
     quotas = [int((d / "cpu.cfs_quota_us").read_text())
@@ -99,9 +125,8 @@ def test_the_machines_root_cannot_lift_its_own_limits(host: Host):
     assert limits == [128 * 2**20] and quotas == [50_000]
 
 
-def test_logs_never_runs_a_program_of_the_machines(host: Host, tmp_path):
+def test_logs_never_runs_a_program_of_the_machines(host: Host):
     machine = host.create("logs1", "--ipv4 none", "--ipv6 none")
-    canary = tmp_path / "ran"
     for directory in ("/usr/local/sbin", "/usr/local/bin"):
         inside(machine["leader_pid"], "sh", "-c",
                f"mkdir -p {directory} && printf '#!/bin/sh\\ntouch /root/planted-ran\\n"
@@ -110,7 +135,54 @@ def test_logs_never_runs_a_program_of_the_machines(host: Host, tmp_path):
     shown = host.ctbot("logs logs1 50")
     assert shown.returncode == 0 and "Startup finished" in shown.stdout
     assert inside(machine["leader_pid"], "test", "-e", "/root/planted-ran").returncode != 0
-    assert not canary.exists()
+
+
+def test_logs_never_follows_the_machines_symlinks_out_of_it(host: Host, tmp_path):
+    """Root in logs2 points its journal directory at another machine's journal (on the
+    host's path, as a symlink would resolve outside): `logs` shows neither."""
+    host.create("logs2", "--ipv4 none", "--ipv6 none")
+    other = host.create("logs3", "--ipv4 none", "--ipv6 none")
+    host.ctbot("exec logs3 -- logger LOGS3-SECRET")
+    other_journal = next((host.machines_dir / "logs3" / "var/log/journal").iterdir())
+    assert other["state"] == "running"
+    planted = as_machine_root(host, "logs2", "id=$(cat /etc/machine-id); "
+                                             "mv /var/log/journal/$id /var/log/journal/real && "
+                                             f"ln -s {other_journal} /var/log/journal/$id && "
+                                             "echo planted")
+    assert planted["stdout"] == "planted\n", planted
+    shown = host.ctbot("logs logs2 500")
+    assert "LOGS3-SECRET" not in shown.stdout and "logs3" not in shown.stdout, shown.stdout
+    assert "not a plain directory" in shown.stdout, shown.stdout
+
+
+def test_exec_gives_the_machine_nothing_of_the_hosts(host: Host, tmp_path):
+    """Root in the machine watches its /proc while operators run `exec`: whatever it
+    can see of ctbot's helper shows the machine's root directory, no capability, and
+    the machine's cgroup and network; the host's files stay out of reach."""
+    host.create("ex1", "--ipv4 none", "--ipv6 none")
+    marker = host.base / f"host-only-{os.getpid()}"
+    marker.mkdir()
+    watcher = ("end=$(($(date +%s)+20)); : > /root/seen; while [ $(date +%s) -lt $end ]; do "
+               "for p in /proc/[0-9]*; do "
+               "grep -qs 'machines[.]enter' $p/cmdline || continue; "
+               f"[ -e $p/root{marker} ] && touch $p/root{marker}/escaped; "
+               "echo \"$(grep CapEff $p/status) $(readlink $p/ns/net) "
+               "$(readlink /proc/1/ns/net)\" >> /root/seen; done; done")
+    as_machine_root(host, "ex1", f"systemd-run --unit=watcher sh -c {shlex.quote(watcher)}")
+    for _ in range(15):
+        assert host.json("exec ex1 -- sleep 0.2")["exit_code"] == 0
+    lines = host.json("exec ex1 -- cat /root/seen")["stdout"].splitlines()
+    # A helper that ended while it was looked at leaves a line with fields missing.
+    seen = [fields for line in lines
+            if len(fields := line.split("\t", 1)[-1].split()) == 3 and line.startswith("CapEff")]
+    assert seen, "the watcher never saw the helper: the test proves nothing"
+    assert not (marker / "escaped").exists()
+    for caps, net, machine_net in seen:
+        assert caps == "0000000000000000" and net == machine_net, (caps, net, machine_net)
+    # Its own exit statuses are its own: 127 and 125 with their output are not "cannot run".
+    for status in (125, 127):
+        ran = host.json(f"exec ex1 -- sh -c 'echo out; exit {status}'")
+        assert (ran["exit_code"], ran["stdout"]) == (status, "out\n"), ran
 
 
 @pytest.mark.parametrize("verb", ["exec", "logs"])

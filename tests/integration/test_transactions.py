@@ -74,6 +74,51 @@ def test_a_net_set_killed_at_any_step_is_undone(host: Host, marker: str):
     assert job["state"] == "interrupted" and "undone" in job["error"]
 
 
+def test_the_old_address_is_nobodys_until_net_set_is_through(host: Host):
+    """While a running machine restarts onto its new address, its old one is still its
+    own (a failure must be able to go back to it); afterwards it is free."""
+    before = host.create("hold1")
+    process = subprocess.Popen(
+        [*CTBOT, "cmd", f"net set hold1 --ipv4 {pool_address(host, 140)}"], cwd=REPO,
+        text=True, env=ctbot_env(host.env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "restarting the machine" in line:
+            taken = host.ctbot(f"create hold2 --no-start --ipv4 {before['ipv4']}")
+            break
+    process.wait(120)
+    process.stderr.close()
+    assert process.returncode == 0
+    assert taken.returncode == 1 and "`hold1`" in taken.stdout, taken.stdout
+    freed = host.ctbot(f"create hold2 --no-start --ipv4 {before['ipv4']}")
+    assert freed.returncode == 0, freed.stdout + freed.stderr
+
+
+def test_a_machine_whose_undo_cannot_work_can_still_be_destroyed(host: Host):
+    """A `net set` killed half-way, on a machine that can no longer boot: the undo fails
+    once, the machine is marked failed, and other commands neither wait nor fail."""
+    before = host.create("undo1")
+    process = subprocess.Popen(
+        [*CTBOT, "cmd", f"net set undo1 --ipv4 {pool_address(host, 150)}"], cwd=REPO,
+        text=True, env=ctbot_env(host.env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "powered off" in line:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait(60)
+    process.stderr.close()
+    # Its systemd is gone: no boot can succeed now.
+    (host.machines_dir / "undo1" / "usr/lib/systemd/systemd").unlink()
+    status = host.status("undo1")  # recovery tries once
+    assert status["state"] == "failed" and status["operation"] is None, status
+    assert host.ctbot("list").returncode == 0
+    destroyed = host.ctbot("destroy undo1", "--yes")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert "undo1" not in host.names()
+    assert before["ipv4"] not in str(host.json("net show"))
+
+
 def test_forwards_follow_the_store_after_a_kill(host: Host):
     """A `port add` killed between its row and its load (or a `port remove` between its
     delete and its load): the next ctbot process loads the table the store describes."""

@@ -47,8 +47,9 @@ def test_console_starts_without_slack_and_runs_commands(tmp_path):
         assert "`jobs` has no option `--all`" in read_until(leader, "ctbot> ")
         os.write(leader, b"audit\n")
         out = read_until(leader, "ctbot> ")
-        # Commands that ran are audited; help and unparsable text are not.
-        assert "`whoami` → ok" in out and "jobs --all" not in out and "help" not in out
+        # Commands are audited, those refused before they ran too; help is not.
+        assert "`whoami` → ok" in out and "`jobs --all` → user_error" in out
+        assert "help" not in out
         os.write(leader, b"quit\n")
         process.wait(timeout=10)
         assert process.returncode == 0

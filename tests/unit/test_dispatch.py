@@ -24,6 +24,9 @@ from services.machines.supervisor import DirectSupervisor
 from services.network.config import NetworkConfig
 from services.network.part import NetworkPart
 from services.network.service import Networking
+from services.ssh.access import SshAccess
+from services.ssh.config import SshConfig
+from services.ssh.store import SshStore
 
 
 @verb("poke", role=Role.OPERATOR, mutating=True,
@@ -57,7 +60,10 @@ def dispatcher(tmp_path) -> Dispatcher:
     images = Images(ImageConfig(images_dir=tmp_path / "images", default="base",
                                 suite="bookworm", mirror="http://127.0.0.1:9/", packages=()))
     networking = Networking(store, NetworkConfig(bridge="ctbt-unit", pools={}))
-    machines = Machines(records=MachineStore(store), images=images,
+    records = MachineStore(store)
+    ssh = SshAccess(SshStore(store), records, networking, SshConfig(tmp_path / "ssh"),
+                    root_of=lambda name: tmp_path / "machines" / name)
+    machines = Machines(records=records, images=images,
                         supervisor=DirectSupervisor(), jobs=JobStore(store),
                         parts=[NetworkPart(networking)],
                         config=MachinesConfig(machines_dir=tmp_path / "machines",
@@ -65,7 +71,8 @@ def dispatcher(tmp_path) -> Dispatcher:
                                               stop_timeout=5))
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
-                               images=images, networking=networking, doctor=Doctor([])))
+                               images=images, networking=networking, ssh=ssh,
+                               doctor=Doctor([])))
 
 
 def request(text: str, user: str = "U0ADMIN", **kw) -> CommandRequest:
@@ -106,8 +113,9 @@ async def test_every_attempt_is_audited_with_its_outcome(dispatcher):
     assert audit_rows(dispatcher) == [
         ("U0OPS", "poke web1 --hard", "ok"),
         ("U0VIEW", "poke web1", "denied"),
+        # A parse error never reached the verb, but it was attempted: on record.
+        ("U0OPS", "poke web1 --soft", "user_error"),
     ]
-    # A parse error never reached the verb: nothing attempted, nothing audited.
 
 
 async def test_state_changes_are_shown_in_channel_reads_only_to_the_caller(dispatcher):
@@ -167,3 +175,21 @@ async def test_typed_yes_confirms_on_a_terminal_but_not_in_slack(dispatcher):
     slack = await dispatcher.dispatch(CommandRequest(
         text="zap --yes", user_id="U0ADMIN", transport=Transport.SLACK, correlation_id="c-2"))
     assert slack.outcome is Outcome.USER_ERROR and "Confirm button" in slack.text
+
+
+async def test_attempts_that_never_reach_the_verb_are_audited_too(dispatcher):
+    # A viewer's malformed mutating command: refused for the role, and on record.
+    denied = await dispatcher.dispatch(request("poke web1 --bogus", user="U0VIEW"))
+    assert denied.outcome is Outcome.DENIED
+    # An admin's malformed one: a user error, on record with what was wrong.
+    wrong = await dispatcher.dispatch(request("poke web1 --bogus"))
+    assert wrong.outcome is Outcome.USER_ERROR
+    rows = audit_rows(dispatcher)[-2:]
+    assert rows == [("U0VIEW", "poke web1 --bogus", "denied"),
+                    ("U0ADMIN", "poke web1 --bogus", "user_error")]
+
+
+async def test_error_messages_are_inert(dispatcher):
+    reply = await dispatcher.dispatch(request("\x1b[2Jstatus\u202e"))
+    assert "\x1b" not in reply.text and "\u202e" not in reply.text
+    assert "\\x1b" in reply.text

@@ -1,0 +1,249 @@
+"""Who may log in where: keyrings and grants in the store, pushed to the machines' access
+directories (services/ssh/files.py) the moment they change, and logins checked by ctbot
+itself with a key of its own.
+
+Every change is a pure function of the store: ``push(name)`` writes what the store says
+for that machine, so two changes in any order, a restart, or a machine's root editing
+its view of the directory all end in the same files (``reconcile`` every minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.core.errors import InvalidInput, NotFound
+from services.grammar import Family
+from services.machines import inside, rootfs
+from services.machines.records import MachineStore, Op
+from services.network.service import Networking
+from services.ssh import files, messages
+from services.ssh.config import SshConfig
+from services.ssh.keys import PublicKey
+from services.ssh.store import Grant, HostKey, SshStore, StoredKey
+
+if TYPE_CHECKING:
+    import asyncssh
+
+log = logging.getLogger(__name__)
+
+ROOT = "root"
+CHECK_KEY_LIFETIME = 120  # seconds: ctbot's own line expires even if ctbot dies mid-check
+SSH_PORT = 22
+
+
+@dataclass(frozen=True, slots=True)
+class LoginCheck:
+    """The result of ctbot's own login: ``ok``, or why not in sshd's words."""
+
+    ok: bool
+    detail: str
+    address: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail, "address": self.address}
+
+
+class SshAccess:
+    def __init__(self, store: SshStore, records: MachineStore, networking: Networking,
+                 config: SshConfig, *, root_of: Callable[[str], Path]) -> None:
+        self.store = store
+        self.root_of = root_of  # a machine's root directory on the host
+        self.records = records
+        self.net = networking
+        self.config = config
+        self._checking: dict[str, list[tuple[str, str]]] = {}  # machine → (login, line)
+
+    # ------------------------------------------------------------------ keyrings
+
+    def add_key(self, user_id: str, key: PublicKey) -> list[str]:
+        """Add to the user's keyring; the machines it now reaches (their files rewritten).
+        Conflict-free: adding a key the user has already changes nothing."""
+        self.store.add_key(user_id, key)
+        return self._push_user(user_id)
+
+    def remove_key(self, user_id: str, fingerprint: str) -> list[str]:
+        """Remove from the keyring and, at once, from every machine: running or stopped.
+        NotFound if the user has no such key."""
+        if not self.store.remove_key(user_id, fingerprint):
+            raise NotFound(messages.no_such_key(user_id, fingerprint,
+                                                [k.key.fingerprint for k in self.keys(user_id)]))
+        return self._push_user(user_id)
+
+    def keys(self, user_id: str | None = None) -> list[StoredKey]:
+        return self.store.keys(user_id)
+
+    def _push_user(self, user_id: str) -> list[str]:
+        names = sorted({g.machine for g in self.store.grants(user_id=user_id)})
+        for name in names:
+            self.push(name)
+        return names
+
+    # ------------------------------------------------------------------ grants
+
+    def grant(self, grant: Grant) -> None:
+        """Record (or replace) the grant and write the machine's files."""
+        self.records.get(grant.machine)  # NotFound for a machine that does not exist
+        self.store.grant(grant)
+        self.push(grant.machine)
+
+    def revoke(self, machine: str, user_id: str) -> Grant:
+        """Remove the grant and, at once, its keys from the machine; NotFound if there
+        was none."""
+        existing = self.store.grants(machine=machine, user_id=user_id)
+        if not existing or not self.store.revoke(machine, user_id):
+            raise NotFound(messages.no_grant(machine, user_id))
+        self.push(machine)
+        return existing[0]
+
+    def grants(self, machine: str | None = None) -> list[Grant]:
+        return self.store.grants(machine=machine)
+
+    def logins(self, machine: str) -> list[str]:
+        """Logins granted on the machine other than root (they may need creating)."""
+        return sorted({g.login for g in self.store.grants(machine=machine)} - {ROOT})
+
+    # ------------------------------------------------------------------ files
+
+    def expected_files(self, machine: str) -> dict[str, bytes]:
+        grants = self.store.grants(machine=machine)
+        keys: dict[str, list[PublicKey]] = {}
+        for grant in grants:
+            keys.setdefault(grant.user_id, [k.key for k in self.store.keys(grant.user_id)])
+        return files.authorized_files(grants, keys, extra=self._checking.get(machine, ()))
+
+    def push(self, machine: str) -> bool:
+        """Write the machine's access directory from the store; True if it changed. A
+        machine being destroyed is left alone (its directory goes with it)."""
+        record = self.records.find(machine)
+        if record is None or (record.op is Op.DESTROY and record.op_alive):
+            return False
+        changed = files.write_access(self.config.access_root, machine,
+                                     self.expected_files(machine))
+        if changed:
+            log.info("ssh access written machine=%s logins=%s", machine,
+                     ",".join(sorted(self.expected_files(machine))) or "-")
+        return changed
+
+    def forget(self, machine: str) -> None:
+        """The machine is gone: its directory and its rows."""
+        if self.config.access_root.is_dir():
+            rootfs.remove_tree(self.config.access_root, machine)
+        self.store.forget_machine(machine)
+
+    def stray_directories(self, known: set[str]) -> list[str]:
+        """Access directories of machines ctbot has no record of (a crash between a
+        teardown's steps); removed."""
+        if not self.config.access_root.is_dir():
+            return []
+        stray = [n for n in sorted(os.listdir(self.config.access_root)) if n not in known]
+        for name in stray:
+            rootfs.remove_tree(self.config.access_root, name)
+        return stray
+
+    # ------------------------------------------------------------------ machine side
+
+    def host_keys(self, machine: str) -> list[HostKey]:
+        return self.store.host_keys(machine)
+
+    async def ensure_logins(self, machine: str, leader: int, logins: Sequence[str]) -> None:
+        """Create the logins that do not exist yet in the running machine, with a home
+        and bash, by the machine's own useradd: run as a unit of the machine's systemd
+        (services/machines/enter.py), with the machine's rights, never the host's."""
+        if not logins:
+            return
+        script = ('for u; do id -u -- "$u" >/dev/null 2>&1 || useradd --create-home '
+                  '--shell /bin/bash --comment "$u (ctbot access)" -- "$u" || exit 1; done')
+        result = await inside.run_in(machine, leader, ["sh", "-c", script, "sh", *logins],
+                                     timeout=60)
+        if result.returncode != 0:
+            raise InvalidInput(messages.login_not_made(machine, logins,
+                                                       (result.stderr or result.stdout)[-300:]))
+
+    # ------------------------------------------------------------------ the check
+
+    def client_key(self) -> asyncssh.SSHKey:
+        """ctbot's own ed25519 key (STATE_DIR/ssh/ctbot_ed25519, 0600), made on first use."""
+        import asyncssh
+
+        path = self.config.client_key
+        if path.exists():
+            return asyncssh.read_private_key(path)
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="ctbot-login-check")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.export_private_key("openssh"))
+        return key
+
+    async def check_login(self, machine: str, login: str) -> LoginCheck:
+        """Log in to the running machine as ``login`` with ctbot's own key, granted for
+        the check alone (``from=`` the bridge's gateways, expiring in two minutes) and
+        removed after, the host key verified against the one recorded at create."""
+        import asyncssh
+
+        addresses = self.net.of(machine)
+        target = next((addresses[f].ip for f in (Family.V4, Family.V6) if f in addresses), None)
+        if target is None:
+            return LoginCheck(False, messages.no_address(machine))
+        trusted = [asyncssh.import_public_key(f"{k.algorithm} {k.blob}")
+                   for k in self.host_keys(machine)]
+        key = self.client_key()
+        gateways = ",".join(str(p.gateway.ip) for p in self.net.config.pools.values())
+        expiry = files.expiry_time(time.time() + CHECK_KEY_LIFETIME)
+        algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+        line = f'from="{gateways}",expiry-time="{expiry}" {algorithm} {blob} ctbot-login-check'
+        entry = (login, line)
+        self._checking.setdefault(machine, []).append(entry)
+        try:
+            self.push(machine)
+            return await self._login(machine, str(target), login, key, trusted)
+        finally:
+            self._checking[machine].remove(entry)
+            if not self._checking[machine]:
+                del self._checking[machine]
+            self.push(machine)
+
+    async def _login(self, machine: str, address: str, login: str, key: asyncssh.SSHKey,
+                     trusted: list[asyncssh.SSHKey]) -> LoginCheck:
+        import asyncssh
+
+        timeout = self.config.check_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async with asyncssh.connect(
+                        address, port=SSH_PORT, username=login, client_keys=[key],
+                        known_hosts=(trusted, [], []), agent_path=None, config=[],
+                        preferred_auth="publickey", connect_timeout=timeout) as connection:
+                    result = await connection.run("true", check=False)
+        except asyncssh.HostKeyNotVerifiable:
+            return LoginCheck(False, messages.host_key_changed(machine), address)
+        except asyncssh.PermissionDenied:
+            return LoginCheck(False, messages.refused(machine, login,
+                                                      await self._sshd_says(machine)), address)
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            return LoginCheck(False, messages.unreachable(address, str(exc) or type(exc).__name__),
+                              address)
+        if result.exit_status != 0:
+            return LoginCheck(False, messages.shell_failed(login, result.exit_status), address)
+        return LoginCheck(True, messages.login_checked(login, address), address)
+
+    async def _sshd_says(self, machine: str) -> str:
+        """sshd's last words about logins, from the machine's journal (read by the host's
+        journalctl from the machine's files: nothing of the machine's runs)."""
+        try:
+            said = await inside.read_journal(self.root_of(machine),
+                                             ["--output=cat", "--identifier=sshd", "--lines=4"])
+        except Exception:  # the reason is a courtesy: the refusal stands without it
+            log.exception("reading sshd's journal failed machine=%s", machine)
+            return ""
+        # The reason comes before "Refused by key options" / "Connection closed …".
+        lines = [ln.strip() for ln in said.splitlines()
+                 if ln.strip() and not ln.startswith(("Server listening", "Connection closed"))]
+        return " / ".join(lines[-2:])

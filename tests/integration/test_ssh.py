@@ -1,0 +1,184 @@
+"""SSH into real machines: real sshd, the system's ssh client and asyncssh, strict host
+key checking against what `ssh NAME --json` prints, grants and revocations at any time,
+and the machine's root trying to make ctbot write where it must not."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from tests.integration.conftest import Host
+
+pytestmark = pytest.mark.integration
+
+
+def make_key(directory: Path, name: str) -> tuple[Path, str]:
+    """A fresh ed25519 key pair made by the system's ssh-keygen: (private key, .pub line)."""
+    path = directory / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                    f"{name}-{directory.name}@laptop", "-f", str(path)], check=True)
+    return path, (directory / f"{name}.pub").read_text().strip()
+
+
+def known_hosts_file(host: Host, name: str, directory: Path) -> tuple[Path, dict]:
+    info = host.json(f"ssh {name}")
+    path = directory / f"known_hosts-{name}"
+    path.write_text("\n".join(info["known_hosts"]) + "\n")
+    return path, info
+
+
+def system_ssh(host: Host, key: Path, known_hosts: Path, target: str, *command: str,
+               login: str = "root") -> subprocess.CompletedProcess[str]:
+    """The system's OpenSSH client, strict: no trust on first use, no agent, no config."""
+    return host.run("ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
+                    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                    "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=10",
+                    f"{login}@{target}", *command, timeout=60)
+
+
+async def _asyncssh_run(address: str, key: Path, known_hosts: Path, login: str) -> str:
+    async with asyncssh.connect(address, username=login, client_keys=[str(key)],
+                                known_hosts=str(known_hosts), agent_path=None, config=[],
+                                connect_timeout=10) as conn:
+        return (await conn.run("hostname", check=True)).stdout.strip()
+
+
+def asyncssh_login(address: str, key: Path, known_hosts: Path, login: str = "root") -> str:
+    return asyncio.run(_asyncssh_run(address, key, known_hosts, login))
+
+
+@pytest.fixture
+def keys(host: Host, tmp_path: Path) -> Iterator[dict[str, tuple[Path, str]]]:
+    """Key pairs for the test; the local user's keyring is emptied afterwards."""
+    yield {n: make_key(tmp_path, n) for n in ("ana", "ben", "hand")}
+    for key in host.json("key list")["keys"]:
+        host.ctbot(f"key remove {key['fingerprint']}")
+
+
+def test_granted_key_logs_in_over_both_families_and_revoke_refuses(host: Host, keys, tmp_path):
+    ana_key, ana_pub = keys["ana"]
+    host.create("ssh1")
+    added = host.ctbot(f"key add {ana_pub}")
+    assert added.returncode == 0, added.stdout + added.stderr
+    granted = host.json("access grant ssh1 local")
+    assert granted["check"]["ok"] is True, granted
+    known, info = known_hosts_file(host, "ssh1", tmp_path)
+    assert info["login"] == "root" and {k["type"] for k in info["host_keys"]} == {
+        "ssh-ed25519", "ecdsa-sha2-nistp256"}
+    assert {line.split()[0] for line in info["known_hosts"]} == {info["ipv4"], info["ipv6"]}
+
+    for address in (info["ipv4"], info["ipv6"]):
+        result = system_ssh(host, ana_key, known, address, "hostname")
+        assert result.returncode == 0 and result.stdout.strip() == "ssh1", result.stderr
+    if not host.netns:
+        assert asyncssh_login(info["ipv4"], ana_key, known) == "ssh1"
+        assert asyncssh_login(info["ipv6"], ana_key, known) == "ssh1"
+
+    # A host key other than the recorded one is refused by strict checking.
+    wrong = tmp_path / "wrong_known_hosts"
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    wrong.write_text(f"{info['ipv4']} {other}")
+    assert system_ssh(host, ana_key, wrong, info["ipv4"], "true").returncode == 255
+
+    revoked = host.ctbot("access revoke ssh1 local")
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    refused = system_ssh(host, ana_key, known, info["ipv4"], "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+def test_key_removed_from_keyring_is_refused_everywhere(host: Host, keys, tmp_path):
+    ana_key, ana_pub = keys["ana"]
+    ben_key, ben_pub = keys["ben"]
+    host.ctbot(f"key add {ana_pub}")
+    host.ctbot(f"key add {ben_pub}")
+    for name in ("ssh2", "ssh3"):
+        host.create(name)
+        assert host.json(f"access grant {name} local")["check"]["ok"] is True
+    infos = {n: known_hosts_file(host, n, tmp_path) for n in ("ssh2", "ssh3")}
+    # Two machines from one image: each its own host keys.
+    fingerprints = [{k["fingerprint"] for k in info["host_keys"]} for _, info in infos.values()]
+    assert not fingerprints[0] & fingerprints[1]
+
+    fingerprint = next(k["fingerprint"] for k in host.json("key list")["keys"]
+                       if k["comment"] == ana_pub.split()[2])
+    removed = host.json(f"key remove {fingerprint}")
+    assert sorted(removed["machines"]) == ["ssh2", "ssh3"]
+    for known, info in infos.values():
+        assert system_ssh(host, ana_key, known, info["ipv4"], "true").returncode == 255
+        assert system_ssh(host, ben_key, known, info["ipv4"], "true").returncode == 0
+
+
+def test_access_survives_restarts_and_reaches_a_stopped_machine(host: Host, keys, tmp_path):
+    ana_key, ana_pub = keys["ana"]
+    host.ctbot(f"key add {ana_pub}")
+    host.create("ssh4", "--no-start")
+    granted = host.json("access grant ssh4 local --login deploy")
+    assert granted["check"]["ok"] is None  # stopped: nothing to log in to yet
+    assert host.ctbot("start ssh4").returncode == 0
+    known, info = known_hosts_file(host, "ssh4", tmp_path)
+    result = system_ssh(host, ana_key, known, info["ipv4"], "id", "-un", login="deploy")
+    assert result.returncode == 0 and result.stdout.strip() == "deploy", result.stderr
+
+    assert host.ctbot("restart ssh4").returncode == 0
+    # Every `ctbot cmd` is a new ctbot process: this is also the bot restarting.
+    assert host.json("status ssh4")["ssh"]["listening"] is True
+    result = system_ssh(host, ana_key, known, info["ipv6"], "id", "-un", login="deploy")
+    assert result.returncode == 0 and result.stdout.strip() == "deploy", result.stderr
+
+
+def test_hand_added_keys_survive_and_the_machines_root_cannot_redirect_writes(
+        host: Host, keys, tmp_path):
+    ana_key, ana_pub = keys["ana"]
+    hand_key, hand_pub = keys["hand"]
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    host.ctbot(f"key add {ana_pub}")
+    host.create("ssh5")
+    # Root in the machine: its own key by hand, then ~/.ssh games pointing at host paths.
+    script = (f"mkdir -p /root/.ssh /home/x && echo {shlex.quote(hand_pub)} > "
+              "/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && "
+              f"ln -s /etc /home/x/.ssh && useradd -d /home/x x && "
+              f"ln -s {canary} /etc/ssh/ctbot-canary")
+    assert host.json(f"exec ssh5 -- sh -c {shlex.quote(script)}")["exit_code"] == 0
+    assert host.json("access grant ssh5 local")["check"]["ok"] is True
+    assert host.json("access grant ssh5 local --login x")["check"]["ok"] is True
+    known, info = known_hosts_file(host, "ssh5", tmp_path)
+    assert system_ssh(host, hand_key, known, info["ipv4"], "true").returncode == 0
+    assert host.ctbot("access revoke ssh5 local").returncode == 0
+    assert system_ssh(host, hand_key, known, info["ipv4"], "true").returncode == 0
+    assert system_ssh(host, ana_key, known, info["ipv4"], "true").returncode == 255
+
+    # The access directory is read-only inside; if its root remounts it writable and
+    # plants a symlink to a host file, ctbot replaces the link and never writes through.
+    plant = (f"mount -o remount,bind,rw /etc/ssh/ctbot && ln -sf {canary} /etc/ssh/ctbot/x "
+             "&& mkdir /etc/ssh/ctbot/root && echo planted")
+    planted = host.json(f"exec ssh5 -- sh -c {shlex.quote(plant)}")
+    assert host.json("access grant ssh5 local")["check"]["ok"] is True
+    assert canary.read_text() == "host file\n"
+    files = sorted(p.name for p in (host.state_dir / "ssh" / "access" / "ssh5").iterdir())
+    assert files == ["root"], planted
+    assert not (host.state_dir / "ssh" / "access" / "ssh5" / "root").is_symlink()
+
+
+def test_bad_keys_are_refused_and_nothing_is_written(host: Host):
+    before = host.json("key list")["keys"]
+    bad = {
+        "ssh-dss AAAAB3NzaC1kc3MAAACBAP": "DSA",
+        "ssh-ed25519 not-base64!!": "does not parse",
+        # An RSA blob labelled ed25519.
+        "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7": "does not parse",
+        'from="10.0.0.1" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB': "without options",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 a ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 b": "one key",
+        "ssh-rsa " + "A" * 17000: "16 KiB",
+        "hello": "not an OpenSSH public key",
+    }
+    for text, reason in bad.items():
+        result = host.ctbot(f"key add {shlex.quote(text)}")
+        assert result.returncode != 0 and reason in result.stdout + result.stderr, (text, result)
+    assert host.json("key list")["keys"] == before
