@@ -26,6 +26,8 @@ from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
 from services.network.part import PART_NAME as NETWORK
 from services.network.part import Addressing
+from services.ssh.part import PART_NAME as SSH
+from services.ssh.part import SshOptions
 
 NAME = Positional("NAME", parse=machine_name)
 EXEC_TIMEOUT_DEFAULT, EXEC_TIMEOUT_MAX = 60, 600
@@ -51,9 +53,10 @@ def address_flag(family: Family, default: str) -> Flag:
 async def run_create(inv: Invocation) -> Reply:
     """Create a machine: a copy-on-write clone of an image, booted.
 
-    Steps: clone → configure (fresh machine-id, hostname, settings) → start → wait until
-    the machine's own systemd reports running. Names: 1–12 lowercase letters, digits and
-    hyphens, starting with a letter.
+    Steps: clone → configure (fresh machine-id, hostname, host keys, settings) → start →
+    wait until the machine's own systemd reports running. Names: 1–12 lowercase letters,
+    digits and hyphens, starting with a letter. If you have SSH keys (`key add`), you get
+    root access to it (`ssh NAME` says how to connect).
     """
     name = inv.args["NAME"]
     inv.services.machines.check_can_create(name)
@@ -62,7 +65,8 @@ async def run_create(inv: Invocation) -> Reply:
     return await run_job(inv, "machine.create", CreateSpec(
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
         cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"), pids=inv.args.get("pids"),
-        start=not inv.args.get("no-start"), options={NETWORK: addressing}))
+        start=not inv.args.get("no-start"),
+        options={NETWORK: addressing, SSH: SshOptions(creator=inv.user_id)}))
 
 
 @verb("list", role=Role.VIEWER)

@@ -14,7 +14,11 @@ Host settings this needs, each recorded in services/core/host_changes.py:
   rule keeps machines from using it to reach the host's loopback (CVE-2020-8558);
 - ``net.ipv6.conf.BRIDGE.accept_ra`` and ``accept_redirects``, ``net.ipv4.conf.BRIDGE.
   accept_redirects`` = 0: the host takes no router advertisement or redirect from a
-  machine (the bridge table drops them too), so no machine can become its IPv6 router.
+  machine (the bridge table drops them too), so no machine can become its IPv6 router;
+- ``net.ipv{4,6}.neigh.BRIDGE.retrans_time_ms`` = 50 (Linux: 1000): a host program that
+  tried a machine while it booted (a health check, an ssh) waits for the next neighbour
+  probe before its packets go; at 50 ms that is a 50 ms wait, not up to a second
+  (measured: bench/ssh_ready.py, first login 1.1 s → 0.45 s after create).
 """
 
 from __future__ import annotations
@@ -154,7 +158,9 @@ class Firewall:
         wanted = {Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"): "1",
                   Path(f"/proc/sys/net/ipv4/conf/{bridge}/accept_redirects"): "0",
                   Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_ra"): "0",
-                  Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_redirects"): "0"}
+                  Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_redirects"): "0",
+                  Path(f"/proc/sys/net/ipv4/neigh/{bridge}/retrans_time_ms"): "50",
+                  Path(f"/proc/sys/net/ipv6/neigh/{bridge}/retrans_time_ms"): "50"}
         if self.config.outbound:
             wanted |= {path: "1" for path in FORWARDING_SYSCTLS}
         return wanted

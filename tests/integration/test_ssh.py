@@ -5,8 +5,10 @@ and the machine's root trying to make ctbot write where it must not."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,15 +142,24 @@ def test_hand_added_keys_survive_and_the_machines_root_cannot_redirect_writes(
     canary.write_text("host file\n")
     host.ctbot(f"key add {ana_pub}")
     host.create("ssh5")
-    # Root in the machine: its own key by hand, then ~/.ssh games pointing at host paths.
-    script = (f"mkdir -p /root/.ssh /home/x && echo {shlex.quote(hand_pub)} > "
+    # Root in the machine: its own key by hand, then ~/.ssh games pointing at host paths:
+    # x's ~/.ssh is a symlink to /etc, y's authorized_keys a symlink to the host's canary
+    # path, z's ~/.ssh a plain file.
+    script = (f"mkdir -p /root/.ssh && echo {shlex.quote(hand_pub)} > "
               "/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && "
-              f"ln -s /etc /home/x/.ssh && useradd -d /home/x x && "
+              "for u in x y z; do useradd -m -s /bin/bash $u; done && "
+              "ln -s /etc /home/x/.ssh && "
+              f"mkdir /home/y/.ssh && ln -s {canary} /home/y/.ssh/authorized_keys && "
+              "echo not-a-directory > /home/z/.ssh && "
               f"ln -s {canary} /etc/ssh/ctbot-canary")
     assert host.json(f"exec ssh5 -- sh -c {shlex.quote(script)}")["exit_code"] == 0
-    assert host.json("access grant ssh5 local")["check"]["ok"] is True
-    assert host.json("access grant ssh5 local --login x")["check"]["ok"] is True
+    for login in ("root", "x", "y", "z"):
+        granted = host.json(f"access grant ssh5 local --login {login}")
+        assert granted["check"]["ok"] is True, (login, granted)
+    assert canary.read_text() == "host file\n"
+    assert host.json("access grant ssh5 local")["check"]["ok"] is True  # root again
     known, info = known_hosts_file(host, "ssh5", tmp_path)
+    assert system_ssh(host, ana_key, known, info["ipv4"], "true").returncode == 0
     assert system_ssh(host, hand_key, known, info["ipv4"], "true").returncode == 0
     assert host.ctbot("access revoke ssh5 local").returncode == 0
     assert system_ssh(host, hand_key, known, info["ipv4"], "true").returncode == 0
@@ -182,3 +193,26 @@ def test_bad_keys_are_refused_and_nothing_is_written(host: Host):
         result = host.ctbot(f"key add {shlex.quote(text)}")
         assert result.returncode != 0 and reason in result.stdout + result.stderr, (text, result)
     assert host.json("key list")["keys"] == before
+
+
+def test_from_and_expires_are_enforced_by_sshd(host: Host, keys, tmp_path):
+    ana_key, ana_pub = keys["ana"]
+    host.ctbot(f"key add {ana_pub}")
+    host.create("ssh6")
+    known, info = known_hosts_file(host, "ssh6", tmp_path)
+    # Only from a network the host is not in: sshd refuses the host.
+    assert host.json("access grant ssh6 local --from 192.0.2.0/24")["check"]["ok"] is True
+    refused = system_ssh(host, ana_key, known, info["ipv4"], "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+    listed = host.json("access list ssh6")["grants"]
+    assert [(g["user_id"], g["from"]) for g in listed] == [("local", "192.0.2.0/24")]
+    # Granted again, for two seconds from anywhere: in, then out.
+    assert host.json("access grant ssh6 local --expires 2s")["check"]["ok"] is True
+    assert system_ssh(host, ana_key, known, info["ipv4"], "true").returncode == 0
+    time.sleep(3)
+    assert system_ssh(host, ana_key, known, info["ipv4"], "true").returncode == 255
+    assert host.json("access list ssh6")["grants"][0]["expired"] is True
+    assert host.json("status ssh6")["ssh"]["listening"] is True
+    # (doctor exits 1 when any check fails: this host's inotify limit does)
+    doctor = {c["name"]: c for c in json.loads(host.ctbot("doctor", "--json").stdout)["checks"]}
+    assert doctor["sshd listening"]["ok"] and doctor["sshd in image"]["ok"]
