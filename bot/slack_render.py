@@ -23,14 +23,19 @@ SECTION_LIMIT = 2900
 BUTTON_VALUE_LIMIT = 2000
 _SMART_PUNCTUATION = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
 _DASH_OPTION = re.compile(r"(?<!\S)[—–]")
+# With should_escape (slack-app-manifest.yml) Slack sends links as <URL> or <URL|label>;
+# mentions stay <@U…|name>: that is how a USER argument names someone by id.
+_LINK = re.compile(r"<((?:https?|mailto):[^|>\s]+)(?:\|[^>]*)?>")
 
 
 def normalize_slack_text(text: str) -> str:
-    """Undo what Slack does to typed text: HTML escaping and "smart" punctuation.
+    """Undo what Slack does to typed text: links, HTML escaping, "smart" punctuation.
 
-    Slack escapes ``&<>`` in slash command text, and desktop clients turn a typed
-    ``--`` into an em dash and straight quotes into curly ones.
+    Slack sends a link as ``<URL>`` (``<URL|label>``), escapes ``&<>`` typed in slash
+    command text, and desktop clients turn a typed ``--`` into an em dash and straight
+    quotes into curly ones. Mentions (``<@U012ABC|ana>``) are left for the grammar.
     """
+    text = _LINK.sub(lambda m: m.group(1), text)
     text = html.unescape(text).translate(_SMART_PUNCTUATION)
     return _DASH_OPTION.sub("--", text)
 

@@ -58,6 +58,14 @@ class Dispatcher:
         return reply
 
     async def _dispatch(self, request: CommandRequest) -> Reply:
+        if looks_like_private_key(request.text):
+            # Refused before anything keeps the text: not the audit, not a job, not a log.
+            self.services.audit.record(
+                user_id=request.user_id, role=self.role_of(request.user_id, request.transport),
+                transport=request.transport, command=messages.PRIVATE_KEY_REDACTED,
+                outcome=Outcome.USER_ERROR, detail="refused: a private key",
+                correlation_id=request.correlation_id)
+            raise InvalidInput(messages.private_key_pasted())
         words = split_words(request.text)
         if not words:
             words = ["help"]
@@ -121,7 +129,10 @@ class Dispatcher:
         return verb is not None and self.role_of(user_id, transport).allows(verb.role)
 
     def is_mutating(self, text: str) -> bool:
-        """Whether the command would change something (used to word the Slack ack)."""
+        """Whether the command would change something (used to word the Slack ack, which
+        quotes the command: never for text holding a private key)."""
+        if looks_like_private_key(text):
+            return False
         try:
             words = split_words(text)
             return bool(words) and self.services.registry.resolve(words)[0].mutating
@@ -130,6 +141,11 @@ class Dispatcher:
 
 
 SLACK_TRANSPORTS = frozenset({Transport.SLACK, Transport.SOCKET_MODE})
+
+
+def looks_like_private_key(text: str) -> bool:
+    """A PEM or OpenSSH private key block (RFC 7468 labels: "… PRIVATE KEY")."""
+    return "-----BEGIN" in text and "PRIVATE KEY" in text
 
 # Where a typed `--yes` confirms a destructive command: a terminal the operator sits at.
 # In Slack only the button does, so a pasted command cannot skip the question.

@@ -149,6 +149,10 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
         if word.startswith("--") and len(word) > 2:
             name, eq, inline_value = word[2:].partition("=")
             spec = flags_by_name.get(name)
+            if spec is None and name in ("json", "as"):
+                raise InvalidInput(
+                    f"`--{name}` is an option of `ctbot cmd`, not of `{verb}`: put it after "
+                    f"the quoted command, e.g. ctbot cmd \"{verb} …\" --{name}")
             if spec is None:
                 hint = suggest(name, list(flags_by_name))
                 raise InvalidInput(

@@ -20,3 +20,12 @@ def internal_error(correlation_id: str) -> str:
 def needs_confirmation(usage: str) -> str:
     return (f"`{usage}` cannot be undone. Confirm to go ahead (the button in Slack, "
             "`--yes` on the command line or in the console).")
+
+
+PRIVATE_KEY_REDACTED = "[a private key was pasted here; not stored]"
+
+
+def private_key_pasted() -> str:
+    return ("that is a PRIVATE key: it was not stored anywhere, but treat it as seen "
+            "(make a new one if it went through chat). Paste the public key instead: the "
+            "one line of your .pub file (`cat ~/.ssh/id_ed25519.pub`)")

@@ -149,12 +149,22 @@ def seconds(raw: str, *, maximum: int) -> int:
     """A duration: ``90`` or ``90s``, ``5m``, ``2h``, ``1d`` → seconds, 1 to ``maximum``."""
     match = _SECONDS_RE.fullmatch(raw) if raw.isascii() else None
     if match is None:
-        examples = "90, 90s or 5m" if maximum < 7200 else "90, 90s, 5m or 2h"
+        examples = ("90, 90s or 5m" if maximum < 7200 else "90, 90s, 5m or 2h"
+                    if maximum < 172800 else "90s, 5m, 8h or 30d")
         raise InvalidInput(f"{printable(raw)} is not a duration; write e.g. {examples}")
     value = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if not 1 <= value <= maximum:
-        raise InvalidInput(f"the duration must be from 1 to {maximum} seconds, not {value}")
+        raise InvalidInput(f"the duration must be from 1s to {duration_text(maximum)}, not "
+                           f"{printable(raw)}")
     return value
+
+
+def duration_text(seconds: int) -> str:
+    """``31622400`` → ``366d``; ``5400`` → ``90m``: the largest unit that divides it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def job_id(raw: str) -> int:
@@ -377,11 +387,13 @@ def user(raw: str) -> str:
     mention = _MENTION_RE.fullmatch(raw)
     if mention is not None:
         return mention.group(1)
-    if raw == LOCAL_USER or (SLACK_USER_ID_RE.fullmatch(raw) and raw[0] in "UW"):
-        return raw
-    raise InvalidInput(f"{printable(raw)} is not a user: give a Slack user id (U012ABCDEF, "
-                       "from their profile → ⋮ → Copy member ID), a mention (@ana), or "
-                       "`local` (the host's own operator)")
+    bare = raw.removeprefix("@")
+    if raw == LOCAL_USER or (SLACK_USER_ID_RE.fullmatch(bare) and bare[0] in "UW"):
+        return bare
+    raise InvalidInput(f"{printable(raw)} is not a user ctbot can tell by id: in Slack, "
+                       "mention them (pick @ana from the list, so Slack sends their id); "
+                       "elsewhere give their Slack user id (U012ABCDEF: their profile → ⋮ "
+                       "→ Copy member ID), or `local` for the host's own operator")
 
 
 def login(raw: str) -> str:

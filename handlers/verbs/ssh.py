@@ -30,15 +30,17 @@ from services.ssh.files import known_hosts
 from services.ssh.keys import parse_key, parse_keys
 from services.ssh.store import Grant
 
-_FINGERPRINT_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+_FINGERPRINT_RE = re.compile(r"(?:SHA256:)?([A-Za-z0-9+/]{43})=?", re.IGNORECASE)
 MAX_GRANT_SECONDS = 366 * 86400
 
 
 def fingerprint(raw: str) -> str:
-    """``SHA256:`` and 43 base64 characters, as `ssh-keygen -lf` and `key list` print it."""
-    if not _FINGERPRINT_RE.fullmatch(raw):
+    """A SHA256 fingerprint as `ssh-keygen -lf` and `key list` print it (``SHA256:`` and 43
+    base64 characters); the prefix may be left out or lower-case."""
+    match = _FINGERPRINT_RE.fullmatch(raw)
+    if match is None or (raw[:7].lower() == "sha256:") != (":" in raw):
         raise InvalidInput(messages.bad_fingerprint(raw[:80]))
-    return raw
+    return f"SHA256:{match.group(1)}"
 
 
 USER_FLAG = Flag("user", "whose keyring (admins only; default: yours)", "USER", parse=user)
@@ -62,9 +64,10 @@ async def run_key_add(inv: Invocation) -> Reply:
     (sk-…), RSA of 2048 bits or more. Machines you have access to get it at once.
     """
     owner, key = _keyring_owner(inv), inv.args["KEY"]
-    machines = inv.services.ssh.add_key(owner, key)
+    added, machines = inv.services.ssh.add_key(owner, key)
     return Reply(view="key_added", data={"user_id": owner, "key": key.to_json(),
-                                         "machines": machines})
+                                         "added": added, "machines": machines,
+                                         "you": inv.user_id})
 
 
 @verb("key list", role=Role.VIEWER, flags=[USER_FLAG])
@@ -78,7 +81,10 @@ async def run_key_list(inv: Invocation) -> Reply:
 @verb("key remove", role=Role.VIEWER, mutating=True,
       positionals=[Positional("FINGERPRINT", parse=fingerprint)], flags=[USER_FLAG])
 async def run_key_remove(inv: Invocation) -> Reply:
-    """Remove a key from your keyring, and at once from every machine, running or not."""
+    """Remove a key from your keyring, and at once from every machine, running or not.
+
+    FINGERPRINT as `key list` shows it: `SHA256:…`.
+    """
     owner = _keyring_owner(inv)
     machines = inv.services.ssh.remove_key(owner, inv.args["FINGERPRINT"])
     return Reply(view="key_removed", data={"user_id": owner,
@@ -91,8 +97,10 @@ async def run_key_remove(inv: Invocation) -> Reply:
 async def run_key_import(inv: Invocation) -> Reply:
     """Import public keys: `key import gh:LOGIN` (that GitHub user's keys), or from a URL.
 
-    A URL (admins only: the host fetches it) must serve OpenSSH public keys, one per
-    line, at most 64 KiB. Each line is checked like `key add`; the bad ones are listed.
+    `gh:LOGIN` fetches `[ssh] key_url` with LOGIN in it (https://github.com/LOGIN.keys
+    unless configured; point it at a server of yours on a host without internet). A URL
+    (admins only: the host fetches it) must serve OpenSSH public keys, one per line, at
+    most 64 KiB. Each line is checked like `key add`; the bad ones are listed.
     """
     owner, source = _keyring_owner(inv), inv.args["SOURCE"]
     config = inv.services.ssh.config
@@ -107,10 +115,14 @@ async def run_key_import(inv: Invocation) -> Reply:
     good, refused = parse_keys(await fetch_keys_text(url, timeout=config.fetch_timeout))
     if not good:
         raise InvalidInput(messages.nothing_imported(url, refused))
+    new: list[bool] = []
+    machines: list[str] = []
     for key in good:
-        machines = inv.services.ssh.add_key(owner, key)
+        added, machines = inv.services.ssh.add_key(owner, key)
+        new.append(added)
     return Reply(view="key_imported", data={
-        "user_id": owner, "url": url, "keys": [k.to_json() for k in good],
+        "user_id": owner, "url": url,
+        "keys": [k.to_json() | {"added": a} for k, a in zip(good, new, strict=True)],
         "refused": refused, "machines": machines})
 
 
@@ -126,8 +138,9 @@ async def run_access_grant(inv: Invocation) -> Reply:
     """Let a user log in to a machine with their keys: `access grant web1 @ana`.
 
     USER is a Slack mention or user id (`local` is the host's operator). Their current
-    and future keys are written for the login (root unless `--login`), and ctbot logs in
-    itself to check it works. Granting again replaces the options.
+    and future keys are written for the login (root unless `--login`; a user may have
+    several logins), and ctbot logs in itself to check that sshd takes keys for it.
+    Granting the same login again replaces its options.
     """
     name, who = inv.args["NAME"], inv.args["USER"]
     record = inv.services.machines.require(name)
@@ -139,26 +152,37 @@ async def run_access_grant(inv: Invocation) -> Reply:
                   now + expires if expires else None, granted_by=inv.user_id, granted_at=now)
     access = inv.services.ssh
     access.grant(grant)
+    keys = len(access.keys(who))
+    notes = []
+    if not keys:
+        notes.append(messages.grant_without_keys(who))
+    gateways = [p.gateway.ip for p in inv.services.networking.config.pools.values()]
+    if networks and not any(g in n for g in gateways for n in networks):
+        notes.append(messages.check_from_elsewhere(grant.from_cidr or ""))
     status = inv.services.machines.status(name)
     check: dict[str, Any]
     if status.leader_pid is None:
         check = {"ok": None, "detail": messages.not_checked_stopped(name), "address": None}
     else:
-        await access.ensure_logins(name, status.leader_pid, [grant.login] if
-                                   grant.login != ROOT else [])
+        if grant.login != ROOT:
+            await access.ensure_logins(name, status.leader_pid, [grant.login])
         check = (await access.check_login(name, grant.login)).to_json()
+        if check["ok"] is False:
+            notes.append(messages.grant_kept(name))
     return Reply(view="access_granted", data={
-        "grant": grant.to_json(), "keys": len(access.keys(who)), "check": check},
+        "grant": grant.to_json(), "keys": keys, "check": check, "notes": notes},
         outcome=Outcome.USER_ERROR if check["ok"] is False else Outcome.OK)
 
 
-@verb("access revoke", role=Role.OPERATOR, mutating=True, positionals=[NAME, USER])
+@verb("access revoke", role=Role.OPERATOR, mutating=True, positionals=[NAME, USER], flags=[
+    Flag("login", "only this login (default: all of the user's logins)", "LOGIN",
+         parse=login)])
 async def run_access_revoke(inv: Invocation) -> Reply:
     """Take a user's access to a machine away: their keys leave it at once."""
     name = inv.args["NAME"]
     inv.services.machines.require(name)
-    grant = inv.services.ssh.revoke(name, inv.args["USER"])
-    return Reply(view="access_revoked", data={"grant": grant.to_json()})
+    revoked = inv.services.ssh.revoke(name, inv.args["USER"], inv.args.get("login"))
+    return Reply(view="access_revoked", data={"grants": [g.to_json() for g in revoked]})
 
 
 @verb("access list", role=Role.VIEWER,
@@ -176,23 +200,34 @@ async def run_access_list(inv: Invocation) -> Reply:
         for g in access.grants(name)]})
 
 
-@verb("ssh", role=Role.VIEWER, positionals=[NAME])
+@verb("ssh", role=Role.VIEWER, positionals=[NAME], flags=[
+    Flag("known-hosts", "print only the known_hosts lines (to save them in a file)")])
 async def run_ssh(inv: Invocation) -> Reply:
     """How to connect to a machine: ssh commands, host key fingerprints, known_hosts lines.
 
-    Save the known_hosts lines in a file and connect with strict checking:
+    Save the known_hosts lines in a file (`ctbot cmd "ssh web1 --known-hosts" > FILE`)
+    and connect with strict checking:
     `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=FILE root@ADDRESS`.
     """
     name = inv.args["NAME"]
     inv.services.machines.require(name)
     access = inv.services.ssh
+    now = time.time()
     mine = [g for g in access.grants(name) if g.user_id == inv.user_id]
+    active = [g for g in mine if g.expires_at is None or g.expires_at > now]
     addresses = inv.services.networking.of(name)
     ipv4 = str(addresses[Family.V4].ip) if Family.V4 in addresses else None
     ipv6 = str(addresses[Family.V6].ip) if Family.V6 in addresses else None
     host_keys = access.host_keys(name)
+    lines = known_hosts([a for a in (ipv4, ipv6) if a], host_keys)
+    if inv.args.get("known-hosts"):
+        return Reply(view="known_hosts", data={"name": name, "known_hosts": lines})
+    status = inv.services.machines.status(name)
     return Reply(view="ssh", data={
-        "name": name, "login": mine[0].login if mine else ROOT, "ipv4": ipv4, "ipv6": ipv6,
-        "access": bool(mine),
-        "host_keys": [k.to_json() for k in host_keys],
-        "known_hosts": known_hosts([a for a in (ipv4, ipv6) if a], host_keys)})
+        "name": name, "login": active[0].login if active else ROOT,
+        "logins": [g.login for g in active], "ipv4": ipv4, "ipv6": ipv6,
+        "access": bool(active), "expired": bool(mine) and not active,
+        "from": active[0].from_cidr if active else None,
+        "keys": len(access.keys(inv.user_id)), "you": inv.user_id,
+        "running": status.leader_pid is not None,
+        "host_keys": [k.to_json() for k in host_keys], "known_hosts": lines})

@@ -2,7 +2,7 @@
 
     sysctl:PATH          a kernel setting: its value before ctbot first changed it
     bridge:NAME          a bridge ctbot made
-    nft:inet TABLE       ctbot's nftables table (its digest and rule count when loaded)
+    nft:inet+bridge TABLE  ctbot's two nftables tables (their fingerprint when loaded)
 
 Only the first change of a sysctl records a ``previous`` value, so that undoing restores
 what the host had before ctbot, however often ctbot set it since.
@@ -27,6 +27,7 @@ class HostChange:
     previous: str | None
     current: str
     at: float
+    requested: str | None = None  # what ctbot asked for, if the kernel kept another value
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "previous": self.previous, "current": self.current,
@@ -37,19 +38,23 @@ class HostChanges:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def record(self, key: str, current: str, *, previous: str | None = None) -> None:
-        """Remember that ctbot made ``key`` be ``current``; the first ``previous`` stays."""
+    def record(self, key: str, current: str, *, previous: str | None = None,
+               requested: str | None = None) -> None:
+        """Remember that ctbot made ``key`` be ``current`` (having asked for
+        ``requested``, when the kernel keeps something else); the first ``previous``
+        stays."""
         self._store.execute(
-            "INSERT INTO host_changes (key, previous, current, at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET current = excluded.current, at = excluded.at",
-            (key, previous, current, time.time()))
+            "INSERT INTO host_changes (key, previous, current, at, requested)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET current ="
+            " excluded.current, at = excluded.at, requested = excluded.requested",
+            (key, previous, current, time.time(), requested))
 
     def get(self, key: str) -> HostChange | None:
         rows = self._store.query("SELECT * FROM host_changes WHERE key = ?", (key,))
-        return HostChange(**dict(rows[0])) if rows else None
+        return _change(rows[0]) if rows else None
 
     def all(self) -> list[HostChange]:
-        return [HostChange(**dict(r)) for r in
+        return [_change(r) for r in
                 self._store.query("SELECT * FROM host_changes ORDER BY key")]
 
     def forget(self, key: str) -> None:
@@ -61,7 +66,17 @@ class HostChanges:
         before = path.read_text().strip()
         if before == value:
             return False
+        key = f"sysctl:{path}"
+        recorded = self.get(key)
+        if recorded is not None and recorded.current == before and recorded.requested == value:
+            return False  # what the kernel made of ctbot's value (it rounds some)
         path.write_text(value)
-        self.record(f"sysctl:{path}", value, previous=before)
-        log.info("sysctl changed path=%s from=%s to=%s", path, before, value)
+        after = path.read_text().strip()
+        self.record(key, after, previous=before, requested=value)
+        log.info("sysctl changed path=%s from=%s to=%s", path, before, after)
         return True
+
+
+def _change(row: Any) -> HostChange:
+    return HostChange(row["key"], row["previous"], row["current"], row["at"],
+                      row["requested"])

@@ -151,7 +151,7 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at  REAL,
         granted_by  TEXT NOT NULL,
         granted_at  REAL NOT NULL,
-        PRIMARY KEY (machine, user_id)
+        PRIMARY KEY (machine, user_id, login)
     );
     CREATE TABLE ssh_host_keys (
         machine     TEXT NOT NULL,
@@ -161,8 +161,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (machine, algorithm)
     );
     """,
-    # 11: addresses a `net set` replaced, held (taken by no one) until it completes
+    # 11: addresses a `net set` replaced, held (taken by no one) until it completes; the
+    # value ctbot asked a sysctl for, when the kernel keeps another (it rounds some)
     """
+    ALTER TABLE host_changes ADD COLUMN requested TEXT;
     CREATE TABLE address_holds (
         machine   TEXT    NOT NULL,
         family    TEXT    NOT NULL,

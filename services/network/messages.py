@@ -107,11 +107,11 @@ def link_reattached(machine: str, link: str, bridge: str, master: str | None) ->
 
 
 def table_reloaded(table: str) -> str:
-    return f"nftables table inet {table} was missing or changed: loaded it again"
+    return f"nftables tables inet and bridge {table} were missing or changed: loaded them again"
 
 
 def table_deleted(table: str) -> str:
-    return f"deleted the nftables table inet {table}"
+    return f"deleted the nftables tables inet and bridge {table}"
 
 
 def bridge_deleted(bridge: str) -> str:

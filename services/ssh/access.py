@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.core.errors import InvalidInput, NotFound
+from services.core.errors import NotFound, OperationFailed
 from services.grammar import Family
 from services.machines import inside, rootfs
 from services.machines.records import MachineStore, Op
@@ -62,11 +62,11 @@ class SshAccess:
 
     # ------------------------------------------------------------------ keyrings
 
-    def add_key(self, user_id: str, key: PublicKey) -> list[str]:
-        """Add to the user's keyring; the machines it now reaches (their files rewritten).
-        Conflict-free: adding a key the user has already changes nothing."""
-        self.store.add_key(user_id, key)
-        return self._push_user(user_id)
+    def add_key(self, user_id: str, key: PublicKey) -> tuple[bool, list[str]]:
+        """Add to the user's keyring: whether it is new (a key the user has already
+        changes nothing), and the machines it reaches (their files rewritten)."""
+        added = self.store.add_key(user_id, key)
+        return added, self._push_user(user_id)
 
     def remove_key(self, user_id: str, fingerprint: str) -> list[str]:
         """Remove from the keyring and, at once, from every machine: running or stopped.
@@ -93,14 +93,14 @@ class SshAccess:
         self.store.grant(grant)
         self.push(grant.machine)
 
-    def revoke(self, machine: str, user_id: str) -> Grant:
-        """Remove the grant and, at once, its keys from the machine; NotFound if there
-        was none."""
-        existing = self.store.grants(machine=machine, user_id=user_id)
-        if not existing or not self.store.revoke(machine, user_id):
-            raise NotFound(messages.no_grant(machine, user_id))
+    def revoke(self, machine: str, user_id: str, login: str | None = None) -> list[Grant]:
+        """Remove the user's grant for ``login`` (every login if None) and, at once, its
+        keys from the machine; the grants removed. NotFound if there was none."""
+        existing = self.store.grants(machine=machine, user_id=user_id, login=login)
+        if not existing or not self.store.revoke(machine, user_id, login):
+            raise NotFound(messages.no_grant(machine, user_id, login))
         self.push(machine)
-        return existing[0]
+        return existing
 
     def grants(self, machine: str | None = None) -> list[Grant]:
         return self.store.grants(machine=machine)
@@ -124,11 +124,11 @@ class SshAccess:
         record = self.records.find(machine)
         if record is None or (record.op is Op.DESTROY and record.op_alive):
             return False
-        changed = files.write_access(self.config.access_root, machine,
-                                     self.expected_files(machine))
+        expected = self.expected_files(machine)
+        changed = files.write_access(self.config.access_root, machine, expected)
         if changed:
             log.info("ssh access written machine=%s logins=%s", machine,
-                     ",".join(sorted(self.expected_files(machine))) or "-")
+                     ",".join(sorted(expected)) or "-")
         return changed
 
     def forget(self, machine: str) -> None:
@@ -163,8 +163,8 @@ class SshAccess:
         result = await inside.run_in(machine, leader, ["sh", "-c", script, "sh", *logins],
                                      timeout=60)
         if result.returncode != 0:
-            raise InvalidInput(messages.login_not_made(machine, logins,
-                                                       (result.stderr or result.stdout)[-300:]))
+            raise OperationFailed(messages.login_not_made(
+                machine, logins, (result.stderr or result.stdout)[-300:]))
 
     # ------------------------------------------------------------------ the check
 

@@ -42,6 +42,7 @@ async def ssh_checks(access: SshAccess, machines: Machines, images: ImageConfig)
     deaf = [m.name for m in running if not m.details.get("ssh", {}).get("listening")]
     checks.append(Check("sshd listening", not deaf,
                         (f"not listening on port 22: {', '.join(deaf)}" if deaf else
-                         f"listening in all {len(running)} running machine(s)"),
+                         f"listening in all {len(running)} running machines" if running
+                         else "no machine is running"),
                         "`logs NAME` shows sshd's reason; `restart NAME`"))
     return checks

@@ -82,7 +82,9 @@ def parse_key(text: str) -> PublicKey:
 
 def parse_keys(text: str, *, limit: int = 100) -> tuple[list[PublicKey], list[str]]:
     """Keys from a fetched `.keys` file, one per line: the good ones, and why each of
-    the others was refused."""
+    the others was refused. InvalidInput if it holds a private key."""
+    if "PRIVATE KEY" in text:
+        raise InvalidInput(messages.private_key_served())
     good, refused = [], []
     for number, line in enumerate(text.splitlines()[:limit], start=1):
         if not line.strip() or line.lstrip().startswith("#"):

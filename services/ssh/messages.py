@@ -50,8 +50,9 @@ def no_such_key(user_id: str, fingerprint: str, have: Sequence[str]) -> str:
     return f"{user_id} has no key {fingerprint}{known}"
 
 
-def no_grant(machine: str, user_id: str) -> str:
-    return f"{user_id} has no access to {machine} (`access list {machine}`)"
+def no_grant(machine: str, user_id: str, login: str | None) -> str:
+    as_login = f" as {login}" if login else ""
+    return f"{user_id} has no access to {machine}{as_login} (`access list {machine}`)"
 
 
 def login_not_made(machine: str, logins: Sequence[str], error: str) -> str:
@@ -90,9 +91,9 @@ def not_checked_stopped(machine: str) -> str:
     return f"not checked: {machine} is not running; the keys are in place for when it starts"
 
 
-def creator_has_no_keys(machine: str) -> str:
-    return (f"ssh: you have no keys yet, so no access was granted (`key add …`, then "
-            f"`access grant {machine} @you`)")
+def creator_has_no_keys(machine: str, creator: str) -> str:
+    return (f"ssh: {creator} has no keys, so no access was granted (`key add …`, then "
+            f"`access grant {machine} {creator}`)")
 
 
 def creator_granted(machine: str, count: int) -> str:
@@ -148,3 +149,23 @@ def fetch_not_text(url: str) -> str:
 def nothing_imported(url: str, refused: Sequence[str]) -> str:
     why = "; ".join(refused[:5]) if refused else "it lists no keys"
     return f"no key imported from {url}: {why}"
+
+
+def grant_without_keys(user_id: str) -> str:
+    return (f"{user_id} has no keys yet: nobody can log in with this grant until they "
+            f"`key add` one (it is written everywhere they have access, at once)")
+
+
+def check_from_elsewhere(networks: str) -> str:
+    return (f"ctbot's check came from this host; {networks} is where the user's keys work "
+            "from")
+
+
+def grant_kept(machine: str) -> str:
+    return (f"the grant is kept and in place; once sshd answers (`logs {machine}`, "
+            f"`restart {machine}`), logins work")
+
+
+def private_key_served() -> str:
+    return ("that address serves a PRIVATE key: nothing was imported. Whoever can read it "
+            "has that key; replace it")

@@ -51,7 +51,7 @@ class SshPart(BasePart):
             return
         keys = self.access.keys(creator)
         if not keys:
-            await progress(messages.creator_has_no_keys(machine.name))
+            await progress(messages.creator_has_no_keys(machine.name, creator))
             return
         self.access.store.grant(Grant(machine.name, creator, ROOT, None, None,
                                       granted_by=creator, granted_at=time.time()))

@@ -53,7 +53,7 @@ class SshStore:
     # ------------------------------------------------------------------ keyrings
 
     def add_key(self, user_id: str, key: PublicKey) -> bool:
-        """False if the user has that key already."""
+        """False if the user has that key already (it is left as it was)."""
         cursor = self._store.execute(
             "INSERT OR IGNORE INTO ssh_keys (user_id, fingerprint, algorithm, blob, bits,"
             " comment, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -83,20 +83,24 @@ class SshStore:
             (grant.machine, grant.user_id, grant.login, grant.from_cidr, grant.expires_at,
              grant.granted_by, grant.granted_at))
 
-    def revoke(self, machine: str, user_id: str) -> bool:
+    def revoke(self, machine: str, user_id: str, login: str | None = None) -> int:
+        """Remove the user's grant for ``login`` (all their logins if None); how many."""
         cursor = self._store.execute(
-            "DELETE FROM ssh_access WHERE machine = ? AND user_id = ?", (machine, user_id))
-        return cursor.rowcount > 0
+            "DELETE FROM ssh_access WHERE machine = ? AND user_id = ?"
+            + (" AND login = ?" if login else ""),
+            (machine, user_id, login) if login else (machine, user_id))
+        return cursor.rowcount
 
-    def grants(self, *, machine: str | None = None, user_id: str | None = None) -> list[Grant]:
+    def grants(self, *, machine: str | None = None, user_id: str | None = None,
+               login: str | None = None) -> list[Grant]:
         where, params = [], []
-        for column, value in (("machine", machine), ("user_id", user_id)):
+        for column, value in (("machine", machine), ("user_id", user_id), ("login", login)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
         rows = self._store.query(
             "SELECT * FROM ssh_access" + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY machine, user_id", params)
+            + " ORDER BY machine, user_id, login", params)
         return [Grant(r["machine"], r["user_id"], r["login"], r["from_cidr"], r["expires_at"],
                       r["granted_by"], r["granted_at"]) for r in rows]
 

@@ -41,7 +41,8 @@ def test_drift_is_noticed_and_repaired_then_teardown_undoes_everything(routed_ho
     # An admin (or a firewall reload) flushes ctbot's table: the forward stops working…
     host.run("nft", "flush", "table", "inet", host.nft_table)
     assert tcp_connect(host, "127.0.0.1", 18281, timeout=2)[0] != "hello\n"
-    assert f"nftables table inet {host.nft_table} was missing or changed" in noticed(host)
+    assert (f"nftables tables inet and bridge {host.nft_table} were missing or changed"
+            in noticed(host))
     assert tcp_connect(host, "127.0.0.1", 18281)[0] == "hello\n"  # …and works again
 
     # The machine's link is taken off the bridge: no ping…
@@ -63,7 +64,7 @@ def test_drift_is_noticed_and_repaired_then_teardown_undoes_everything(routed_ho
 
     # Teardown is refused while machines exist, then undoes everything ctbot changed.
     changes = {c["key"] for c in host.json("host changes")["changes"]}
-    assert {f"bridge:{host.bridge}", f"nft:inet {host.nft_table}",
+    assert {f"bridge:{host.bridge}", f"nft:inet+bridge {host.nft_table}",
             "sysctl:/proc/sys/net/ipv4/ip_forward"} <= changes
     assert sysctl(host, "net.ipv4.ip_forward") == "1"
     exported = host.json(f"net export --dir {host.base / 'networkd'}")["written"]

@@ -52,9 +52,31 @@ async def test_every_readme_command_runs(host: Host, tmp_path: Path):
         await fake.stop()
 
 
+def last_created(host: Host) -> str:
+    """The machine the README created last that exists now."""
+    created = re.findall(r'cmd "create ([a-z][a-z0-9-]*)', README.read_text())
+    return next(m for m in reversed(created) if m in host.names())
+
+
+def in_a_shell(command: str, host: Host, home: Path) -> subprocess.CompletedProcess[str]:
+    """A line with shell syntax (`$(…)`, `>`, `~`), run by bash as written, with HOME a
+    directory of the test's own; ADDRESS becomes the last created machine's IPv4."""
+    if "ADDRESS" in command:
+        command = command.replace("ADDRESS", host.json(f"ssh {last_created(host)}")["ipv4"])
+    return subprocess.run([*host.prefix, "bash", "-c", command], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env=ctbot_env(host.env) | {"HOME": str(home)})
+
+
 async def run_one(command: str, env: dict[str, str], host: Host, fake: FakeSocketModeSlack,
                   tmp_path: Path) -> None:
     words = shlex.split(command)
+    if any(mark in command for mark in ("$(", " > ", "~/")) or words[0] == "ssh":
+        result = in_a_shell(command, host, tmp_path)
+        assert result.returncode == 0, (command, result.stdout + result.stderr)
+        if words[0] == "ssh":  # the login the README promises, with strict host keys
+            assert result.stdout.strip() == last_created(host), result.stderr
+        return
     if words == ["make", "run"]:
         # Installs nothing new here (make test did), says what the host lacks, starts
         # the console on this stdin (empty: it stops at once).

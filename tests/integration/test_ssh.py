@@ -216,3 +216,26 @@ def test_from_and_expires_are_enforced_by_sshd(host: Host, keys, tmp_path):
     # (doctor exits 1 when any check fails: this host's inotify limit does)
     doctor = {c["name"]: c for c in json.loads(host.ctbot("doctor", "--json").stdout)["checks"]}
     assert doctor["sshd listening"]["ok"] and doctor["sshd in image"]["ok"]
+
+
+def test_a_user_may_have_several_logins_and_lose_one(host: Host, keys, tmp_path):
+    ana_key, ana_pub = keys["ana"]
+    host.ctbot(f"key add {ana_pub}")
+    host.create("ssh7")  # as its creator (with keys), local has root already
+    assert host.json("access grant ssh7 local --login deploy")["check"]["ok"] is True
+    known, info = known_hosts_file(host, "ssh7", tmp_path)
+    for login in ("root", "deploy"):
+        result = system_ssh(host, ana_key, known, info["ipv4"], "id", "-un", login=login)
+        assert result.returncode == 0 and result.stdout.strip() == login, result.stderr
+    listed = host.ctbot("access list ssh7")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("ssh7", "local", "deploy"),
+                                                  ("ssh7", "local", "root")]
+    assert host.ctbot("access revoke ssh7 local --login deploy").returncode == 0
+    assert system_ssh(host, ana_key, known, info["ipv4"], "true", login="deploy"
+                      ).returncode == 255
+    assert system_ssh(host, ana_key, known, info["ipv4"], "true").returncode == 0
+    # `ssh NAME --known-hosts` prints exactly what a known_hosts file holds.
+    printed = host.ctbot("ssh ssh7 --known-hosts")
+    assert printed.returncode == 0 and printed.stdout.strip().splitlines() == info["known_hosts"]

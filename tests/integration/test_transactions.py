@@ -128,7 +128,7 @@ def test_forwards_follow_the_store_after_a_kill(host: Host):
     with db:
         db.execute("INSERT INTO port_forwards (host_port, protocol, machine, machine_port)"
                    " VALUES (18381, 'tcp', 'fw1', 8081)")
-    assert "was missing or changed: loaded it again" in host.ctbot("list").stderr
+    assert "were missing or changed: loaded them again" in host.ctbot("list").stderr
     assert tcp_connect(host, "127.0.0.1", 18381)[0] == "hello\n"
     with db:
         db.execute("DELETE FROM port_forwards WHERE host_port = 18381")

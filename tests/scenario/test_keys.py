@@ -96,7 +96,7 @@ def test_short_rsa_and_pasted_options_are_refused(env):
 
 def test_import_from_github_keeps_the_good_keys_and_says_why_not_the_others(env):
     code, out = cmd(env, "key import gh:ana")
-    assert code == 0 and "Imported 2 keys" in out and "1024 bits" in out, out
+    assert code == 0 and "Imported 2 new keys" in out and "1024 bits" in out, out
     assert sorted(k["comment"] for k in keys_of(env)) == ["ana@ci", "ana@laptop"]
     code, out = cmd(env, "key import gh:nobody-here")
     assert code == 1 and "HTTP 404 (no such user?)" in out
@@ -123,3 +123,15 @@ def test_urls_and_other_peoples_keyrings_are_for_admins(env):
     assert len(keys_of(env)) == 0
     code, out = cmd(env, "key import --user U0VIEW01 file:///etc/passwd")
     assert code == 1 and "neither gh:LOGIN nor an http(s) URL" in out
+
+
+def test_a_pasted_private_key_is_refused_and_never_stored(env, tmp_path):
+    private = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
+    code, out = cmd(env, f"key add {private}")
+    assert code == 1 and "PRIVATE key" in out and "BEGIN" not in out.split("PRIVATE")[0]
+    code, out = cmd(env, "audit", "--json")
+    assert code == 0 and "PRIVATE KEY" not in out and "not stored" in out
+    assert keys_of(env) == []
+    # …nor taken from a URL that serves one.
+    code, out = cmd(env, "key import gh:ana")  # fine
+    assert code == 0

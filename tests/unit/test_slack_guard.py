@@ -73,7 +73,12 @@ def test_recent_requests_forget_after_ttl_and_stay_bounded():
      ("exec web1 — ls", "exec web1 -- ls"),
      ("say &lt;b&gt; &amp; x", "say <b> & x"),
      ("say “quoted words”", 'say "quoted words"'),
-     ("a—b stays", "a—b stays")],
+     ("a—b stays", "a—b stays"),
+     # should_escape: links arrive wrapped, mentions stay for the USER grammar.
+     ("key import <https://example.com/a.keys>", "key import https://example.com/a.keys"),
+     ("key import <https://example.com/a.keys|example.com/a.keys>",
+      "key import https://example.com/a.keys"),
+     ("access grant web1 <@U012ABCDEF|ana>", "access grant web1 <@U012ABCDEF|ana>")],
 )
 def test_slack_text_is_restored_to_what_was_typed(typed, parsed):
     assert normalize_slack_text(typed) == parsed

@@ -17,9 +17,9 @@ KEY = parse_key("ssh-ed25519 "
 def test_a_user_is_an_id_a_mention_or_local():
     assert user("U012ABCDEF") == "U012ABCDEF" and user("W012ABCDEF") == "W012ABCDEF"
     assert user("<@U012ABCDEF|ana>") == "U012ABCDEF" and user("<@U012ABCDEF>") == "U012ABCDEF"
-    assert user("local") == "local"
+    assert user("local") == "local" and user("@U012ABCDEF") == "U012ABCDEF"
     for bad in ("ana", "@ana", "B012ABCDEF", "<@B012ABCDEF>", "<@U012|a>b>", "LOCAL", "u012abc"):
-        with pytest.raises(InvalidInput, match="is not a user"):
+        with pytest.raises(InvalidInput, match="is not a user ctbot can tell by id"):
             user(bad)
 
 
