@@ -58,6 +58,10 @@ class Dispatcher:
         return reply
 
     async def _dispatch(self, request: CommandRequest) -> Reply:
+        try:
+            request.text.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes from a command line
+            raise InvalidInput(messages.not_utf8()) from None
         if looks_like_private_key(request.text):
             # Refused before anything keeps the text: not the audit, not a job, not a log.
             self.services.audit.record(

@@ -29,3 +29,7 @@ def private_key_pasted() -> str:
     return ("that is a PRIVATE key: it was not stored anywhere, but treat it as seen "
             "(make a new one if it went through chat). Paste the public key instead: the "
             "one line of your .pub file (`cat ~/.ssh/id_ed25519.pub`)")
+
+
+def not_utf8() -> str:
+    return "the command is not UTF-8 text; type it again (check the terminal's encoding)"

@@ -378,6 +378,7 @@ LOCAL_USER = "local"
 _LOGIN_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 _GITHUB_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?")
 MAX_FROM_NETWORKS = 16
+_NETWORK_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 
 
 def user(raw: str) -> str:
@@ -416,8 +417,13 @@ def source_networks(raw: str) -> tuple[IPNetwork, ...]:
                            "(e.g. 192.0.2.0/24,2001:db8::/32)")
     networks = []
     for part in parts:
+        # ipaddress takes an IPv6 zone ("fe80::1%eth0") with anything after the "%",
+        # quotes and newlines included: only address characters reach sshd's from="…".
+        if not _NETWORK_CHARS.fullmatch(part):
+            raise InvalidInput(f"{printable(part)} is not an address or network (digits, "
+                               "a–f, '.', ':' and one '/PREFIX'; no zone)")
         try:
-            networks.append(ipaddress.ip_network(part.strip(), strict=True))
+            networks.append(ipaddress.ip_network(part, strict=True))
         except ValueError as exc:
             raise InvalidInput(f"{printable(part)} is not an address or network: {exc}") from None
     return tuple(networks)

@@ -13,7 +13,7 @@ from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.machines import NAME
 from services.core.audit import Outcome
-from services.core.errors import InvalidInput, PermissionDenied
+from services.core.errors import InvalidInput, OperationFailed, PermissionDenied
 from services.grammar import (
     Family,
     github_login,
@@ -151,6 +151,7 @@ async def run_access_grant(inv: Invocation) -> Reply:
                   ",".join(str(n) for n in networks) if networks else None,
                   now + expires if expires else None, granted_by=inv.user_id, granted_at=now)
     access = inv.services.ssh
+    before = access.store.grants(machine=name, user_id=who, login=grant.login)
     access.grant(grant)
     keys = len(access.keys(who))
     notes = []
@@ -165,7 +166,14 @@ async def run_access_grant(inv: Invocation) -> Reply:
         check = {"ok": None, "detail": messages.not_checked_stopped(name), "address": None}
     else:
         if grant.login != ROOT:
-            await access.ensure_logins(name, status.leader_pid, [grant.login])
+            try:
+                await access.ensure_logins(name, status.leader_pid, [grant.login])
+            except OperationFailed:  # no login, no grant: put back what was there
+                if before:
+                    access.grant(before[0])
+                else:
+                    access.revoke(name, who, grant.login)
+                raise
         check = (await access.check_login(name, grant.login)).to_json()
         if check["ok"] is False:
             notes.append(messages.grant_kept(name))

@@ -167,38 +167,6 @@ def join_function(dirs: list[Path]) -> Callable[[], None]:
     return join
 
 
-def groups_of(pid: int) -> list[Path]:
-    """The directories of ``pid``'s cgroups, one per mounted hierarchy, from
-    /proc/PID/cgroup and the host's mount table (cgroups(7)); [] if it is gone."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-        known = {row.split()[0] for row in Path("/proc/cgroups").read_text().splitlines()
-                 if row and not row.startswith("#")}
-    except OSError:
-        return []
-    where: dict[str, Path] = {}  # "cpu,cpuacct" / "name=systemd" / "" (v2) → mount point
-    for mount in mounts:
-        fields = mount.split(" - ", 1)
-        if len(fields) != 2:
-            continue
-        fstype, _, options = [*fields[1].split(), "", "", ""][:3]
-        mount_point = Path(fields[0].split()[4])
-        if fstype == "cgroup2":
-            where.setdefault("", mount_point)
-        elif fstype == "cgroup":
-            # Super options: the controllers, name=…, and others (xattr, clone_children).
-            keys = [o for o in options.split(",") if o in known or o.startswith("name=")]
-            where.setdefault(",".join(sorted(keys)), mount_point)
-    found = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        point = where.get(",".join(sorted(controllers.split(","))) if controllers else "")
-        if point is not None:
-            found.append(point / path.lstrip("/"))
-    return found
-
-
 def remove(group: str) -> None:
     """Remove the machine's groups (deepest first) once nothing runs in them."""
     for hierarchy in hierarchies():

@@ -8,15 +8,14 @@ pids and device limits hold), under nspawn's seccomp filter and the machine's ca
 bounding set — what anything the machine runs itself gets — and with no_new_privs. A
 program planted by the machine's root therefore gains nothing by being run this way.
 
-This helper talks to the machine's systemd over its private socket (/run/systemd/private),
-from inside the machine's PID namespace (systemd refuses a peer whose PID it cannot
-see). Whatever the machine can see of it must give the machine nothing: before the
-process that the machine sees exists, the helper has joined every namespace of the
-machine's PID 1 and its cgroups, and dropped every capability (bounding set included)
-with no_new_privs; the machine's root, which may ptrace it, finds a process with fewer
-rights than its own, with nothing of the host's in reach (the host's root directory,
-network, cgroups are all left behind). The socket is opened by path inside the machine's
-mount namespace, so a symlink planted there resolves inside the machine.
+This helper asks over the machine's D-Bus system bus, from the host, and never enters
+the machine: no process of ctbot's exists in the machine's PID namespace, so its root
+(who holds CAP_SYS_PTRACE and CAP_SYS_ADMIN: machines have no user namespace) has
+nothing of the host's to ptrace or to open through /proc/PID/{exe,map_files,root}.
+(systemd's private socket would need a peer inside the machine's PID namespace: it
+refuses a connection whose PID it cannot see.) The bus socket is opened through the
+machine's root one component at a time without following a symlink, and connected to
+by its file descriptor, so a link planted there never leads to a socket of the host's.
 
 It passes its stdin, stdout and stderr to the unit, waits for the unit's start job and
 then its main process, stops the unit (nothing the command left in the background keeps
@@ -29,17 +28,18 @@ a command exiting 125 or 127 is never taken for one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import signal
 import socket
-import struct
+import stat
 import sys
 import time
 from typing import Any
 
 ENTER_TIMEOUT = 10.0  # seconds to connect and start the unit
-NUDGE_SECONDS = 0.1  # how long the first message may go unanswered before it is repeated
+BUS_SOCKET = ("run", "dbus", "system_bus_socket")  # D-Bus spec: the system bus address
 EXEC_FAILED = 203  # systemd.exec(5): "EXIT_EXEC", the command could not be executed
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3  # waitid(2) si_code of ExecMainCode
 MANAGER = ("org.freedesktop.systemd1", "/org/freedesktop/systemd1",
@@ -63,8 +63,8 @@ def report(kind: str, message: str) -> None:
 
 
 class Systemd:
-    """A minimal D-Bus client of one systemd's private socket (peer to peer: no bus
-    daemon, no Hello), on jeepney's wire format."""
+    """A minimal D-Bus client of a machine's systemd over its system bus, on jeepney's
+    wire format (blocking: this helper does one thing at a time)."""
 
     def __init__(self, sock: socket.socket) -> None:
         from jeepney.auth import BEGIN, Authenticator
@@ -79,41 +79,31 @@ class Systemd:
         sock.sendall(BEGIN)
         sock.settimeout(None)
         self._conn = DBusConnectionBase(sock, enable_fds=True)
-        # sd-bus (systemd 252) reads what follows BEGIN in the same read as part of the
-        # authentication: file descriptors there fail the connection (EIO), and a message
-        # there waits, unprocessed, until more data arrives (both seen on a busy
-        # machine). So the first message carries no descriptors, and is repeated until
-        # one is answered: each repeat is new data, which makes sd-bus look again.
-        self.call(MANAGER[1], "org.freedesktop.DBus.Peer", "Ping", "", (),
-                  repeat_every=NUDGE_SECONDS, timeout=ENTER_TIMEOUT)
+        # A bus wants Hello first; it carries no file descriptors (a server may read the
+        # first message with the authentication, and refuse descriptors there).
+        self.call("/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", "", (),
+                  destination="org.freedesktop.DBus", timeout=ENTER_TIMEOUT)
 
     def call(self, path: str, interface: str, method: str, signature: str,
-             body: tuple[Any, ...], *, repeat_every: float | None = None,
+             body: tuple[Any, ...], *, destination: str = MANAGER[0],
              timeout: float | None = None) -> tuple[Any, ...]:
         """Call ``method`` and return its reply's body; RuntimeError for a D-Bus error,
         TimeoutError past ``timeout``. Signals, and replies to other calls, are skipped."""
         from jeepney import DBusAddress, MessageType, new_method_call
         from jeepney.low_level import HeaderFields
 
-        message = new_method_call(DBusAddress(path, bus_name=MANAGER[0], interface=interface),
+        message = new_method_call(DBusAddress(path, bus_name=destination, interface=interface),
                                   method, signature, body)
         deadline = None if timeout is None else time.monotonic() + timeout
-        serials = {self._send(message)}
+        serial = self._send(message)
         while True:
-            wait = repeat_every
-            if deadline is not None:
-                wait = max(0.0, min(wait if wait is not None else ENTER_TIMEOUT,
-                                    deadline - time.monotonic()))
             try:
-                reply = self._conn._receive(None if wait is None else time.monotonic() + wait)
+                reply = self._conn._receive(deadline)
             except TimeoutError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"{method}: no answer in {timeout:g} s") from None
-                serials.add(self._send(message))  # repeat_every is set: nudge
-                continue
+                raise TimeoutError(f"{method}: no answer in {timeout:g} s") from None
             except OSError as exc:
                 raise OSError(exc.errno, f"{method}: {exc.strerror}") from None
-            if reply.header.fields.get(HeaderFields.reply_serial) not in serials:
+            if reply.header.fields.get(HeaderFields.reply_serial) != serial:
                 continue
             if reply.header.message_type is MessageType.error:
                 raise RuntimeError(f"{method}: {reply.body[0] if reply.body else 'error'}")
@@ -186,78 +176,28 @@ def run_in_unit(systemd: Systemd, argv: list[str], max_seconds: int, stop: list[
     return int(status)
 
 
-def child(argv: list[str], max_seconds: int) -> int:
-    """In every namespace of the machine's: connect, run, report."""
-    stop = [False]
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+def connect_bus(leader: int) -> socket.socket:
+    """A connection to the machine's system bus socket, reached through the machine's
+    root without following a symlink on the way (OSError otherwise)."""
+    opened = [os.open(f"/proc/{leader}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
     try:
-        sock.connect("/run/systemd/private")  # resolved in the machine's mount namespace
-        pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                        struct.calcsize("3i")))
-        if pid != 1:
-            report("error", f"/run/systemd/private is served by PID {pid}, not the "
-                   "machine's systemd")
-            return 125
-        return run_in_unit(Systemd(sock), argv, max_seconds, stop)
-    except (OSError, RuntimeError, TimeoutError) as exc:
-        report("error", f"cannot run in the machine: {exc}")
-        return 125
+        for part in BUS_SOCKET[:-1]:
+            opened.append(os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                                  | os.O_CLOEXEC, dir_fd=opened[-1]))
+        opened.append(os.open(BUS_SOCKET[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=opened[-1]))
+        if not stat.S_ISSOCK(os.fstat(opened[-1]).st_mode):
+            raise OSError(errno.ENOTSOCK, "/run/dbus/system_bus_socket is not a socket")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(f"/proc/self/fd/{opened[-1]}")  # this very socket file
+        except OSError:
+            sock.close()
+            raise
+        return sock
     finally:
-        sock.close()
-
-
-# Namespaces of the machine's PID 1 the helper joins, in this order; "user" is the
-# host's own (machines run without one) and setns(2) refuses to join one's own.
-NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
-PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_DUMPABLE = 38, 24, 4
-CAP_VERSION_3 = 0x20080522  # linux/capability.h: _LINUX_CAPABILITY_VERSION_3
-
-
-def enter_machine(libc: Any, leader: int) -> str | None:
-    """Join the leader's cgroups and namespaces, then drop every privilege; the reason
-    if something fails. Runs single-threaded, before anything of the machine's is read."""
-    import ctypes
-
-    from services.machines import cgroups
-
-    fds = {}
-    try:
-        for name in NAMESPACES:
-            fds[name] = os.open(f"/proc/{leader}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-        groups = cgroups.groups_of(leader)
-        if not groups:
-            return f"the machine's PID {leader} is gone"
-        for group in groups:  # the host's /sys/fs/cgroup: before leaving its mounts
-            with open(group / "cgroup.procs", "w") as procs:
-                procs.write("0")
-        for name in NAMESPACES:
-            if libc.setns(fds[name], 0) != 0:
-                return f"setns {name}: {os.strerror(ctypes.get_errno())}"
-    except OSError as exc:
-        return f"cannot join the machine: {exc}"
-    finally:
-        for fd in fds.values():
+        for fd in opened:
             os.close(fd)
-    return drop_privileges(libc)
-
-
-def drop_privileges(libc: Any) -> str | None:
-    """No capability left, none to regain (bounding set emptied, no_new_privs), not
-    dumpable: capabilities(7), prctl(2)."""
-    import ctypes  # loaded already (main): no file is read once inside the machine
-
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 \
-            or libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        return f"prctl: {os.strerror(ctypes.get_errno())}"
-    cap = 0
-    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
-        cap += 1
-    header = struct.pack("Ii", CAP_VERSION_3, 0)
-    data = ctypes.create_string_buffer(struct.calcsize("6I"))  # two zeroed cap_user_data
-    if libc.capset(ctypes.c_char_p(header), data) != 0:
-        return f"capset: {os.strerror(ctypes.get_errno())}"
-    return None
 
 
 def main(args: list[str]) -> int:
@@ -265,28 +205,22 @@ def main(args: list[str]) -> int:
         print("usage: python -m services.machines.enter LEADER_PID MAX_SECONDS -- ARGV…",
               file=sys.stderr)
         return 2
-    # Everything this process will use is loaded now, from the host's files: once it
-    # has entered the machine's mount namespace, an import would read the machine's.
-    import ctypes
-
-    import jeepney
-    import jeepney.auth
-    import jeepney.io.blocking  # noqa: F401
-
     leader, max_seconds, argv = int(args[0]), int(args[1]), args[3:]
-    libc = ctypes.CDLL(None, use_errno=True)
-    failure = enter_machine(libc, leader)
-    if failure is not None:
-        report("error", failure)
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    try:
+        sock = connect_bus(leader)
+    except OSError as exc:
+        report("error", f"the machine's D-Bus system bus does not answer ({exc.strerror}): "
+               "is dbus installed and running in it?")
         return 125
-    # A new PID namespace applies to children only: the connection is made by a child,
-    # which is born with none of the host's rights.
-    pid = os.fork()
-    if pid == 0:
-        os._exit(child(argv, max_seconds))
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 125
+    try:
+        return run_in_unit(Systemd(sock), argv, max_seconds, stop)
+    except (OSError, RuntimeError) as exc:
+        report("error", f"cannot run in the machine: {exc}")
+        return 125
+    finally:
+        sock.close()
 
 
 if __name__ == "__main__":

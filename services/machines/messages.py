@@ -49,6 +49,12 @@ def cannot_run(name: str, program: str, stderr: str) -> str:
     return f"cannot run `{program}` in `{name}`: {stderr.strip()[-300:]}"
 
 
+def not_a_plain_file(path: str) -> str:
+    return (f"{path} inside the machine cannot be replaced (a directory, or a file made "
+            "immutable, is there): ctbot writes nothing through it. Remove it, inside the "
+            "machine, and try again")
+
+
 def not_a_plain_directory(path: str) -> str:
     return (f"{path} inside the machine is not a plain directory (a symlink, or a file): "
             "ctbot neither reads nor writes through it. Make it a directory again, inside the "

@@ -9,9 +9,9 @@ replaced by rename(2), which replaces a symlink rather than writing through it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -58,6 +58,11 @@ def _replace(root: Path, relpath: str, make: Callable[[str, int], None], *, what
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dir_fd)
+        if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.EPERM):
+            # A directory (or an immutable file) where the file goes: the machine's
+            # root made it so; theirs to fix, in words they can act on.
+            raise OperationFailed(messages.not_a_plain_file("/" + relpath.lstrip("/"))) \
+                from exc
         raise InternalError(f"cannot {what} {relpath} in {root}: {exc.strerror}") from exc
     finally:
         os.close(dir_fd)
@@ -150,24 +155,74 @@ def open_files(root: Path, relpath: str, *, suffix: str, limit: int) -> list[int
 
 
 def remove_tree(root: Path, relpath: str) -> None:
-    """Remove ``root/relpath`` whatever it is (file, symlink, directory tree), without
-    following a symlink anywhere (shutil.rmtree's descriptor-based walk)."""
+    """Remove ``root/relpath`` whatever it is — a file, a symlink, a directory tree of any
+    depth — without following a symlink anywhere, and despite the immutable and
+    append-only flags that the machine's root (CAP_LINUX_IMMUTABLE) may have set.
+
+    Depth costs nothing: each subdirectory is first renamed up, beside the tree, so
+    at most two directories are open at once (shutil.rmtree recurses: a tree 3000 deep
+    ends in RecursionError). InternalError if something still cannot be removed."""
     parts = _parts(relpath)
     try:
-        dir_fd = _open_dir(root, parts[:-1], create=False)
+        top = _open_dir(root, parts[:-1], create=False)
     except FileNotFoundError:
         return
     try:
-        try:
-            os.unlink(parts[-1], dir_fd=dir_fd)
-        except FileNotFoundError:
-            return
-        except IsADirectoryError:
-            shutil.rmtree(parts[-1], dir_fd=dir_fd)
+        pending = [parts[-1]]
+        while pending:
+            name = pending.pop()
+            _clear_flags(top, name)
+            try:
+                os.unlink(name, dir_fd=top)
+                continue
+            except FileNotFoundError:
+                continue
+            except IsADirectoryError:
+                pass
+            directory = os.open(name, _DIR_FLAGS, dir_fd=top)
+            try:
+                for child in os.listdir(directory):
+                    _clear_flags(directory, child)
+                    try:
+                        os.unlink(child, dir_fd=directory)
+                    except IsADirectoryError:
+                        moved = f".ctbot-rm-{secrets.token_hex(6)}"
+                        os.rename(child, moved, src_dir_fd=directory, dst_dir_fd=top)
+                        pending.append(moved)
+            finally:
+                os.close(directory)
+            os.rmdir(name, dir_fd=top)
     except OSError as exc:
         raise InternalError(f"cannot remove {relpath} in {root}: {exc.strerror}") from exc
     finally:
-        os.close(dir_fd)
+        os.close(top)
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602  # linux/fs.h (64-bit)
+FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20
+
+
+def _clear_flags(dir_fd: int, name: str) -> None:
+    """Drop the immutable and append-only flags of ``name`` if it has them (chattr(1));
+    anything that cannot be opened for it (a socket, a symlink) cannot carry them here."""
+    import array
+    import fcntl
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        if flags[0] & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+            flags[0] &= ~(FS_IMMUTABLE_FL | FS_APPEND_FL)
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _parts(relpath: str) -> list[str]:

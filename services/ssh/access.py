@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.core.errors import NotFound, OperationFailed
+from services.core.errors import CtbotError, NotFound, OperationFailed
 from services.grammar import Family
 from services.machines import inside, rootfs
 from services.machines.records import MachineStore, Op
@@ -80,10 +80,17 @@ class SshAccess:
         return self.store.keys(user_id)
 
     def _push_user(self, user_id: str) -> list[str]:
+        """Rewrite the access of every machine the user has a grant on; each on its own:
+        one that fails (its root wrecked its directory) stops none of the others."""
         names = sorted({g.machine for g in self.store.grants(user_id=user_id)})
+        done = []
         for name in names:
-            self.push(name)
-        return names
+            try:
+                self.push(name)
+                done.append(name)
+            except CtbotError as exc:
+                log.warning("ssh access of %s not rewritten: %s", name, exc)
+        return done
 
     # ------------------------------------------------------------------ grants
 
@@ -132,10 +139,14 @@ class SshAccess:
         return changed
 
     def forget(self, machine: str) -> None:
-        """The machine is gone: its directory and its rows."""
-        if self.config.access_root.is_dir():
-            rootfs.remove_tree(self.config.access_root, machine)
+        """The machine is gone: its rows, and its directory (if that cannot be removed
+        now, the machine's teardown goes on: reconcile removes it as a stray later)."""
         self.store.forget_machine(machine)
+        if self.config.access_root.is_dir():
+            try:
+                rootfs.remove_tree(self.config.access_root, machine)
+            except CtbotError as exc:
+                log.error("ssh access directory of %s not removed: %s", machine, exc)
 
     def stray_directories(self, known: set[str]) -> list[str]:
         """Access directories of machines ctbot has no record of (a crash between a
@@ -143,9 +154,14 @@ class SshAccess:
         if not self.config.access_root.is_dir():
             return []
         stray = [n for n in sorted(os.listdir(self.config.access_root)) if n not in known]
+        removed = []
         for name in stray:
-            rootfs.remove_tree(self.config.access_root, name)
-        return stray
+            try:
+                rootfs.remove_tree(self.config.access_root, name)
+                removed.append(name)
+            except CtbotError as exc:
+                log.error("stray ssh access directory %s not removed: %s", name, exc)
+        return removed
 
     # ------------------------------------------------------------------ machine side
 
@@ -160,8 +176,11 @@ class SshAccess:
             return
         script = ('for u; do id -u -- "$u" >/dev/null 2>&1 || useradd --create-home '
                   '--shell /bin/bash --comment "$u (ctbot access)" -- "$u" || exit 1; done')
-        result = await inside.run_in(machine, leader, ["sh", "-c", script, "sh", *logins],
-                                     timeout=60)
+        try:
+            result = await inside.run_in(machine, leader,
+                                         ["sh", "-c", script, "sh", *logins], timeout=60)
+        except OperationFailed as exc:
+            raise OperationFailed(messages.login_not_made(machine, logins, str(exc))) from None
         if result.returncode != 0:
             raise OperationFailed(messages.login_not_made(
                 machine, logins, (result.stderr or result.stdout)[-300:]))

@@ -38,9 +38,15 @@ async def fetch_keys_text(url: str, *, timeout: float) -> str:
                     headers={"Accept": "text/plain", "User-Agent": "ctbot"}) as response:
                 if response.status != 200:
                     raise OperationFailed(messages.fetch_status(url, response.status))
-                body = await response.content.read(MAX_BYTES + 1)
+                body = b""
+                # read(n) returns what has arrived so far: read to the end, bounded.
+                while len(body) <= MAX_BYTES and (chunk := await response.content.read(
+                        MAX_BYTES + 1 - len(body))):
+                    body += chunk
     except TimeoutError:
         raise OperationFailed(messages.fetch_timeout(url, timeout)) from None
+    except aiohttp.TooManyRedirects:
+        raise OperationFailed(messages.fetch_redirects(url)) from None
     except aiohttp.ClientError as exc:
         raise OperationFailed(messages.fetch_failed(url, str(exc) or type(exc).__name__)) \
             from None

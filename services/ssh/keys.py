@@ -11,6 +11,7 @@ than one key. asyncssh is imported here only, when a key is read: it costs ~180 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from services.core.errors import InvalidInput
 from services.ssh import messages
 
 MAX_LINE = 16 * 1024
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 MIN_RSA_BITS = 2048
 ACCEPTED = {
     "ssh-ed25519": "ED25519", "sk-ssh-ed25519@openssh.com": "ED25519-SK",
@@ -68,6 +70,8 @@ def parse_key(text: str) -> PublicKey:
         raise InvalidInput(messages.unknown_type(algorithm, sorted(ACCEPTED)))
     if any(w in ACCEPTED for w in words[2:]):
         raise InvalidInput(messages.one_key_only())
+    if not _BASE64.fullmatch(blob):
+        raise InvalidInput(messages.bad_key(algorithm, "the key is not base64"))
     import asyncssh
 
     try:
@@ -77,16 +81,26 @@ def parse_key(text: str) -> PublicKey:
     bits = int(getattr(key.pyca_key, "key_size", 256)) if hasattr(key, "pyca_key") else 256
     if algorithm == "ssh-rsa" and bits < MIN_RSA_BITS:
         raise InvalidInput(messages.rsa_too_short(bits))
-    return PublicKey(algorithm, blob, comment.strip(), key.get_fingerprint("sha256"), bits)
+    # What is stored and written is asyncssh's own encoding of the key it read, never
+    # the pasted text: base64 with stray characters (which Python's decoder skips) would
+    # otherwise reach sshd, which refuses the line.
+    canonical = key.export_public_key("openssh").decode().split()
+    if canonical[0] != algorithm:
+        raise InvalidInput(messages.bad_key(algorithm, f"it is a {canonical[0]} key"))
+    return PublicKey(algorithm, canonical[1], comment.strip(), key.get_fingerprint("sha256"),
+                     bits)
 
 
-def parse_keys(text: str, *, limit: int = 100) -> tuple[list[PublicKey], list[str]]:
+def parse_keys(text: str, *, limit: int = 1000) -> tuple[list[PublicKey], list[str]]:
     """Keys from a fetched `.keys` file, one per line: the good ones, and why each of
     the others was refused. InvalidInput if it holds a private key."""
     if "PRIVATE KEY" in text:
         raise InvalidInput(messages.private_key_served())
     good, refused = [], []
-    for number, line in enumerate(text.splitlines()[:limit], start=1):
+    lines = text.splitlines()
+    if len(lines) > limit:
+        refused.append(messages.too_many_lines(len(lines), limit))
+    for number, line in enumerate(lines[:limit], start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:

@@ -169,3 +169,15 @@ def grant_kept(machine: str) -> str:
 def private_key_served() -> str:
     return ("that address serves a PRIVATE key: nothing was imported. Whoever can read it "
             "has that key; replace it")
+
+
+def too_many_lines(count: int, limit: int) -> str:
+    return f"lines {limit + 1}–{count}: not read (at most {limit} lines)"
+
+
+def fetch_redirects(url: str) -> str:
+    return f"{url} redirected too many times (at most 3)"
+
+
+def access_not_rewritten(machine: str, reason: str) -> str:
+    return f"ssh access of {machine} could not be rewritten: {reason}"

@@ -4,6 +4,7 @@ forgotten at teardown."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.core.errors import CtbotError, OperationFailed
 from services.core.progress import Progress
 from services.grammar import user
 from services.machines.parts import BasePart, NspawnSettings, PartOptions
@@ -19,6 +21,8 @@ from services.machines.supervisor import leader_of
 from services.ssh import files, messages
 from services.ssh.access import ROOT, SSH_PORT, SshAccess
 from services.ssh.store import Grant
+
+log = logging.getLogger(__name__)
 
 PART_NAME = "ssh"
 TCP_LISTEN = "0A"  # st column of /proc/net/tcp: TCP_LISTEN (include/net/tcp_states.h)
@@ -74,7 +78,14 @@ class SshPart(BasePart):
 
     async def after_start(self, machine: MachineRecord, leader: int,
                           progress: Progress) -> None:
-        await self.access.ensure_logins(machine.name, leader, self.access.logins(machine.name))
+        # A login that cannot be made (the machine's useradd is broken) costs that login,
+        # not the boot: the machine runs, and the reason is in the job's progress.
+        try:
+            await self.access.ensure_logins(machine.name, leader,
+                                            self.access.logins(machine.name))
+        except OperationFailed as exc:
+            log.warning("logins not made machine=%s error=%s", machine.name, exc)
+            await progress(f"ssh: {exc}")
 
     async def release(self, machine: MachineRecord) -> None:
         self.access.forget(machine.name)
@@ -83,8 +94,13 @@ class SshPart(BasePart):
                         running: AbstractSet[str]) -> list[str]:
         """Each machine's access directory as the store says (a grant expired, the
         machine's root edited its view); directories of machines gone are removed."""
-        notes = [messages.access_rewritten(m.name) for m in machines
-                 if self.access.push(m.name)]
+        notes = []
+        for machine in machines:
+            try:
+                if self.access.push(machine.name):
+                    notes.append(messages.access_rewritten(machine.name))
+            except CtbotError as exc:  # that machine's own doing; the others go on
+                notes.append(messages.access_not_rewritten(machine.name, str(exc)))
         known = {r.name for r in self.access.records.all()}
         notes += [messages.stray_removed(n) for n in self.access.stray_directories(known)]
         return notes

@@ -239,3 +239,49 @@ def test_a_user_may_have_several_logins_and_lose_one(host: Host, keys, tmp_path)
     # `ssh NAME --known-hosts` prints exactly what a known_hosts file holds.
     printed = host.ctbot("ssh ssh7 --known-hosts")
     assert printed.returncode == 0 and printed.stdout.strip().splitlines() == info["known_hosts"]
+
+
+def test_a_machine_that_wrecks_its_access_directory_hurts_only_itself(host: Host, keys,
+                                                                     tmp_path):
+    """Root in ssh8 remounts its /etc/ssh/ctbot writable and fills it with a tree deeper
+    than Python recurses and immutable files: key changes still reach ssh9, and ssh8
+    can still be destroyed, leaving nothing behind."""
+    _, ana_pub = keys["ana"]
+    ben_key, ben_pub = keys["ben"]
+    host.ctbot(f"key add {ana_pub}")
+    host.create("ssh8")
+    host.create("ssh9")
+    wreck = ("mount -o remount,bind,rw /etc/ssh/ctbot && cd /etc/ssh/ctbot && "
+             "mkdir -p deep && cd deep && i=0; while [ $i -lt 2000 ]; do mkdir d && cd d; "
+             "i=$((i+1)); done; cd /etc/ssh/ctbot && echo x > stuck && chattr +i stuck && "
+             "chattr +i root && echo wrecked")
+    wrecked = host.json(f"exec ssh8 --timeout 120 -- sh -c {shlex.quote(wreck)}")
+    assert wrecked["stdout"].endswith("wrecked\n"), wrecked
+    added = host.ctbot(f"key add {ben_pub}")  # pushed to ssh8 and ssh9
+    assert added.returncode == 0, added.stdout + added.stderr
+    known, info = known_hosts_file(host, "ssh9", tmp_path)
+    assert system_ssh(host, ben_key, known, info["ipv4"], "true").returncode == 0
+    destroyed = host.ctbot("destroy ssh8", "--yes")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert not (host.state_dir / "ssh" / "access" / "ssh8").exists()
+    assert "ssh8" not in host.names()
+
+
+def test_a_login_that_cannot_be_made_is_not_granted_and_never_blocks_a_boot(host: Host,
+                                                                            keys):
+    _, ana_pub = keys["ana"]
+    host.ctbot(f"key add {ana_pub}")
+    host.create("ssh10")
+    broken = host.json("exec ssh10 -- chmod 000 /usr/sbin/useradd")
+    assert broken["exit_code"] == 0
+    refused = host.ctbot("access grant ssh10 local --login newguy")
+    assert refused.returncode == 1 and "could not make login newguy" in refused.stdout
+    logins = [g["login"] for g in host.json("access list ssh10")["grants"]]
+    assert logins == ["root"]  # the creator's; newguy was not kept
+    # Granted while stopped, it is made at boot; if it cannot be, the boot goes on.
+    assert host.ctbot("stop ssh10").returncode == 0
+    assert host.json("access grant ssh10 local --login other")["check"]["ok"] is None
+    started = host.ctbot("start ssh10")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "could not make login other" in started.stderr + started.stdout
+    assert host.status("ssh10")["state"] == "running"

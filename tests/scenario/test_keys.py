@@ -34,6 +34,14 @@ class KeysServer(BaseHTTPRequestHandler):
                   "/big.keys": b"ssh-ed25519 " + b"A" * 100_000 + b"\n"}
         if self.path == "/slow.keys":
             time.sleep(5)
+        if self.path == "/split.keys":  # one key, a pause, the next: as TLS records come
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(ANA[0].encode() + b"\n")
+            self.wfile.flush()
+            time.sleep(0.3)
+            self.wfile.write(ANA[1].encode() + b"\n")
+            return
         body = bodies.get(self.path)
         self.send_response(200 if body is not None else 404)
         self.end_headers()
@@ -106,6 +114,8 @@ def test_import_from_github_keeps_the_good_keys_and_says_why_not_the_others(env)
     code, out = cmd(env, "key import gh:slow")
     assert code == 1 and "did not answer within 2 s" in out
     assert time.monotonic() - started < 5
+    code, out = cmd(env, "key import --user U0VIEW01 gh:split")  # read to the end
+    assert code == 0 and "Imported 2 new keys" in out, out
     code, out = cmd(env, "key import gh:bad..login")
     assert code == 1 and "not a GitHub login" in out
 

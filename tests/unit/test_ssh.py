@@ -34,7 +34,9 @@ def test_logins_follow_systemds_strict_rule():
 def test_from_takes_networks_and_refuses_host_bits():
     assert [str(n) for n in source_networks("192.0.2.0/24,2001:db8::/32,198.51.100.7")] == [
         "192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32"]
-    for bad in ("192.0.2.1/24", "example.com", "", ",".join(["10.0.0.0/8"] * 17)):
+    injected = 'fe80::1%x"\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB injected\n#/128'
+    for bad in ("192.0.2.1/24", "example.com", "", ",".join(["10.0.0.0/8"] * 17),
+                "fe80::1%eth0", injected, "10.0.0.0/8 ", '10.0.0.1"'):
         with pytest.raises(InvalidInput):
             source_networks(bad)
 
@@ -63,7 +65,9 @@ def test_known_hosts_has_each_address_with_each_key():
 
 @pytest.mark.parametrize(("text", "reason"), [
     ("ssh-dss AAAAB3NzaC1kc3M", "DSA"),
-    ("ssh-ed25519 !!!", "does not parse"),
+    ("ssh-ed25519 !!!", "not base64"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5!!!!AAAAIGzH4JYQfMxj8JYcVjH5LrNXZQ/kcrPQoBlRkUWJpSw8",
+     "not base64"),
     ("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7", "does not parse"),
     ('from="1.2.3.4" ssh-ed25519 AAAA', "without options"),
     ("ssh-ed25519 AAAA a\nssh-ed25519 BBBB b", "one key per command"),
@@ -73,3 +77,24 @@ def test_known_hosts_has_each_address_with_each_key():
 def test_bad_keys_say_what_is_wrong(text, reason):
     with pytest.raises(InvalidInput, match=reason):
         parse_key(text)
+
+
+def test_a_deep_tree_is_removed_without_recursion(tmp_path):
+    import os
+
+    from services.machines import rootfs
+
+    deep = tmp_path / "top" / "junk"
+    deep.mkdir(parents=True)
+    (deep / "link").symlink_to("/etc")
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):  # deeper than Python's recursion limit (and than PATH_MAX)
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(os.open("file", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    rootfs.remove_tree(tmp_path, "top/junk")
+    assert not deep.exists() and (tmp_path / "top").is_dir()
+    assert list((tmp_path / "top").iterdir()) == []  # nothing renamed-up left behind
