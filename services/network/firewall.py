@@ -15,11 +15,11 @@ Host settings this needs, each recorded in services/core/host_changes.py:
 - ``net.ipv6.conf.BRIDGE.accept_ra`` and ``accept_redirects``, ``net.ipv4.conf.BRIDGE.
   accept_redirects`` = 0: the host takes no router advertisement or redirect from a
   machine (the bridge table drops them too), so no machine can become its IPv6 router;
-- ``net.ipv{4,6}.neigh.BRIDGE.retrans_time_ms`` = 100 (Linux: 1000): a host program that
+- ``net.ipv{4,6}.neigh.BRIDGE.retrans_time_ms`` = 50 (Linux: 1000): a host program that
   tried a machine while it booted (a health check, an ssh) waits for the next neighbour
-  probe before its packets go; at 100 ms that is at most 100 ms, not up to a second
-  (measured: bench/ssh_ready.py, first login 1.1 s → 0.5 s after create). 100 is a whole
-  number of jiffies at every HZ, so the kernel keeps it as written.
+  probe before its packets go; at 50 ms that is at most 50 ms, not up to a second
+  (measured: bench/ssh_ready.py, first login 1.1 s → 0.5 s after create). The kernel
+  keeps it in jiffies (52 at HZ=250): host_changes remembers what it made of the value.
 """
 
 from __future__ import annotations
@@ -160,8 +160,8 @@ class Firewall:
                   Path(f"/proc/sys/net/ipv4/conf/{bridge}/accept_redirects"): "0",
                   Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_ra"): "0",
                   Path(f"/proc/sys/net/ipv6/conf/{bridge}/accept_redirects"): "0",
-                  Path(f"/proc/sys/net/ipv4/neigh/{bridge}/retrans_time_ms"): "100",
-                  Path(f"/proc/sys/net/ipv6/neigh/{bridge}/retrans_time_ms"): "100"}
+                  Path(f"/proc/sys/net/ipv4/neigh/{bridge}/retrans_time_ms"): "50",
+                  Path(f"/proc/sys/net/ipv6/neigh/{bridge}/retrans_time_ms"): "50"}
         if self.config.outbound:
             wanted |= {path: "1" for path in FORWARDING_SYSCTLS}
         return wanted
