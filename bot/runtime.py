@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bot.settings import Settings
 from handlers.context import Services
@@ -16,8 +17,11 @@ from services.core.doctor import Check, Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobStore
 from services.core.store import Store
+from services.docker.checks import docker_checks
+from services.docker.part import DockerPart
 from services.machines import jobs as machine_jobs
 from services.machines.checks import machine_checks
+from services.machines.clones import MachinePaths
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.machines.records import MachineStore
@@ -61,7 +65,12 @@ class Runtime:
         ssh = SshAccess(SshStore(store), records, networking, settings.ssh,
                         root_of=lambda name: settings.machines.machines_dir / name)
         # The machine parts, in the order the lifecycle calls them (teardown: reversed).
-        parts = [NetworkPart(networking), SshPart(ssh)]
+        def layers_of(name: str) -> Path:
+            return MachinePaths.of(name, machines_dir=settings.machines.machines_dir,
+                                   state_dir=settings.machines.state_dir).layers
+
+        docker = DockerPart(settings.docker, layers_of)
+        parts = [NetworkPart(networking), SshPart(ssh), docker]
         machines = Machines(records=records, images=images,
                             supervisor=choose_supervisor(), jobs=job_store, parts=parts,
                             config=settings.machines)
@@ -77,11 +86,14 @@ class Runtime:
         async def access_checks() -> list[Check]:
             return await ssh_checks(ssh, machines, settings.images)
 
+        async def container_checks() -> list[Check]:
+            return await docker_checks(docker, machines)
+
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
             machines=machines, images=images, networking=networking, ssh=ssh,
-            doctor=Doctor([host_checks, net_checks, access_checks]),
+            doctor=Doctor([host_checks, net_checks, access_checks, container_checks]),
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,

@@ -370,6 +370,35 @@ def ip_address(raw: str) -> IPAddress:
         raise InvalidInput(f"{printable(raw)} is not an IP address") from None
 
 
+# Machine features, each a machine part that a flag turns on (`create --docker`,
+# `feature NAME docker on`).
+FEATURES = ("docker",)
+
+
+def feature(raw: str) -> str:
+    if raw not in FEATURES:
+        raise InvalidInput(f"{printable(raw)} is not a feature; features: {', '.join(FEATURES)}")
+    return raw
+
+
+_CONTAINER_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+
+
+def container(raw: str) -> str:
+    """A Docker container name or id: Docker's own name rule (daemon/names.go:
+    ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``), ids being hex; at most 128 characters."""
+    if not _CONTAINER_RE.fullmatch(raw):
+        raise InvalidInput(f"{printable(raw)} is not a container name or id (letters, digits, "
+                           "'_', '.', '-', starting with a letter or digit; at most 128)")
+    return raw
+
+
+def on_off(raw: str) -> bool:
+    if raw not in ("on", "off"):
+        raise InvalidInput(f"say `on` or `off`, not {printable(raw)}")
+    return raw == "on"
+
+
 # Slack user ids: U… for users, W… for Enterprise Grid users, B… for bots. Local callers
 # (`ctbot cmd`, the console) are the reserved id "local".
 SLACK_USER_ID_RE = re.compile(r"[UWB][A-Z0-9]{2,20}")

@@ -22,6 +22,7 @@ from bot.settings.sections import (
     parse_listen,
 )
 from handlers.roles import RolePolicy
+from services.docker.config import DockerConfig
 from services.grammar import Family
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
@@ -66,6 +67,7 @@ class Settings:
     machines: MachinesConfig
     network: NetworkConfig
     ssh: SshConfig
+    docker: DockerConfig
     log_level: str
     log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
     source: str = "built-in defaults"
@@ -133,6 +135,8 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
         ssh=SshConfig(state_dir=state_dir / "ssh", key_url=v["ssh.key_url"],
                       fetch_timeout=v["ssh.fetch_timeout"],
                       check_timeout=v["ssh.check_timeout"]),
+        docker=DockerConfig(packages=v["docker.packages"],
+                            ready_timeout=v["docker.ready_timeout"]),
         log_level=v["log.level"],
         log_destination=v["log.file"],
         source=source,

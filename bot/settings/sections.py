@@ -27,6 +27,7 @@ Generated from bot/settings/sections.py by `python -m bot.settings example`."""
 DEFAULT_IMAGE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping",
                           "openssh-server"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DOCKER_PACKAGES = ("docker.io", "iptables", "ca-certificates")
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,13 @@ SECTIONS: tuple[Section, ...] = (
             seconds_up_to_an_hour),
         Key("check_timeout", 10, "Seconds ctbot's own login after `access grant` may take.",
             seconds_up_to_an_hour),
+    )),
+    Section("docker", "Docker inside machines (`create --docker`, `feature NAME docker on`).", (
+        Key("packages", list(DOCKER_PACKAGES), "Debian packages a --docker machine's image "
+            "gets on top of its base image (a derived image, built once and reused; a "
+            "changed list builds a new one).", each(grammar.debian_package)),
+        Key("ready_timeout", 60, "Seconds dockerd may take to answer after the machine "
+            "has booted, before `create --docker`/`start` fail.", seconds_up_to_an_hour),
     )),
     Section("roles", "Who may do what, by Slack user id (profile → ⋮ → Copy member ID).", (
         Key("admins", [], "Slack user ids with the admin role. A user in several lists "

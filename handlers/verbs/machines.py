@@ -47,6 +47,7 @@ def address_flag(family: Family, default: str) -> Flag:
     Flag("pids", "most processes at once (default 16384)", "N",
          parse=lambda raw: count(raw, maximum=4_194_304)),
     Flag("no-start", "create it stopped"),
+    Flag("docker", "with Docker inside (overlay2 storage, dockerd ready when it is)"),
     address_flag(Family.V4, "auto (default)"),
     address_flag(Family.V6, "auto (default)"),
 ])
@@ -66,6 +67,7 @@ async def run_create(inv: Invocation) -> Reply:
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
         cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"), pids=inv.args.get("pids"),
         start=not inv.args.get("no-start"),
+        features=("docker",) if inv.args.get("docker") else (),
         options={NETWORK: addressing, SSH: SshOptions(creator=inv.user_id)}))
 
 

@@ -113,10 +113,33 @@ def _unescape(field: str) -> str:
     return os.fsdecode(raw)
 
 
+def mounted_lower(path: Path) -> str | None:
+    """The ``lowerdir`` of the overlay mounted at ``path`` (None if none is)."""
+    target = str(path)
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        head, _, tail = line.partition(" - ")
+        fields = head.split()
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            for option in [*tail.split(), "", "", ""][2].split(","):
+                if option.startswith("lowerdir="):
+                    return _unescape(option.removeprefix("lowerdir="))
+    return None
+
+
 async def ensure_mounted(image_root: Path, paths: MachinePaths, method: CloneMethod) -> bool:
-    """Mount the overlay again if it is gone (host reboot); True if it had to."""
-    if method is not CloneMethod.OVERLAY or is_mounted(paths.root):
+    """Mount the overlay again if it is gone (host reboot), or over another image than
+    the one it has (a feature turned on gave the machine a derived image: the machine's
+    own changes, its upper layer, stay); True if it had to. The machine is not running."""
+    if method is not CloneMethod.OVERLAY:
         return False
+    if is_mounted(paths.root):
+        if mounted_lower(paths.root) in (None, str(image_root)):
+            return False
+        await host.run(["umount", "--", str(paths.root)], timeout=60)
     paths.root.mkdir(parents=True, exist_ok=True)
     await mount_overlay(image_root, paths)
     return True

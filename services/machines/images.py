@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from services.core.errors import (
     NotFound,
 )
 from services.core.progress import NoProgress, Progress, Throttled
-from services.grammar import image_name
+from services.grammar import IMAGE_NAME_MAX, image_name
 from services.machines import messages, rootfs
 from services.machines.debootstrap import DebootstrapProgress
 
@@ -170,6 +171,56 @@ class Images:
         return self._publish(name, partial, suite=suite, source="debootstrap",
                              packages=self.config.packages)
 
+    @staticmethod
+    def derived_name(base: Image, label: str, packages: Sequence[str]) -> str:
+        """``BASE-LABEL-HASH``: where it came from, and a hash of what it was made from
+        (the base as built, the package list), so a changed list or base makes a new one."""
+        digest = hashlib.sha256(json.dumps([base.name, base.created_at, sorted(packages)])
+                                .encode()).hexdigest()[:6]
+        suffix = f"-{label}-{digest}"
+        return image_name(base.name[:IMAGE_NAME_MAX - len(suffix)].rstrip("-") + suffix)
+
+    async def derive(self, base_name: str, label: str, packages: Sequence[str], *,
+                     progress: Progress | None = None) -> Image:
+        """The base image plus ``packages``, built once and cached (``derived_name``):
+        a copy of the base, then the Debian packages installed in it by its own apt, in
+        a chroot with a mount namespace of its own (so /proc never shows on the host)
+        and no service started (policy-rc.d). Reuses the image if it exists."""
+        base = self.get(base_name)
+        name = self.derived_name(base, label, packages)
+        async with self._lock(name):
+            if self.exists(name):
+                return self.get(name)
+            report = progress or NoProgress()
+            partial = self._fresh_partial(name)
+            await report(messages.deriving(base.name, packages))
+            started = time.monotonic()
+            try:
+                await host.run(["cp", "-a", "--reflink=auto", "--", f"{base.path}/.",
+                                str(partial)], timeout=DEBOOTSTRAP_TIMEOUT)
+                rootfs.write_file(partial, "usr/sbin/policy-rc.d", b"#!/bin/sh\nexit 101\n",
+                                  mode=0o755)
+                with contextlib.suppress(OSError):  # the build's resolver: the host's
+                    rootfs.write_file(partial, "etc/resolv.conf",
+                                      Path("/etc/resolv.conf").read_bytes())
+                script = ("mount -t proc proc \"$1/proc\" && exec chroot \"$1\" /bin/sh -c "
+                          "'apt-get update -q && apt-get install -y -q "
+                          "--no-install-recommends \"$@\" && apt-get clean' sh "
+                          + " ".join(packages))
+                await host.run(["unshare", "--mount", "--propagation", "private", "--",
+                                "sh", "-c", script, "sh", str(partial)],
+                               timeout=DEBOOTSTRAP_TIMEOUT, env=APT_ENV,
+                               on_line=_AptActivity(report), line_fd=1)
+                rootfs.remove_file(partial, "usr/sbin/policy-rc.d")
+                _make_cloneable(partial)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, partial, True)
+                raise
+            await report(messages.derived(name, time.monotonic() - started))
+            return self._publish(name, partial, suite=base.suite,
+                                 source=f"{base.name} + {', '.join(packages)}",
+                                 packages=(*base.packages, *packages))
+
     async def import_(self, name: str, origin: Path, *,
                       progress: Progress | None = None) -> Image:
         """Import a root filesystem from a tarball or a directory."""
@@ -252,6 +303,20 @@ class Images:
         tmp.rename(self._meta_path(name))
         log.info("image ready name=%s source=%s bytes=%d", name, source, size)
         return self.get(name)
+
+
+APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+
+
+class _AptActivity:
+    """apt's own lines (Get:, Unpacking, Setting up) as the job's live activity."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    async def __call__(self, line: str) -> None:
+        if line.startswith(("Get:", "Unpacking", "Setting up")):
+            await self._progress.status(line.strip()[:120])
 
 
 def _make_cloneable(root: Path) -> None:

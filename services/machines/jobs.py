@@ -12,7 +12,8 @@ from services.core.jobs import JobResult
 from services.grammar import debian_suite, image_name
 from services.machines import messages
 from services.machines.lifecycle import Machines
-from services.machines.specs import CreateSpec, MachineRef
+from services.machines.records import Op
+from services.machines.specs import CreateSpec, FeatureChange, MachineRef
 from services.machines.status import MachineStatus
 
 
@@ -49,7 +50,8 @@ def machine_result(status: MachineStatus) -> JobResult:
 
 
 def register_jobs(runner: JobRunner, machines: Machines) -> None:
-    """The job kinds ``machine.*`` and ``image.*``."""
+    """The job kinds ``machine.*`` and ``image.*``; a feature change undoes itself from
+    its claim's data (the features before) like any reconfigure."""
 
     async def create(ctx: JobContext) -> JobResult:
         spec: CreateSpec = ctx.args
@@ -64,6 +66,14 @@ def register_jobs(runner: JobRunner, machines: Machines) -> None:
 
     async def restart(ctx: JobContext) -> JobResult:
         return machine_result(await machines.restart(ctx.args.name, progress=ctx.progress))
+
+    async def set_feature(ctx: JobContext) -> JobResult:
+        change: FeatureChange = ctx.args
+        status = await machines.set_feature(change, progress=ctx.progress, job_id=ctx.job_id)
+        running = status.leader_pid is not None
+        return JobResult(messages.feature_set(status.name, change.feature, change.on,
+                                              change.restart and running, running),
+                         status.to_json())
 
     async def destroy(ctx: JobContext) -> JobResult:
         await machines.destroy(ctx.args.name, progress=ctx.progress, job_id=ctx.job_id)
@@ -81,10 +91,15 @@ def register_jobs(runner: JobRunner, machines: Machines) -> None:
         return JobResult(messages.image_imported(image.name, image.size_bytes),
                          image.to_json())
 
+    async def undo_feature(record: Any, data: dict[str, Any]) -> None:
+        return None  # the features and image before are put back by the restore itself
+
+    machines.on_undo(Op.FEATURE, undo_feature)
     runner.register("machine.create", create,
                     decode=lambda data: CreateSpec.from_json(data, machines.parts))
     for kind, body in (("machine.start", start), ("machine.stop", stop),
                        ("machine.restart", restart), ("machine.destroy", destroy)):
         runner.register(kind, body, decode=MachineRef.from_json)
+    runner.register("machine.feature", set_feature, decode=FeatureChange.from_json)
     runner.register("image.build", build_image, decode=ImageBuild.from_json)
     runner.register("image.import", import_image, decode=ImageImport.from_json)

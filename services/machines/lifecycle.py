@@ -36,7 +36,7 @@ from services.machines.console import wait_until_booted
 from services.machines.images import Images
 from services.machines.parts import MachinePart, NspawnSettings
 from services.machines.records import Desired, MachineRecord, MachineStore, Op
-from services.machines.specs import CreateSpec
+from services.machines.specs import CreateSpec, FeatureChange
 from services.machines.status import MachineStatus, observe
 from services.machines.supervisor import Launch, Supervisor, leader_of
 from services.machines.teardown import ROLLBACK_STOP_TIMEOUT, Teardown
@@ -136,11 +136,12 @@ class Machines:
             self.records.step(name, "image")
             await progress(messages.building_image(spec.image))
             await self.images.build(spec.image, progress=progress, if_missing=True)
+        image = await self._image_for(self.records.get(name), spec.image, progress)
         started = time.monotonic()
         self.records.step(name, "clone")
-        method = await clones.clone(self.images.get(spec.image).path, paths)
+        method = await clones.clone(self.images.get(image).path, paths)
         self.records.update(name, clone_method=method)
-        await progress(messages.cloned(spec.image, str(method), time.monotonic() - started))
+        await progress(messages.cloned(image, str(method), time.monotonic() - started))
 
         started = time.monotonic()
         self.records.step(name, "configure")
@@ -154,6 +155,19 @@ class Machines:
         else:
             self.records.update(name, desired=Desired.STOPPED)
         self.records.release(name)
+
+    async def _image_for(self, record: MachineRecord, image: str, progress: Progress) -> str:
+        """The image the machine clones: ``image``, or one derived from it with the
+        packages its parts need (built once, cached); recorded with the machine."""
+        have = set(self.images.get(image).packages)
+        wanted = [p for part in self.parts for p in part.packages(record) if p not in have]
+        if wanted:
+            label = "-".join(part.name for part in self.parts if part.packages(record))
+            image = (await self.images.derive(image, label, sorted(set(wanted)),
+                                              progress=progress)).name
+        if image != record.image:
+            self.records.update(record.name, image=image)
+        return image
 
     def _write_part_files(self, record: MachineRecord, paths: MachinePaths) -> None:
         """Each part's files inside the root, then the .nspawn settings with its lines."""
@@ -234,8 +248,9 @@ class Machines:
         for part in reversed(self.parts):
             await part.before_stop(record, progress)
         started = time.monotonic()
+        timeout = max(self.config.stop_timeout, *(p.stop_grace(record) for p in self.parts))
         await self.supervisor.stop(record.name, self.paths(record.name).root, record.nspawn,
-                                   timeout=self.config.stop_timeout)
+                                   timeout=timeout)
         self.records.update(record.name, desired=Desired.STOPPED, nspawn=None)
         await progress(messages.powered_off(time.monotonic() - started))
 
@@ -267,7 +282,8 @@ class Machines:
     async def reconfigure(self, name: str, op: Op,
                           change: Callable[[MachineRecord], Awaitable[None]], *,
                           undo_data: dict[str, Any], progress: Progress,
-                          restart_note: str, job_id: int | None = None) -> MachineStatus:
+                          restart_note: str, job_id: int | None = None,
+                          restart: bool = True) -> MachineStatus:
         """Apply ``change`` (a part's own update, e.g. new addresses) under a claim,
         rewrite every part's files and the settings, and restart a running machine so
         it takes them: ctbot never runs the machine's own programs to reload them (root
@@ -278,11 +294,15 @@ class Machines:
         (``on_undo``) puts the previous state back, files and run state included."""
         record = await self._claim(name, op, job_id=job_id)
         running = self._nspawn(record) is not None
-        self.records.set_op_data(record.name, {**undo_data, "was_running": running})
+        self.records.set_op_data(record.name, {**undo_data, "was_running": running,
+                                               "image": record.image})
         try:
             self.records.step(record.name, "change")
             await change(record)
-            await self._apply(self.records.get(record.name), progress, restart_note)
+            record = self.records.get(record.name)
+            await self._image_for(record, record.image, progress)
+            await self._apply(self.records.get(record.name), progress, restart_note,
+                              restart=restart)
         except BaseException:
             log.warning("%s of %s failed; putting back the state before", op, record.name)
             try:
@@ -297,11 +317,13 @@ class Machines:
             self.records.release(record.name)
         return self.status(record.name)
 
-    async def _apply(self, record: MachineRecord, progress: Progress, note: str) -> None:
-        """Rewrite the part files and settings; restart if the machine ran (or should)."""
+    async def _apply(self, record: MachineRecord, progress: Progress, note: str, *,
+                     restart: bool = True) -> None:
+        """Rewrite the part files and settings; restart if the machine ran (or should)
+        and ``restart``; otherwise they apply at its next start."""
         self.records.step(record.name, "files")
         self._write_part_files(record, self.paths(record.name))
-        if record.op_data.get("was_running"):
+        if record.op_data.get("was_running") and restart:
             self.records.step(record.name, "restart")
             await progress(note)
             if self._nspawn(record) is not None:
@@ -312,11 +334,34 @@ class Machines:
         undo = self._undo.get(record.op) if record.op else None
         if undo is not None:
             await undo(record, record.op_data)
+        if record.op_data.get("image"):
+            self.records.update(record.name, image=record.op_data["image"])
+        if "features" in record.op_data:
+            self.records.update(record.name, features=record.op_data["features"])
         record = self.records.get(record.name)
         # Past the change, it may run with the new files (or be stopped half-way): start
         # it again with the old ones.
         if record.op_step not in ("claimed", "change") or self._nspawn(record) is None:
             await self._apply(record, progress, messages.restoring)
+
+    async def set_feature(self, change: FeatureChange, *, progress: Progress,
+                          job_id: int | None = None) -> MachineStatus:
+        """Turn a feature on or off: the parts' files and settings are rewritten (and the
+        image derived with the feature's packages, if it lacks them); a running machine
+        takes it at its next start, or now with ``restart``. All or nothing, as
+        ``reconfigure``."""
+        record = self.require(change.name)
+        features = [f for f in record.features if f != change.feature]
+        if change.on:
+            features.append(change.feature)
+
+        async def apply(claimed: MachineRecord) -> None:
+            self.records.update(claimed.name, features=sorted(features))
+
+        return await self.reconfigure(
+            change.name, Op.FEATURE, apply, progress=progress, job_id=job_id,
+            undo_data={"features": list(record.features)}, restart=change.restart,
+            restart_note=messages.restart_for_feature(change.feature))
 
     async def destroy(self, name: str, *, progress: Progress,
                       job_id: int | None = None) -> None:

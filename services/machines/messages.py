@@ -205,6 +205,27 @@ def not_a_root(origin: Path) -> str:
     return f"`{origin}` has no /etc: it is not a root filesystem"
 
 
+def feature_set(name: str, feature: str, on: bool, restarted: bool, running: bool) -> str:
+    state = "on" if on else "off"
+    if restarted or not running:
+        return f"{feature} is {state} for {name}" + ("" if restarted else
+                                                     " (it applies when it starts)")
+    return f"{feature} is {state} for {name} from its next start (`restart {name}`, or " \
+           f"`feature {name} {feature} {state} --restart`)"
+
+
+def restart_for_feature(feature: str) -> str:
+    return f"restarting the machine to apply {feature}"
+
+
+def deriving(base: str, packages: Sequence[str]) -> str:
+    return f"image: {base} + {', '.join(packages)} (installed once, then reused)"
+
+
+def derived(name: str, seconds: float) -> str:
+    return f"image {name} ready in {seconds:.0f} s"
+
+
 def debootstrap_started(suite: str, packages: int) -> str:
     return f"debootstrap {suite} ({packages} extra packages)"
 

@@ -4,13 +4,14 @@ The lifecycle knows no feature by name. It calls every part, in order, at fixed 
 (after Incus's split of instances and devices: a device says what it needs at start and
 cleans up after itself); a part decides from the machine's record whether it applies::
 
-    create   allocate → [clone] → write_files → settings → before_start → [boot] → after_start
+    create   allocate → packages → [clone] → write_files → settings → before_start → [boot]
+             → after_start
     start                                      before_start → [boot] → after_start
     stop     before_stop → [poweroff]
     destroy, rollback of a failed create, crash recovery — the one teardown:
              [poweroff] → [remove the root] → release (in reverse order)
     reconfigure (net set, feature on|off)
-             [change] → write_files → settings → (restart if running)
+             [change] → packages → write_files → settings → (restart if running)
     reconcile (every ctbot start, every minute in serve): reconcile, once for all machines
     status   describe
 
@@ -61,6 +62,11 @@ class MachinePart(Protocol):
         """At create, before anything is written: reserve what the machine will own."""
         ...
 
+    def packages(self, machine: MachineRecord) -> tuple[str, ...]:
+        """Debian packages the machine's image must have for this part (Docker's, say):
+        the lifecycle clones an image derived from the base with them (built once)."""
+        ...
+
     def write_files(self, machine: MachineRecord, root: Path) -> None:
         """Files inside the machine's root, through services.machines.rootfs only."""
         ...
@@ -77,6 +83,12 @@ class MachinePart(Protocol):
         ...
 
     async def before_stop(self, machine: MachineRecord, progress: Progress) -> None: ...
+
+    def stop_grace(self, machine: MachineRecord) -> float:
+        """Seconds a clean poweroff needs at least for this part (Docker: its own 10 s
+        container stop timeout); the machine gets the largest of these and
+        ``[machines] stop_timeout``."""
+        ...
 
     async def release(self, machine: MachineRecord) -> None:
         """Give back what ``allocate`` and later changes took; the machine is gone."""
@@ -106,6 +118,9 @@ class BasePart:
                        progress: Progress) -> None:
         return None
 
+    def packages(self, machine: MachineRecord) -> tuple[str, ...]:
+        return ()
+
     def write_files(self, machine: MachineRecord, root: Path) -> None:
         return None
 
@@ -121,6 +136,9 @@ class BasePart:
 
     async def before_stop(self, machine: MachineRecord, progress: Progress) -> None:
         return None
+
+    def stop_grace(self, machine: MachineRecord) -> float:
+        return 0.0
 
     async def release(self, machine: MachineRecord) -> None:
         return None

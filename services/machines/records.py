@@ -41,6 +41,7 @@ class Op(StrEnum):
     DESTROY = "destroy"
     READDRESS = "readdress"
     FORWARD = "forward"  # a port forward added or removed
+    FEATURE = "feature"  # a feature (docker, …) turned on or off
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +141,15 @@ class MachineStore:
             " op_start = NULL, op_data = '{}' WHERE name = ?", (name,))
 
     def update(self, name: str, **fields: Any) -> None:
-        columns = {"desired": "state", "clone_method": "clone_method"}
+        columns = {"desired": "state", "clone_method": "clone_method", "image": "image"}
         sets, values = [], []
         for key, value in fields.items():
             if key == "nspawn":
                 sets += ["nspawn_pid = ?", "nspawn_start = ?"]
                 values += [value.pid, value.start] if value is not None else [None, None]
+            elif key == "features":
+                sets.append("features = ?")
+                values.append(json.dumps(list(value)))
             else:
                 sets.append(f"{columns[key]} = ?")
                 values.append(str(value) if value is not None else None)

@@ -123,6 +123,21 @@ def read_file(root: Path, relpath: str, *, limit: int = 1 << 20) -> bytes | None
         os.close(fd)
 
 
+def read_link(root: Path, relpath: str) -> str | None:
+    """The target of the symlink ``root/relpath``; None if it is missing or not a link."""
+    parts = _parts(relpath)
+    try:
+        dir_fd = _open_dir(root, parts[:-1], create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.readlink(parts[-1], dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+
+
 def open_files(root: Path, relpath: str, *, suffix: str, limit: int) -> list[int]:
     """Descriptors of the regular files named ``*suffix`` in ``root/relpath`` (at most
     ``limit``, by name), each opened read-only without following a symlink anywhere on

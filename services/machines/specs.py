@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.grammar import image_name, machine_name
+from services.grammar import feature, image_name, machine_name
 from services.machines.parts import MachinePart, PartOptions
 
 
@@ -52,6 +52,26 @@ class CreateSpec:
         return cls(
             name=machine_name(str(data["name"])), image=image_name(str(data["image"])),
             cpu=data.get("cpu"), memory_bytes=data.get("memory_bytes"), pids=data.get("pids"),
-            start=bool(data.get("start", True)), features=tuple(data.get("features", ())),
+            start=bool(data.get("start", True)),
+            features=tuple(feature(str(f)) for f in data.get("features", ())),
             options={part: by_name[part].options_from_json(raw)
                      for part, raw in data.get("options", {}).items()})
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureChange:
+    """`feature NAME FEATURE on|off [--restart]`."""
+
+    name: str
+    feature: str
+    on: bool
+    restart: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "feature": self.feature, "on": self.on,
+                "restart": self.restart}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FeatureChange:
+        return cls(machine_name(str(data["name"])), feature(str(data["feature"])),
+                   bool(data["on"]), bool(data.get("restart", False)))

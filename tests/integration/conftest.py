@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +140,20 @@ def host(host_env: Host) -> Iterator[Host]:
     yield host_env
     for name in set(host_env.names()) - before - host_env.keep:
         host_env.ctbot(f"destroy {name}", "--yes")
+    # Nothing of a machine outlives it: every port of the bridge belongs to a machine
+    # ctbot lists (an orphaned veth would answer for an address handed out again).
+    names = set(host_env.names())
+    strays = [port for port in bridge_ports(host_env.bridge)
+              if port.removeprefix("vb-") not in names]
+    assert not strays, f"ports of no machine on {host_env.bridge}: {strays}"
+
+
+def bridge_ports(bridge: str, prefix: Sequence[str] = ()) -> list[str]:
+    """The interfaces enslaved to ``bridge`` (empty when there is no such bridge)."""
+    shown = subprocess.run([*prefix, "ip", "-j", "link", "show", "master", bridge],
+                           capture_output=True, text=True, check=False)
+    return [link["ifname"] for link in json.loads(shown.stdout or "[]")] \
+        if shown.returncode == 0 else []
 
 
 def inside(leader: int, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -150,3 +164,24 @@ def inside(leader: int, *argv: str) -> subprocess.CompletedProcess[str]:
 
 def nspawn_running(host: Host, name: str) -> bool:
     return find_nspawn_by_root(host.machines_dir / name) is not None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test that used the session's host shows what its network looked like
+    (bridge ports, addresses, neighbours, the bridge table): a CI log is all there is."""
+    outcome = yield
+    report = outcome.get_result()
+    host = item.funcargs.get("host_env") or item.funcargs.get("host") \
+        if hasattr(item, "funcargs") else None
+    if not (report.failed and call.when == "call" and isinstance(host, Host)):
+        return
+    shown = []
+    for argv in (["ip", "-br", "link", "show", "master", host.bridge],
+                 ["ip", "-br", "address", "show", "dev", host.bridge],
+                 ["ip", "neigh", "show", "dev", host.bridge],
+                 ["ip", "route", "show", "match", "10.239.0.0/16"],
+                 ["nft", "list", "table", "bridge", host.nft_table]):
+        result = host.run(*argv, timeout=10)
+        shown.append(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
+    report.sections.append(("host network", "\n".join(shown)[:6000]))

@@ -56,7 +56,10 @@ def isolate(*, kind: str, image: str, images_dir: Path, ipv4_prefix: str,
     /proc/sys/net, links, routes and nftables are all per network namespace."""
     base = Path(tempfile.mkdtemp(prefix=f"ctbot-{kind}-", dir="/var/tmp"))
     tag = secrets.token_hex(2)
-    octet = 100 + secrets.randbelow(100)
+    taken = routed_networks()
+    octet = next(o for o in (100 + secrets.randbelow(100) for _ in range(1000))
+                 if not any(ipaddress.IPv4Network(f"{ipv4_prefix}.{o}.0/24").overlaps(n)
+                            for n in taken))
     namespace = f"ctbot-{kind}-{tag}" if netns else None
     if namespace:
         subprocess.run(["ip", "netns", "add", namespace], check=True)
@@ -75,6 +78,17 @@ def isolate(*, kind: str, image: str, images_dir: Path, ipv4_prefix: str,
         f'ipv6_pool = "{isolation.ipv6_pool}"\nnft_table = "{isolation.nft_table}"\n'
         f'outbound = {"true" if outbound else "false"}\n')
     return isolation
+
+
+def routed_networks() -> list[ipaddress.IPv4Network]:
+    """The host's IPv4 routes other than the default: another run's bridge, say, left
+    behind by a killed session, whose pool a new run must not reuse."""
+    shown = subprocess.run(["ip", "-4", "-j", "route", "show", "table", "all"],
+                           capture_output=True, text=True, check=False).stdout
+    return [ipaddress.IPv4Network(route["dst"], strict=False)
+            for route in json.loads(shown or "[]")
+            if route.get("dst", "default") not in ("default", "0.0.0.0/0")
+            and "." in route["dst"]]
 
 
 def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None = None,

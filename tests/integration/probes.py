@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import socket
 import subprocess
 import time
@@ -36,13 +37,15 @@ def tcp_from_host(address: str, port: int) -> bytes:
         return sock.recv(100)
 
 
-def tcp_connect(host: Host, address: str, port: int, *, timeout: float = 5
-                ) -> tuple[str, float]:
+def tcp_connect(host: Host, address: str, port: int, *, timeout: float = 5,
+                request: str | None = None) -> tuple[str, float]:
     """Connect from ctbot's side of the network (the host, or its netns) with bash's
-    /dev/tcp; returns what was read (or the error) and how long it took."""
+    /dev/tcp, send ``request`` if given; returns what was read (or the error) and how
+    long it took."""
     started = time.monotonic()
+    send = f"printf %s {shlex.quote(request)} >&3; " if request else ""
     result = host.run("timeout", str(timeout), "bash", "-c",
-                      f"exec 3<>/dev/tcp/{address}/{port}; cat <&3", timeout=timeout + 5)
+                      f"exec 3<>/dev/tcp/{address}/{port}; {send}cat <&3", timeout=timeout + 5)
     took = time.monotonic() - started
     return (result.stdout if result.returncode == 0 else f"error: {result.stderr}"), took
 

@@ -1,0 +1,140 @@
+"""Docker inside real machines: overlay2 storage, a local image (busybox from Debian's
+busybox-static, `docker import`ed: no registry here), published ports on both
+families, containers across restarts, the feature turned off and on, and chat verbs."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Host
+from tests.integration.probes import tcp_connect
+
+pytestmark = pytest.mark.integration
+
+BUSYBOX = Path("/bin/busybox")  # busybox-static (make test installs it)
+
+
+def put_busybox_image(host: Host, name: str) -> None:
+    """A tarball with busybox and a web page, written into the machine by the test (the
+    host's root), then `docker import`ed inside as bb:1."""
+    with tarfile.open(host.machines_dir / name / "root" / "bb.tar", "w") as tar:
+        tar.add(BUSYBOX, arcname="bin/busybox")
+        page = b"hello from busybox\n"
+        info = tarfile.TarInfo("www/index.html")
+        info.size = len(page)
+        tar.addfile(info, io.BytesIO(page))
+    imported = host.json(f"exec {name} -- docker import /root/bb.tar bb:1")
+    assert imported["exit_code"] == 0, imported
+
+
+def docker(host: Host, name: str, command: str) -> dict:
+    return host.json(f"exec {name} --timeout 120 -- {command}")
+
+
+@pytest.fixture(scope="module")
+def d1(host_env: Host) -> Iterator[dict]:
+    host_env.keep.add("dock1")
+    created = host_env.ctbot("create dock1 --docker")
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert "dockerd answers (storage driver overlay2)" in created.stderr
+    put_busybox_image(host_env, "dock1")
+    yield host_env.status("dock1")
+    host_env.keep.discard("dock1")
+    host_env.ctbot("destroy dock1", "--yes")
+
+
+def test_docker_runs_on_overlay2_from_a_local_image(host: Host, d1):
+    assert d1["features"] == ["docker"] and d1["docker"]["enabled"] is True
+    driver = docker(host, "dock1", "docker info --format {{.Driver}}")
+    assert driver["stdout"].strip() == "overlay2"
+    ran = docker(host, "dock1", "docker run --rm bb:1 busybox echo hi")
+    assert ran["stdout"] == "hi\n", ran
+    listed = host.ctbot("list")
+    assert "docker" in listed.stdout
+
+
+def test_published_ports_answer_on_both_families_and_through_a_forward(host: Host, d1):
+    started = docker(host, "dock1", "docker run -d --name web --restart=always -p 8080:8080 "
+                     "bb:1 busybox httpd -f -p 8080 -h /www")
+    assert started["exit_code"] == 0, started
+    for family in ("ipv4", "ipv6"):
+        address = d1[family].split("/")[0]
+        deadline = time.monotonic() + 10
+        while (said := tcp_connect(host, address, 8080, request="GET / HTTP/1.0\r\n\r\n")[0]) \
+                and "hello from busybox" not in said and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "hello from busybox" in said, (family, said)
+    assert host.ctbot("port add dock1 18080:8080").returncode == 0
+    said = tcp_connect(host, "127.0.0.1", 18080, request="GET / HTTP/1.0\r\n\r\n")[0]
+    assert "hello from busybox" in said
+    assert host.ctbot("port remove dock1 18080").returncode == 0
+
+    # From chat: listed, its log shown; a name that is not one is refused.
+    ps = host.ctbot("docker dock1 ps")
+    assert ps.returncode == 0 and "web" in ps.stdout and "8080" in ps.stdout, ps.stdout
+    inspected = host.json("docker dock1 inspect web")
+    assert inspected["state"] == "running" and inspected["restart_policy"] == "always"
+    for bad in ("'web; id'", "'$(id)'", "-rf", "'../x'"):
+        refused = host.ctbot(f"docker dock1 logs {bad}")
+        assert refused.returncode == 1, (bad, refused.stdout)
+
+    # A --restart=always container runs again after the machine restarts.
+    assert host.ctbot("restart dock1").returncode == 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if host.json("docker dock1 inspect web")["state"] == "running":
+            break
+        time.sleep(0.5)
+    assert host.json("docker dock1 inspect web")["state"] == "running"
+
+
+def test_container_logs_and_lifecycle_from_chat(host: Host, d1):
+    started = docker(host, "dock1", "docker run -d --name talker bb:1 busybox sh -c "
+                     + shlex.quote("echo line-one; echo line-two; sleep 600"))
+    assert started["exit_code"] == 0, started
+    time.sleep(1)
+    logs = host.ctbot("docker dock1 logs talker 10")
+    assert logs.returncode == 0 and "line-one" in logs.stdout and "line-two" in logs.stdout
+    assert host.ctbot("docker dock1 stop talker").returncode == 0
+    assert host.json("docker dock1 inspect talker")["state"] == "exited"
+    assert host.ctbot("docker dock1 start talker").returncode == 0
+    assert host.json("docker dock1 inspect talker")["state"] == "running"
+    images = host.ctbot("docker dock1 images")
+    assert images.returncode == 0 and "bb" in images.stdout
+    # A viewer may not; a machine without Docker says how to get it.
+    assert host.ctbot("docker dock1 ps", "--as", "U0VIEWER01").returncode == 1
+    host.create("plain1", "--ipv4 none", "--ipv6 none")
+    no = host.ctbot("docker plain1 ps")
+    assert no.returncode == 1 and "feature plain1 docker on" in no.stdout
+
+
+def test_docker_off_and_on_again_keeps_containers_and_images(host: Host, d1):
+    off = host.ctbot("feature dock1 docker off --restart")
+    assert off.returncode == 0, off.stdout + off.stderr
+    assert host.status("dock1")["features"] == []
+    active = host.json("exec dock1 -- systemctl is-active docker.service")
+    assert active["stdout"].strip() != "active"
+    on = host.ctbot("feature dock1 docker on --restart")
+    assert on.returncode == 0, on.stdout + on.stderr
+    assert "bb" in host.ctbot("docker dock1 images").stdout
+    assert "web" in host.ctbot("docker dock1 ps").stdout
+
+
+def test_a_plain_machine_gets_docker_and_destroy_leaves_nothing(host: Host):
+    host.create("dock2", "--ipv4 none", "--ipv6 none")
+    assert host.json("exec dock2 -- sh -c 'command -v docker || echo none'")["stdout"] == "none\n"
+    on = host.ctbot("feature dock2 docker on")
+    assert on.returncode == 0 and "next start" in on.stdout, on.stdout
+    assert host.ctbot("restart dock2").returncode == 0
+    assert docker(host, "dock2", "docker info --format {{.Driver}}")["stdout"] == "overlay2\n"
+    data = host.state_dir / "machines" / "dock2" / "docker"
+    assert data.is_dir()
+    assert host.ctbot("destroy dock2", "--yes").returncode == 0
+    assert not data.exists() and not (host.state_dir / "machines" / "dock2").exists()
