@@ -30,6 +30,10 @@ async def network_checks(net: Networking, *, machines_running: bool) -> list[Che
                         ("not loaded yet" if loaded is None else
                          "changed by someone else" if drifted else "as ctbot loaded it"),
                         "any ctbot command loads it again"))
+    foreign = await net.foreign_filters(sorted(net.addresses.all()))
+    checks.append(Check("other tables", not foreign,
+                        " ".join(foreign) or "no other nftables table filters ctbot's links",
+                        "delete a table another ctbot or a killed run left behind"))
     if net.config.outbound:
         off = [sysctl_name(p) for p in FORWARDING_SYSCTLS if read_number(str(p)) != 1]
         checks.append(Check("forwarding", not (off and machines_running),

@@ -136,6 +136,30 @@ class Firewall:
         blob = json.dumps(rules, sort_keys=True)
         return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]} rules={len(rules)}"
 
+    async def foreign_filters(self, links: Sequence[str]) -> dict[str, list[str]]:
+        """Other tables that filter ``links`` by name: ``{link: ["bridge TABLE", …]}``.
+
+        Every table of a family sees every bridge's frames and nft's bridge-name match
+        (``meta ibrname``) needs nft_meta_bridge, which kernels may lack, so a table that
+        another ctbot (or a killed run) left behind judges a link of ours that has the
+        same name (vb-NAME, systemd-nspawn(1)) with that other machine's addresses:
+        silently, every packet of ours dropped. ctbot reports such tables, never
+        deletes them."""
+        listed = await host.run(["nft", "-j", "list", "ruleset"], check=False, timeout=30)
+        if listed.returncode != 0 or not links:
+            return {}
+        wanted, found = set(links), {}
+        for item in json.loads(listed.stdout)["nftables"]:
+            rule = item.get("rule")
+            if not rule or (rule["table"] == self.config.nft_table and rule["family"] in FAMILIES):
+                continue
+            for link in _names_matched(rule.get("expr", [])) & wanted:
+                where = f"{rule['family']} {rule['table']}"
+                found.setdefault(link, [])
+                if where not in found[link]:
+                    found[link].append(where)
+        return found
+
     async def drifted(self, rules: Rules) -> bool:
         """True if the table is gone, its rules are not what ctbot last loaded, or what
         ctbot last loaded is not what the store says now (a `port add` killed between
@@ -176,6 +200,20 @@ class Firewall:
             except OSError as exc:
                 log.warning("cannot set sysctl path=%s error=%s", path, exc.strerror)
         return changed
+
+
+def _names_matched(expressions: Sequence[dict]) -> set[str]:
+    """Interface names a rule compares iifname/oifname with (nft -j, libnftables-json(5))."""
+    names: set[str] = set()
+    for expression in expressions:
+        match = expression.get("match") if isinstance(expression, dict) else None
+        if not match or match.get("left", {}).get("meta", {}).get("key") not in (
+                "iifname", "oifname"):
+            continue
+        right = match.get("right")
+        values = right.get("set", []) if isinstance(right, dict) else [right]
+        names |= {v for v in values if isinstance(v, str)}
+    return names
 
 
 def _digest(ruleset: str) -> str:

@@ -110,6 +110,14 @@ def table_reloaded(table: str) -> str:
     return f"nftables tables inet and bridge {table} were missing or changed: loaded them again"
 
 
+def foreign_filter(machine: str, link: str, tables: list[str]) -> str:
+    named = ", ".join(f"nftables table {t}" for t in tables)
+    first = tables[0]
+    return (f"{named} (not ctbot's) filters {link} by name, so its rules judge machine "
+            f"{machine}'s traffic too (left by another ctbot, or a run that was killed?): "
+            f"remove it if it is not in use (`nft delete table {first}`)")
+
+
 def table_deleted(table: str) -> str:
     return f"deleted the nftables tables inet and bridge {table}"
 

@@ -4,6 +4,7 @@ bridge in the .nspawn settings, the host side before boot, everything freed at t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from services.network.links import wait_link_free
 from services.network.service import Networking
 
 PART_NAME = "network"
+log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Addressing:
     """The addresses asked for at `create` (``--ipv4``/``--ipv6``), per family."""
@@ -63,6 +65,13 @@ class NetworkPart(BasePart):
         if self.net.of(machine.name):
             await wait_link_free(machine.name)
             for note in await self.net.ensure_host():
+                await progress(note)
+
+    async def after_start(self, machine: MachineRecord, leader: int,
+                          progress: Progress) -> None:
+        if self.net.of(machine.name):
+            for note in await self.net.foreign_filters([machine.name]):
+                log.warning("%s", note)
                 await progress(note)
 
     async def reconcile(self, machines: Sequence[MachineRecord],

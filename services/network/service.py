@@ -91,7 +91,15 @@ class Networking:
             await self.apply_firewall()
             notes.append(messages.table_reloaded(self.config.nft_table))
         notes += [messages.sysctl_set(s) for s in self.firewall.ensure_host_settings()]
-        return notes
+        return notes + await self.foreign_filters(running)
+
+    async def foreign_filters(self, machines: Sequence[str]) -> list[str]:
+        """What other nftables tables filter these machines' links (see
+        Firewall.foreign_filters), one message per machine."""
+        links = {nspawn_link_names(m)[0]: m for m in machines}
+        found = await self.firewall.foreign_filters(list(links))
+        return [messages.foreign_filter(links[link], link, tables)
+                for link, tables in found.items()]
 
     async def teardown_host(self) -> list[str]:
         """Undo every host change ctbot recorded: its nftables table, its bridge, and

@@ -23,7 +23,7 @@ import pytest
 
 from bot.settings import DEFAULT_IMAGE_PACKAGES
 from services.machines.supervisor import find_nspawn_by_root
-from tests.integration.isolation import isolate, leftovers, remove_everything
+from tests.integration.isolation import isolate, leftovers, remove_everything, remove_stale_tables
 from tests.scenario.processes import run_ctbot
 
 IMAGES_DIR = Path(os.environ.get("CTBOT_TEST_IMAGES_DIR", "/var/cache/ctbot/test-images"))
@@ -96,6 +96,7 @@ def host_env() -> Iterator[Host]:
         pytest.skip(reason)
     # The session's own bridge, pools and nftables table: nothing shared with the host's
     # or another run's. Outbound stays off: tests never enable forwarding on the host.
+    remove_stale_tables()
     run = isolate(kind="test", image=IMAGE, images_dir=IMAGES_DIR, ipv4_prefix="10.239",
                   extra_config="[machines]\nboot_timeout = 90\n")
     host = Host(run.base, bridge=run.bridge, nft_table=run.nft_table, env=run.env)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -89,6 +90,30 @@ def routed_networks() -> list[ipaddress.IPv4Network]:
             for route in json.loads(shown or "[]")
             if route.get("dst", "default") not in ("default", "0.0.0.0/0")
             and "." in route["dst"]]
+
+
+STALE_TABLE = re.compile(r"table (inet|bridge) (ctbot_([a-z]+)_([0-9a-f]{4}))$")
+
+
+def remove_stale_tables() -> list[str]:
+    """Delete the nftables tables of test or bench runs that were killed before their
+    teardown (``ctbot_KIND_TAG`` whose bridge ``ctbK-TAG`` is gone): every bridge table
+    sees every bridge's frames, and an old guard for vb-NAME would judge a new machine
+    of that name. Returns what was deleted."""
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                            check=False).stdout.splitlines()
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True,
+                           check=False).stdout
+    present = {line.split()[0].split("@")[0] for line in links.splitlines() if line.split()}
+    deleted = []
+    for line in tables:
+        if (found := STALE_TABLE.match(line.strip())) is None:
+            continue
+        family, table, kind, tag = found.groups()
+        if f"ctb{kind[0]}-{tag}" not in present:
+            subprocess.run(["nft", "delete", "table", family, table], check=False)
+            deleted.append(f"{family} {table}")
+    return deleted
 
 
 def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None = None,

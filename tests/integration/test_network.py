@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import subprocess
 import time
@@ -300,3 +301,40 @@ def test_a_machine_cannot_be_the_hosts_router(host: Host, pair):
     routes = subprocess.run(["ip", "-6", "route", "show", "dev", bridge],
                             capture_output=True, text=True, check=True).stdout
     assert "fd99:9:" not in addresses and "fd99:9:" not in routes, (addresses, routes)
+
+
+def test_a_table_another_ctbot_left_is_named_with_its_fix(host: Host):
+    """A bridge table of another ctbot (or one a killed run left behind) guards a link
+    named like one of ours, with that other machine's addresses. Every bridge table sees
+    every bridge's frames and this kernel has no bridge-name match (nft_meta_bridge), so
+    its rules drop our machine's packets: ctbot says so at create, on later commands and
+    in doctor, naming the table and how to remove it; removed, the machine answers."""
+    from ipaddress import ip_address
+
+    from services.core.templating import render
+    from services.network.firewall import Guard
+    from services.network.links import machine_mac
+
+    stale = f"{host.nft_table}_old"
+    ruleset = render("network/nftables.nft.j2", table=stale, bridge="ctbt-gone", forwards=[],
+                     guards=[Guard("twin1", "vb-twin1", machine_mac("twin1"),
+                                   ipv4=ip_address("10.239.250.2"),
+                                   ipv6=ip_address("fd39:250::2"))],
+                     outbound=False, hairpin=False, pools=[], masquerade=[])
+    subprocess.run(["nft", "-f", "-"], input=ruleset, text=True, check=True)
+    try:
+        created = host.ctbot("create twin1")
+        assert created.returncode == 0, created.stdout + created.stderr
+        said = f"nftables table bridge {stale} (not ctbot's) filters vb-twin1"
+        assert said in created.stderr
+        assert said in host.ctbot("list").stderr
+        doctor = json.loads(host.ctbot("doctor", "--json").stdout)  # exit 1: it fails
+        check = next(c for c in doctor["checks"] if c["name"] == "other tables")
+        assert not check["ok"] and stale in check["detail"], check
+    finally:
+        for family in ("inet", "bridge"):
+            subprocess.run(["nft", "delete", "table", family, stale], check=False)
+    machine = host.status("twin1")
+    for family in ("ipv4", "ipv6"):
+        assert system_ping(machine[family]), (family, machine[family])
+    assert "twin1" not in host.ctbot("list").stderr
