@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import Path
+from typing import Any
 
 from services.core import host
 from services.core.host_changes import HostChanges
@@ -148,7 +149,7 @@ class Firewall:
         listed = await host.run(["nft", "-j", "list", "ruleset"], check=False, timeout=30)
         if listed.returncode != 0 or not links:
             return {}
-        wanted, found = set(links), {}
+        wanted, found = set(links), dict[str, list[str]]()
         for item in json.loads(listed.stdout)["nftables"]:
             rule = item.get("rule")
             if not rule or (rule["table"] == self.config.nft_table and rule["family"] in FAMILIES):
@@ -202,7 +203,7 @@ class Firewall:
         return changed
 
 
-def _names_matched(expressions: Sequence[dict]) -> set[str]:
+def _names_matched(expressions: Sequence[dict[str, Any]]) -> set[str]:
     """Interface names a rule compares iifname/oifname with (nft -j, libnftables-json(5))."""
     names: set[str] = set()
     for expression in expressions:
