@@ -27,6 +27,7 @@ from services.machines.lifecycle import Machines
 from services.machines.records import MachineStore
 from services.machines.recovery import reconcile
 from services.machines.supervisor import choose_supervisor
+from services.nesting.part import NestingPart
 from services.network import operations as network_jobs
 from services.network.checks import network_checks
 from services.network.part import NetworkPart
@@ -70,7 +71,10 @@ class Runtime:
                                    state_dir=settings.machines.state_dir).layers
 
         docker = DockerPart(settings.docker, layers_of)
-        parts = [NetworkPart(networking), SshPart(ssh), docker]
+        nesting = NestingPart(settings.nesting, layers_of=layers_of,
+                              offered_dir=settings.machines.state_dir / "offered",
+                              images=lambda: {i.name: i.path for i in images.all()})
+        parts = [NetworkPart(networking), SshPart(ssh), docker, nesting]
         machines = Machines(records=records, images=images,
                             supervisor=choose_supervisor(), jobs=job_store, parts=parts,
                             config=settings.machines)

@@ -372,7 +372,7 @@ def ip_address(raw: str) -> IPAddress:
 
 # Machine features, each a machine part that a flag turns on (`create --docker`,
 # `feature NAME docker on`).
-FEATURES = ("docker",)
+FEATURES = ("docker", "nesting")
 
 
 def feature(raw: str) -> str:

@@ -26,6 +26,7 @@ from services.docker.config import DockerConfig
 from services.grammar import Family
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
+from services.nesting.config import NestingConfig
 from services.network.addresses import Pool
 from services.network.config import NetworkConfig
 from services.ssh.config import SshConfig
@@ -68,6 +69,7 @@ class Settings:
     network: NetworkConfig
     ssh: SshConfig
     docker: DockerConfig
+    nesting: NestingConfig
     log_level: str
     log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
     source: str = "built-in defaults"
@@ -137,6 +139,7 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
                       check_timeout=v["ssh.check_timeout"]),
         docker=DockerConfig(packages=v["docker.packages"],
                             ready_timeout=v["docker.ready_timeout"]),
+        nesting=NestingConfig(packages=v["nesting.packages"]),
         log_level=v["log.level"],
         log_destination=v["log.file"],
         source=source,

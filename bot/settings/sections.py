@@ -28,6 +28,7 @@ DEFAULT_IMAGE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "iproute2", "iputil
                           "openssh-server"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DOCKER_PACKAGES = ("docker.io", "iptables", "ca-certificates")
+NESTING_PACKAGES = ("systemd-container",)
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,11 @@ SECTIONS: tuple[Section, ...] = (
             "changed list builds a new one).", each(grammar.debian_package)),
         Key("ready_timeout", 60, "Seconds dockerd may take to answer after the machine "
             "has booted, before `create --docker`/`start` fail.", seconds_up_to_an_hour),
+    )),
+    Section("nesting", "Machines that run machines (`create --nesting`).", (
+        Key("packages", list(NESTING_PACKAGES), "Debian packages a --nesting machine's "
+            "image gets on top of its base image (a derived image, as for Docker).",
+            each(grammar.debian_package)),
     )),
     Section("roles", "Who may do what, by Slack user id (profile → ⋮ → Copy member ID).", (
         Key("admins", [], "Slack user ids with the admin role. A user in several lists "

@@ -13,6 +13,7 @@ from handlers.roles import Role
 from services.core.errors import InvalidInput
 from services.grammar import (
     AUTO,
+    FEATURES,
     Family,
     address_request,
     count,
@@ -48,6 +49,7 @@ def address_flag(family: Family, default: str) -> Flag:
          parse=lambda raw: count(raw, maximum=4_194_304)),
     Flag("no-start", "create it stopped"),
     Flag("docker", "with Docker inside (overlay2 storage, dockerd ready when it is)"),
+    Flag("nesting", "may run machines of its own (systemd-nspawn inside)"),
     address_flag(Family.V4, "auto (default)"),
     address_flag(Family.V6, "auto (default)"),
 ])
@@ -67,7 +69,7 @@ async def run_create(inv: Invocation) -> Reply:
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
         cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"), pids=inv.args.get("pids"),
         start=not inv.args.get("no-start"),
-        features=("docker",) if inv.args.get("docker") else (),
+        features=tuple(f for f in FEATURES if inv.args.get(f)),
         options={NETWORK: addressing, SSH: SshOptions(creator=inv.user_id)}))
 
 

@@ -5,7 +5,9 @@
   machine's overlay layers (STATE_DIR/machines/NAME/docker), so the storage driver is
   overlay2: on the machine's overlay root Docker falls back to vfs;
 - the two system calls runc needs beyond nspawn's filter: keyctl (its session keyring)
-  and bpf (its device filter); no extra capability (`Capability=all` is not needed);
+  and bpf (its device filter), each narrowed by ctbot's filter under nspawn
+  (services/machines/syscall_filter.py: keyctl answers ENOSYS, which runc tolerates;
+  bpf loads and attaches device filters only); no extra capability;
 - the unified cgroup hierarchy inside, which every machine has (supervisor.py);
 - ready when dockerd answers: the machine is not reported running before.
 

@@ -10,6 +10,7 @@ from services.core import host
 from services.core.doctor import Check, free_bytes, read_number
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
+from services.machines.supervisor import SYSTEM_PYTHON
 
 MIN_SYSTEMD = 245  # --notify-ready, --settings=trusted, Bridge= in .nspawn files
 INOTIFY_PER_MACHINE = 7  # seen here: 128 instances ran out at ~17 booted machines
@@ -19,8 +20,19 @@ PROGRAMS = ("systemd-nspawn", "debootstrap", "mount", "umount", "tar", "cp", "nf
 
 
 async def machine_checks(machines: MachinesConfig, images: ImageConfig) -> list[Check]:
-    return [await _nspawn(), _cgroups(), _overlayfs(), _user_namespaces(), _inotify(),
-            *_programs(), *_disk(machines, images)]
+    return [await _nspawn(), await _syscall_filter(), _cgroups(), _overlayfs(),
+            _user_namespaces(), _inotify(), *_programs(), *_disk(machines, images)]
+
+
+async def _syscall_filter() -> Check:
+    """Every machine starts under syscall_filter.py, which needs libseccomp's bindings
+    in the system python."""
+    result = await host.run([SYSTEM_PYTHON, "-I", "-c", "import seccomp"], check=False,
+                            timeout=10)
+    return Check("syscall filter", result.returncode == 0,
+                 "libseccomp's Python bindings are installed" if result.returncode == 0
+                 else f"{SYSTEM_PYTHON} cannot import seccomp: no machine can start",
+                 "apt-get install python3-seccomp (or `make run`)")
 
 
 async def _nspawn() -> Check:

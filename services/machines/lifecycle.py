@@ -171,9 +171,15 @@ class Machines:
 
     def _write_part_files(self, record: MachineRecord, paths: MachinePaths) -> None:
         """Each part's files inside the root, then the .nspawn settings with its lines."""
-        settings = NspawnSettings()
         for part in self.parts:
             part.write_files(record, paths.root)
+        self._write_settings(record, paths)
+
+    def _write_settings(self, record: MachineRecord, paths: MachinePaths) -> None:
+        """The .nspawn file (systemd.nspawn(5)) with each part's lines; written again at
+        every boot, so that what parts offer (images to a --nesting machine) is current."""
+        settings = NspawnSettings()
+        for part in self.parts:
             settings += part.settings(record)
         replace_file(paths.settings, render("machine/container.nspawn.j2", name=record.name,
                                             settings=settings).encode())
@@ -182,6 +188,7 @@ class Machines:
                     progress: Progress) -> None:
         name = record.name
         self.records.step(name, "host")
+        self._write_settings(record, paths)
         for part in self.parts:
             await part.before_start(record, progress)
         self.records.step(name, "start")

@@ -1,0 +1,119 @@
+"""Nesting as a machine part (ARCHITECTURE.md in ../shared, "Nested machines"):
+
+- ``systemd-container`` in the outer's image (an image derived once from the base), so
+  that its own systemd runs inner machines as ``systemd-nspawn@INNER.service``;
+- a directory of the host's own file system bound at ``/var/lib/ctbot/nested``
+  (STATE_DIR/machines/NAME/nested): an overlay's upper layer on the outer's overlay root
+  is refused ("not supported as upperdir"), on a host directory it works;
+- the host's images offered for inner lower layers, each as a read-only overlay with
+  no upper layer (``lowerdir=IMAGE:EMPTY``) bound at ``/var/lib/ctbot/images/IMAGE``:
+  the outer's root can remount a bind read-write, never that overlay (EROFS), so no
+  machine can change an image other machines are made from;
+- ``bpf``, which the inner units' device policy needs (without it the outer's systemd
+  runs them without one), and nothing else beyond the default.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from services.core import host
+from services.core.errors import HostCommandFailed
+from services.core.progress import Progress
+from services.machines import clones
+from services.machines.parts import BasePart, NspawnSettings
+from services.machines.records import MachineRecord
+from services.nesting.config import NestingConfig
+
+log = logging.getLogger(__name__)
+
+FEATURE = "nesting"
+NESTED_DIR = "/var/lib/ctbot/nested"  # inside the outer: inner machines' layers
+IMAGES_DIR = "/var/lib/ctbot/images"  # inside the outer: the host's images, read-only
+
+
+class NestingPart(BasePart):
+    name = FEATURE
+
+    def __init__(self, config: NestingConfig, *, layers_of: Callable[[str], Path],
+                 offered_dir: Path, images: Callable[[], dict[str, Path]]) -> None:
+        """``offered_dir``: where the read-only image overlays are mounted on the host
+        (STATE_DIR/offered/OUTER/IMAGE); ``images``: the host's images by name."""
+        self.config = config
+        self._layers_of = layers_of
+        self._offered_dir = offered_dir
+        self._images = images
+
+    @staticmethod
+    def enabled(machine: MachineRecord) -> bool:
+        return FEATURE in machine.features
+
+    def nested_dir(self, machine: str) -> Path:
+        """The outer's /var/lib/ctbot/nested on the host; removed with its layers."""
+        return self._layers_of(machine) / "nested"
+
+    def offered(self, machine: str) -> Path:
+        return self._offered_dir / machine
+
+    def packages(self, machine: MachineRecord) -> tuple[str, ...]:
+        return self.config.packages if self.enabled(machine) else ()
+
+    def settings(self, machine: MachineRecord) -> NspawnSettings:
+        if not self.enabled(machine):
+            return NspawnSettings()
+        offered = self.offered(machine.name)
+        binds = [f"Bind={self.nested_dir(machine.name)}:{NESTED_DIR}"]
+        binds += [f"BindReadOnly={offered / name}:{IMAGES_DIR}/{name}"
+                  for name in sorted(self._images())]
+        return NspawnSettings(exec=("SystemCallFilter=bpf",), files=tuple(binds))
+
+    async def before_start(self, machine: MachineRecord, progress: Progress) -> None:
+        """The nested directory, and each image offered as a read-only overlay."""
+        if not self.enabled(machine):
+            return
+        self.nested_dir(machine.name).mkdir(parents=True, exist_ok=True, mode=0o700)
+        await offer_images(self.offered(machine.name), self._images())
+
+    async def release(self, machine: MachineRecord) -> None:
+        await withdraw_images(self.offered(machine.name))
+
+    def describe(self, machine: MachineRecord) -> dict[str, Any]:
+        return {"nesting": {"enabled": True}} if self.enabled(machine) else {}
+
+
+async def offer_images(offered: Path, images: dict[str, Path]) -> None:
+    """Mount each image read-only at ``offered/NAME`` (idempotent).
+
+    An overlay with two lower layers and no upper layer is read-only in its superblock
+    (Documentation/filesystems/overlayfs.rst, "Multiple lower layers"): a remount
+    read-write is refused ("is write-protected") and writes through any bind of it fail
+    with EROFS. The second lower layer is an empty directory of ctbot's."""
+    empty = offered / ".empty"
+    empty.mkdir(parents=True, exist_ok=True, mode=0o700)
+    offered.chmod(0o700)
+    for name, path in images.items():
+        target = offered / name
+        if clones.is_mounted(target):
+            continue
+        target.mkdir(exist_ok=True, mode=0o755)
+        await host.run(["mount", "-t", "overlay", "-o", f"ro,lowerdir={path}:{empty}",
+                        "--", "overlay", str(target)], timeout=30)
+
+
+async def withdraw_images(offered: Path) -> None:
+    """Unmount and remove what ``offer_images`` made (the outer is gone)."""
+    if not offered.is_dir():
+        return
+    for target in offered.iterdir():
+        if clones.is_mounted(target):
+            try:
+                await host.run(["umount", "--", str(target)], timeout=60)
+            except HostCommandFailed:
+                await host.run(["umount", "--lazy", "--", str(target)], timeout=60)
+    for target in offered.iterdir():
+        if not clones.is_mounted(target):
+            target.rmdir()
+    offered.rmdir()
