@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,23 +118,57 @@ class DockerPart(BasePart):
 
 
 def disk_usage(path: Path) -> int | None:
-    """Bytes the tree uses on disk (st_blocks, as du(1) counts), without following
-    symlinks; None past DISK_WALK_LIMIT entries."""
-    total, seen, pending = 0, 0, [str(path)]
-    while pending:
-        try:
-            entries = os.scandir(pending.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                seen += 1
-                if seen > DISK_WALK_LIMIT:
-                    return None
-                try:
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                except OSError:
-                    continue
+    """Bytes the tree uses on disk (st_blocks, as du(1) counts); None past
+    DISK_WALK_LIMIT entries.
+
+    The machine's root owns the tree and may swap a directory for a symlink while it is
+    walked: each directory is opened by file descriptor relative to its parent with
+    O_NOFOLLOW, and the walk stays on the tree's own file system, so it never leaves it
+    (as `du -x` on an fd-based walk, fts(3) with FTS_PHYSICAL|FTS_XDEV)."""
+    try:
+        top = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return 0
+    device = os.fstat(top).st_dev
+    total, seen = 0, 0
+    pending: list[tuple[str, ...]] = [()]  # names from the top: two fds open at most
+    try:
+        while pending:
+            names = pending.pop()
+            try:
+                directory = _open_below(top, names)
+            except OSError:  # gone, or swapped for a symlink meanwhile
+                continue
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if seen > DISK_WALK_LIMIT:
+                            return None
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        total += st.st_blocks * 512
+                        if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
+                            pending.append((*names, entry.name))
+            finally:
+                os.close(directory)
+    finally:
+        os.close(top)
     return total
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_below(top: int, names: tuple[str, ...]) -> int:
+    """A new fd of the directory ``names`` below ``top``, no symlink followed."""
+    fd = os.dup(top)
+    for name in names:
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd

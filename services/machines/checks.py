@@ -10,7 +10,7 @@ from services.core import host
 from services.core.doctor import Check, free_bytes, read_number
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
-from services.machines.supervisor import SYSTEM_PYTHON
+from services.machines.syscall_filter import SYSTEM_PYTHON
 
 MIN_SYSTEMD = 245  # --notify-ready, --settings=trusted, Bridge= in .nspawn files
 INOTIFY_PER_MACHINE = 7  # seen here: 128 instances ran out at ~17 booted machines

@@ -16,13 +16,13 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from services.core import host
 from services.core.errors import HostCommandFailed, InternalError
+from services.machines import rootfs
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,17 @@ def mounted_lower(path: Path) -> str | None:
     return None
 
 
-async def ensure_mounted(image_root: Path, paths: MachinePaths, method: CloneMethod) -> bool:
-    """Mount the overlay again if it is gone (host reboot), or over another image than
-    the one it has (a feature turned on gave the machine a derived image: the machine's
-    own changes, its upper layer, stay); True if it had to. The machine is not running."""
+async def ensure_mounted(image_root: Path, paths: MachinePaths, method: CloneMethod, *,
+                         switch_image: bool = True) -> bool:
+    """Mount the overlay again if it is gone (host reboot), or, with ``switch_image``,
+    over another image than the one it has (a feature turned on gave the machine a
+    derived image: the machine's own changes, its upper layer, stay); True if it had to.
+    The machine must not be running: two overlays on one upper layer are undefined
+    behaviour (Documentation/filesystems/overlayfs.rst, "Sharing and copying layers")."""
     if method is not CloneMethod.OVERLAY:
         return False
     if is_mounted(paths.root):
-        if mounted_lower(paths.root) in (None, str(image_root)):
+        if not switch_image or mounted_lower(paths.root) in (None, str(image_root)):
             return False
         await host.run(["umount", "--", str(paths.root)], timeout=60)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -161,8 +164,7 @@ async def remove(paths: MachinePaths) -> None:
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     for path in (paths.root, paths.layers):
-        if path.is_symlink():
-            path.unlink()
-        elif path.exists():
-            # A copied root is a whole filesystem tree: delete it off the event loop.
-            await asyncio.to_thread(shutil.rmtree, path)
+        # What the machine's root made in there (its upper layer, its Docker and nested
+        # directories, a copied root) may be immutable, deeper than Python recurses, or
+        # a symlink: rootfs.remove_tree copes with each; off the event loop.
+        await asyncio.to_thread(rootfs.remove_tree, path.parent, path.name)

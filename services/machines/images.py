@@ -12,6 +12,7 @@ directory that the next build of that name removes first.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -32,10 +33,11 @@ from services.core.errors import (
     HostCommandFailed,
     InvalidInput,
     NotFound,
+    OperationFailed,
 )
 from services.core.progress import NoProgress, Progress, Throttled
 from services.grammar import IMAGE_NAME_MAX, image_name
-from services.machines import messages, rootfs
+from services.machines import messages, rootfs, syscall_filter
 from services.machines.debootstrap import DebootstrapProgress
 
 log = logging.getLogger(__name__)
@@ -183,9 +185,14 @@ class Images:
     async def derive(self, base_name: str, label: str, packages: Sequence[str], *,
                      progress: Progress | None = None) -> Image:
         """The base image plus ``packages``, built once and cached (``derived_name``):
-        a copy of the base, then the Debian packages installed in it by its own apt, in
-        a chroot with a mount namespace of its own (so /proc never shows on the host)
-        and no service started (policy-rc.d). Reuses the image if it exists."""
+        a copy of the base, then the Debian packages installed in it by its own apt, no
+        service started (policy-rc.d). Reuses the image if it exists.
+
+        The image's own programs (apt, dpkg, the packages' maintainer scripts) run as a
+        machine's do, never as the host's root: in systemd-nspawn under ctbot's
+        syscall filter (own PID and mount namespaces, nspawn's capability set and
+        seccomp filter, no CAP_MKNOD: it gets no device cgroup here), with the host's
+        network so that apt reaches the mirror (nspawn then drops CAP_NET_ADMIN)."""
         base = self.get(base_name)
         name = self.derived_name(base, label, packages)
         async with self._lock(name):
@@ -203,18 +210,20 @@ class Images:
                 with contextlib.suppress(OSError):  # the build's resolver: the host's
                     rootfs.write_file(partial, "etc/resolv.conf",
                                       Path("/etc/resolv.conf").read_bytes())
-                script = ("mount -t proc proc \"$1/proc\" && exec chroot \"$1\" /bin/sh -c "
-                          "'apt-get update -q && apt-get install -y -q "
-                          "--no-install-recommends \"$@\" && apt-get clean' sh "
-                          + " ".join(packages))
-                await host.run(["unshare", "--mount", "--propagation", "private", "--",
-                                "sh", "-c", script, "sh", str(partial)],
-                               timeout=DEBOOTSTRAP_TIMEOUT, env=APT_ENV,
-                               on_line=_AptActivity(report), line_fd=1)
+                script = ("apt-get update -q && apt-get install -y -q --no-install-recommends"
+                          ' "$@" && apt-get clean')
+                activity = _AptActivity(report)
+                try:
+                    await host.run([*confined(partial), "/bin/sh", "-c", script, "sh",
+                                    *packages], timeout=DEBOOTSTRAP_TIMEOUT, env=APT_ENV,
+                                   on_line=activity, line_fd=1)
+                except HostCommandFailed as exc:
+                    raise OperationFailed(messages.derive_failed(
+                        base.name, packages, exc.returncode, list(activity.last))) from exc
                 rootfs.remove_file(partial, "usr/sbin/policy-rc.d")
                 _make_cloneable(partial)
-            except BaseException:
-                await asyncio.to_thread(shutil.rmtree, partial, True)
+            except BaseException:  # what the image's programs left may be immutable
+                await asyncio.to_thread(rootfs.remove_tree, partial.parent, partial.name)
                 raise
             await report(messages.derived(name, time.monotonic() - started))
             return self._publish(name, partial, suite=base.suite,
@@ -309,12 +318,16 @@ APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 
 
 class _AptActivity:
-    """apt's own lines (Get:, Unpacking, Setting up) as the job's live activity."""
+    """apt's own lines (Get:, Unpacking, Setting up) as the job's live activity; the
+    last lines kept for the error if it fails."""
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
+        self.last: collections.deque[str] = collections.deque(maxlen=8)
 
     async def __call__(self, line: str) -> None:
+        if line.strip():
+            self.last.append(line.strip()[:200])
         if line.startswith(("Get:", "Unpacking", "Setting up")):
             await self._progress.status(line.strip()[:120])
 
@@ -362,3 +375,14 @@ class TarProgress:
         read = rest.split(" ", 1)[0]
         if found and read.isdigit():
             await self._status.status(messages.unpacked_bytes(int(read), self._total))
+
+
+def confined(root: Path) -> list[str]:
+    """argv prefix that runs a program of the image at ``root`` as a machine's program
+    runs (systemd-nspawn(1), under ctbot's syscall filter), not as the host's root:
+    without a boot, a console of its own or anything written into the image by nspawn
+    (no time zone, resolv.conf or journal link)."""
+    return [*syscall_filter.prefix(), "systemd-nspawn", "--quiet",
+            "--keep-unit", "--register=no", f"--directory={root}", "--console=pipe",
+            "--drop-capability=CAP_MKNOD", "--timezone=off", "--resolv-conf=off",
+            "--link-journal=no", *(f"--setenv={k}={v}" for k, v in APT_ENV.items()), "--"]

@@ -222,6 +222,15 @@ def deriving(base: str, packages: Sequence[str]) -> str:
     return f"image: {base} + {', '.join(packages)} (installed once, then reused)"
 
 
+def derive_failed(base: str, packages: Sequence[str], returncode: int | None,
+                  last: list[str]) -> str:
+    status = "timed out" if returncode is None else f"exited {returncode}"
+    said = "; ".join(last) or "nothing"
+    return (f"installing {', '.join(packages)} into a copy of image {base} failed: apt "
+            f"{status}; its last lines: {said}. Check [images] mirror and the host's "
+            "network, or the image itself (`image list`)")
+
+
 def derived(name: str, seconds: float) -> str:
     return f"image {name} ready in {seconds:.0f} s"
 

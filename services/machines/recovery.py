@@ -53,11 +53,14 @@ async def _reconcile_idle(machines: Machines, record: MachineRecord) -> tuple[li
     """Notes on one machine no operation holds, and whether it runs."""
     notes = []
     paths = machines.paths(record.name)
-    if (record.clone_method is not None and machines.images.exists(record.image)
-            and await clones.ensure_mounted(machines.images.get(record.image).path, paths,
-                                            record.clone_method)):
-        notes.append(messages.remounted(record.name))
     nspawn = machines.supervisor.find(record.name, paths.root, record.nspawn)
+    # Only a stopped machine's overlay, and only if it is gone (a host reboot): one whose
+    # image changed (`feature … on` without --restart) gets its new one at its next start.
+    if (nspawn is None and record.clone_method is not None
+            and machines.images.exists(record.image)
+            and await clones.ensure_mounted(machines.images.get(record.image).path, paths,
+                                            record.clone_method, switch_image=False)):
+        notes.append(messages.remounted(record.name))
     if nspawn is not None and nspawn != record.nspawn:
         machines.records.update(record.name, nspawn=nspawn, desired=Desired.RUNNING)
         notes.append(messages.found_running(record.name, nspawn.pid))

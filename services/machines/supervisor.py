@@ -29,7 +29,7 @@ from typing import Protocol
 from services.core import host
 from services.core.errors import HostCommandFailed, InternalError
 from services.core.host import ProcessId
-from services.machines import cgroups, consolelog
+from services.machines import cgroups, consolelog, syscall_filter
 from services.machines.cgroups import Limits
 
 log = logging.getLogger(__name__)
@@ -98,22 +98,18 @@ class Readiness:
             self.path.unlink()
 
 
-# nspawn runs under ctbot's narrower filter for bpf(2) and keyctl(2), which a machine's
-# .nspawn may allow (Docker, nesting): see syscall_filter.py. The system python, which
-# has libseccomp's bindings (python3-seccomp), execs nspawn in the same process.
-SYSTEM_PYTHON = "/usr/bin/python3"
-SYSCALL_FILTER = Path(__file__).with_name("syscall_filter.py")
 
 
 def nspawn_argv(launch: Launch, *, register: bool = False) -> list[str]:
     """Everything else comes from NAME.nspawn next to the root (``--settings=trusted``).
 
     ``register``: announce the machine to systemd-machined (so `machinectl list` shows
-    it); only possible where systemd runs, and required off elsewhere. The argv starts
-    with the syscall filter's: the process becomes nspawn, keeping its PID.
+    it); only possible where systemd runs, and required off elsewhere. nspawn runs under
+    ctbot's narrower filter for bpf(2) and keyctl(2), which a machine's .nspawn may
+    allow (Docker, nesting): syscall_filter.py execs it, so the PID stays nspawn's.
     """
     return [
-        SYSTEM_PYTHON, "-I", str(SYSCALL_FILTER), "--",
+        *syscall_filter.prefix(),
         NSPAWN,
         "--quiet",
         "--keep-unit",

@@ -28,7 +28,16 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from pathlib import Path
 from typing import Any
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # the one python3-seccomp is for
+
+
+def prefix() -> list[str]:
+    """What to put before a program's argv to run it under this filter."""
+    return [SYSTEM_PYTHON, "-I", str(Path(__file__).resolve()), "--"]
+
 
 BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_DETACH, BPF_PROG_QUERY = 5, 8, 9, 16  # uapi/linux/bpf.h
 BPF_ALLOWED = (BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_DETACH, BPF_PROG_QUERY)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from services.machines import clones
 from tests.integration.conftest import Host
 from tests.integration.probes import tcp_connect
 
@@ -130,12 +131,28 @@ def test_docker_off_and_on_again_keeps_containers_and_images(host: Host, d1):
 def test_a_plain_machine_gets_docker_and_destroy_leaves_nothing(host: Host):
     host.create("dock2", "--ipv4 none", "--ipv6 none")
     assert host.json("exec dock2 -- sh -c 'command -v docker || echo none'")["stdout"] == "none\n"
+    lower = clones.mounted_lower(host.machines_dir / "dock2")
     on = host.ctbot("feature dock2 docker on")
     assert on.returncode == 0 and "next start" in on.stdout, on.stdout
+    # Running, it keeps the overlay it has (a second one on its upper layer would be
+    # undefined behaviour), whatever commands run meanwhile; it changes at the restart.
+    assert host.ctbot("list").returncode == 0
+    assert clones.mounted_lower(host.machines_dir / "dock2") == lower
     assert host.ctbot("restart dock2").returncode == 0
+    assert clones.mounted_lower(host.machines_dir / "dock2") != lower
     assert docker(host, "dock2", "docker info --format {{.Driver}}")["stdout"] == "overlay2\n"
     data = host.state_dir / "machines" / "dock2" / "docker"
     assert data.is_dir()
+    # Root in the machine leaves what destroy has to cope with: immutable files, a tree
+    # deeper than Python recurses, a symlink to a host directory (not followed by the
+    # disk count in status either).
+    planted = host.json("exec dock2 --timeout 120 -- sh -c " + shlex.quote(
+        "cd /var/lib/docker && mkdir imm && echo x > imm/f && chattr +i imm/f imm && "
+        "ln -s /usr evil && mkdir deep && cd deep && i=0 && "
+        "while [ $i -lt 1100 ]; do mkdir d && cd d && i=$((i+1)); done && echo planted"))
+    assert planted["stdout"] == "planted\n", planted
+    counted = host.status("dock2")["docker"]["disk_bytes"]
+    assert counted is not None and counted < 100 * 2**20  # not the host's /usr
     assert host.ctbot("destroy dock2", "--yes").returncode == 0
     assert not data.exists() and not (host.state_dir / "machines" / "dock2").exists()
 
@@ -172,3 +189,45 @@ def test_root_in_a_docker_machine_gets_only_the_bpf_and_keyctl_docker_needs(host
                     "map_create": "EPERM", "raw_tracepoint_open": "EPERM",
                     "link_create": "EPERM", "prog_get_fd_by_id": "EPERM",
                     "keyctl_link": "ENOSYS", "perf_event_open": "EPERM"}, probed
+
+
+EVIL_APT = """#!/bin/sh
+for root in /proc/[0-9]*/root; do echo pwned > "$root/var/tmp/ctbot-derive-{tag}" 2>/dev/null; done
+/bin/busybox mknod /tmp/disk b 8 0 2>/dev/null && echo MKNOD-ALLOWED || echo MKNOD-REFUSED
+exit 1
+"""
+
+
+def test_an_images_own_programs_never_run_as_the_hosts_root(host: Host, tmp_path):
+    """An admin imports a tarball whose apt-get is the attacker's; an operator asks for
+    `--docker` on it, so ctbot installs Docker's packages with the image's own apt. It
+    tries every process's root (the host's, were it in the host's PID namespace) and a
+    device node for the host's disk; nothing of it reaches the host."""
+    import os
+
+    tag = f"{os.getpid()}"
+    tree = tmp_path / "evil"
+    for directory in ("bin", "usr/bin", "etc", "var/tmp", "tmp", "proc", "dev"):
+        (tree / directory).mkdir(parents=True)
+    (tree / "etc/os-release").write_text("ID=evil\n")
+    for name in ("busybox", "sh"):
+        (tree / "bin" / name).write_bytes(BUSYBOX.read_bytes())
+        (tree / "bin" / name).chmod(0o755)
+    (tree / "usr/bin/apt-get").write_text(EVIL_APT.format(tag=tag))
+    (tree / "usr/bin/apt-get").chmod(0o755)
+    tarball = tmp_path / "evil.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(tree, arcname=".")
+    assert host.ctbot(f"image import evil{tag[-4:]} {tarball}").returncode == 0
+    try:
+        created = host.ctbot(f"create evil1 --image evil{tag[-4:]} --docker")
+        assert created.returncode == 1, created.stdout + created.stderr
+        said = created.stdout + created.stderr
+        assert "MKNOD-REFUSED" in said and "MKNOD-ALLOWED" not in said, said
+        assert not Path(f"/var/tmp/ctbot-derive-{tag}").exists()
+        assert "evil1" not in host.names()
+        assert not any(p.name.startswith(f".evil{tag[-4:]}-docker")
+                       for p in Path(host.env["CTBOT_IMAGES_DIR"]).iterdir())
+    finally:
+        Path(f"/var/tmp/ctbot-derive-{tag}").unlink(missing_ok=True)
+        host.ctbot(f"image remove evil{tag[-4:]}", "--yes")

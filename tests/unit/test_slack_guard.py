@@ -82,3 +82,18 @@ def test_recent_requests_forget_after_ttl_and_stay_bounded():
 )
 def test_slack_text_is_restored_to_what_was_typed(typed, parsed):
     assert normalize_slack_text(typed) == parsed
+
+
+def test_a_huge_reply_fits_one_slack_message_and_stays_inert():
+    """A container that printed 5000 lines of '<' and a ```: Slack takes 50 blocks of at
+    most 3000 characters; no entity is split, no code block ends early."""
+    from bot.slack_render import text_blocks
+
+    blocks = [b.to_dict()["text"]["text"] for b in
+              text_blocks(("<" * 100 + "\n") * 5000 + "``` <!channel>\nlast line")]
+    assert len(blocks) <= 45 and all(len(b) <= 3000 for b in blocks)
+    assert any("characters cut here" in b for b in blocks)
+    code = [b.removeprefix("```").removesuffix("```") for b in blocks if b.startswith("```")]
+    assert all("```" not in c and "<" not in c for c in code)
+    assert all(not c.rstrip("&lt").endswith("&") and not c.endswith(("&l", "&lt")) for c in code)
+    assert "last line" in blocks[-1] and "&lt;!channel&gt;" in blocks[-1]
