@@ -27,6 +27,8 @@ from services.machines.lifecycle import Machines
 from services.machines.records import MachineStore
 from services.machines.recovery import reconcile
 from services.machines.supervisor import choose_supervisor
+from services.nesting import jobs as nesting_jobs
+from services.nesting.inner import InnerMachines, InnerStore
 from services.nesting.part import NestingPart
 from services.network import operations as network_jobs
 from services.network.checks import network_checks
@@ -80,6 +82,10 @@ class Runtime:
                             config=settings.machines)
         machine_jobs.register_jobs(jobs, machines)
         network_jobs.register_jobs(jobs, machines, networking)
+        inner = InnerMachines(InnerStore(store), machines, networking, nesting,
+                              boot_timeout=settings.machines.boot_timeout)
+        nesting.inner = inner
+        nesting_jobs.register_jobs(jobs, inner)
         async def host_checks() -> list[Check]:
             return await machine_checks(settings.machines, settings.images)
 
@@ -96,7 +102,7 @@ class Runtime:
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
-            machines=machines, images=images, networking=networking, ssh=ssh,
+            machines=machines, images=images, networking=networking, ssh=ssh, inner=inner,
             doctor=Doctor([host_checks, net_checks, access_checks, container_checks]),
         )
         for job in jobs.recover_interrupted():

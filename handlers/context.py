@@ -17,6 +17,7 @@ from services.core.job_runner import JobRunner
 from services.core.jobs import JobObserver
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
+from services.nesting.inner import InnerMachines
 from services.network.service import Networking
 from services.ssh.access import SshAccess
 
@@ -141,6 +142,7 @@ class Services:
     images: Images
     networking: Networking
     ssh: SshAccess
+    inner: InnerMachines
     doctor: Doctor
 
 

@@ -65,6 +65,26 @@ def machine_name(raw: str) -> str:
     return _name(raw, _MACHINE_RE, "machine name", MACHINE_NAME_RULE, MACHINE_NAME_MAX)
 
 
+def machine_ref(raw: str) -> str:
+    """A machine, ``NAME``, or a machine inside another, ``OUTER/INNER`` (one level of
+    nesting): each part a valid machine name. InvalidInput saying why otherwise, before
+    any path is built from it (``o1/``, ``/i1``, ``o1/i1/x``, ``o1/../x`` are refused)."""
+    if "/" not in raw:
+        return machine_name(raw)
+    parts = raw.split("/")
+    if len(parts) != 2:
+        raise InvalidInput(f"machine {printable(raw)}: NAME or OUTER/INNER (machines nest "
+                           "one level deep)")
+    outer, inner = parts
+    return f"{machine_name(outer)}/{machine_name(inner)}"
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``OUTER/INNER`` → (OUTER, INNER); ``NAME`` → (NAME, None). ``ref`` is parsed."""
+    outer, _, inner = ref.partition("/")
+    return outer, inner or None
+
+
 def image_name(raw: str) -> str:
     """``raw`` if it is a valid image name; InvalidInput saying why otherwise."""
     return _name(raw, _IMAGE_RE, "image name", IMAGE_NAME_RULE, IMAGE_NAME_MAX)

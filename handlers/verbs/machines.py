@@ -10,7 +10,7 @@ from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
-from services.core.errors import InvalidInput
+from services.core.errors import Conflict, InvalidInput
 from services.grammar import (
     AUTO,
     FEATURES,
@@ -20,17 +20,22 @@ from services.grammar import (
     cpu,
     image_name,
     machine_name,
+    machine_ref,
     memory_limit,
     seconds,
 )
 from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
+from services.nesting import messages as nesting_messages
+from services.nesting.inner import InnerCreate, InnerRef
 from services.network.part import PART_NAME as NETWORK
 from services.network.part import Addressing
 from services.ssh.part import PART_NAME as SSH
 from services.ssh.part import SshOptions
 
 NAME = Positional("NAME", parse=machine_name)
+# A machine or one inside another: NAME or OUTER/INNER (services/nesting/).
+MACHINE = Positional("NAME", parse=machine_ref)
 EXEC_TIMEOUT_DEFAULT, EXEC_TIMEOUT_MAX = 60, 600
 LOGS_DEFAULT, LOGS_MAX = 50, 1000
 
@@ -50,6 +55,8 @@ def address_flag(family: Family, default: str) -> Flag:
     Flag("no-start", "create it stopped"),
     Flag("docker", "with Docker inside (overlay2 storage, dockerd ready when it is)"),
     Flag("nesting", "may run machines of its own (systemd-nspawn inside)"),
+    Flag("in", "create it inside OUTER, a --nesting machine (it is then OUTER/NAME)",
+         "OUTER", parse=machine_name),
     address_flag(Family.V4, "auto (default)"),
     address_flag(Family.V6, "auto (default)"),
 ])
@@ -62,8 +69,10 @@ async def run_create(inv: Invocation) -> Reply:
     root access to it (`ssh NAME` says how to connect).
     """
     name = inv.args["NAME"]
-    inv.services.machines.check_can_create(name)
     addressing = Addressing({f: inv.args.flags.get(str(f), AUTO) for f in Family})
+    if outer := inv.args.get("in"):
+        return await _create_inner(inv, outer, name, addressing)
+    inv.services.machines.check_can_create(name)
     inv.services.networking.addresses.check_all(name, addressing.requests)  # before a job
     return await run_job(inv, "machine.create", CreateSpec(
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
@@ -73,50 +82,87 @@ async def run_create(inv: Invocation) -> Reply:
         options={NETWORK: addressing, SSH: SshOptions(creator=inv.user_id)}))
 
 
+async def _create_inner(inv: Invocation, outer: str, name: str,
+                        addressing: Addressing) -> Reply:
+    unsupported = [f"--{f}" for f in ("cpu", "memory", "pids", "no-start", *FEATURES)
+                   if inv.args.get(f)]
+    if unsupported:
+        raise InvalidInput(messages.not_for_inner(unsupported))
+    inv.services.machines.require(outer)
+    inv.services.networking.addresses.check_all(f"{outer}/{name}", addressing.requests)
+    return await run_job(inv, "inner.create", InnerCreate(
+        outer=outer, name=name, image=inv.args.get("image") or inv.services.images.config.default,
+        requests=addressing.requests))
+
+
 @verb("list", role=Role.VIEWER)
 async def run_list(inv: Invocation) -> Reply:
-    """List machines with their state, image and leader PID."""
-    return Reply(data={"machines": [m.to_json() for m in inv.services.machines.all()]},
-                 view="machine_list")
+    """List machines with their state, image and leader PID; machines inside a running
+    --nesting machine are listed under it as OUTER/INNER."""
+    machines = []
+    for machine in inv.services.machines.all():
+        shown = machine.to_json()
+        if inv.services.inner.of(machine.name):
+            shown["inner"] = await inv.services.inner.list_json(machine.name)
+        machines.append(shown)
+    return Reply(data={"machines": machines}, view="machine_list")
 
 
-@verb("status", role=Role.VIEWER, positionals=[NAME])
+@verb("status", role=Role.VIEWER, positionals=[MACHINE])
 async def run_status(inv: Invocation) -> Reply:
     """Show one machine: state, image, leader PID, limits, when it was created."""
-    return Reply(data=inv.services.machines.status(inv.args["NAME"]).to_json(),
-                 view="machine_status")
+    if "/" in inv.args["NAME"]:
+        return Reply(data=await inv.services.inner.status(inv.args["NAME"]),
+                     view="inner_status")
+    status = inv.services.machines.status(inv.args["NAME"]).to_json()
+    if inner := inv.services.inner.of(inv.args["NAME"]):
+        status["inner"] = [r.ref for r in inner]
+    return Reply(data=status, view="machine_status")
 
 
 async def _machine_job(inv: Invocation, kind: str) -> Reply:
-    inv.services.machines.require(inv.args["NAME"])  # "no such machine" before a job starts
-    return await run_job(inv, kind, MachineRef(inv.args["NAME"]))
+    name = inv.args["NAME"]
+    if "/" in name:
+        inv.services.inner.require(name)
+        return await run_job(inv, kind.replace("machine.", "inner."), InnerRef(name))
+    inv.services.machines.require(name)  # "no such machine" before a job starts
+    return await run_job(inv, kind, MachineRef(name))
 
 
-@verb("start", role=Role.OPERATOR, mutating=True, positionals=[NAME])
+@verb("start", role=Role.OPERATOR, mutating=True, positionals=[MACHINE])
 async def run_start(inv: Invocation) -> Reply:
     """Start a stopped machine and wait until it has booted."""
     return await _machine_job(inv, "machine.start")
 
 
-@verb("stop", role=Role.OPERATOR, mutating=True, positionals=[NAME])
+@verb("stop", role=Role.OPERATOR, mutating=True, positionals=[MACHINE])
 async def run_stop(inv: Invocation) -> Reply:
     """Power a machine off cleanly (killed if it does not stop in time)."""
     return await _machine_job(inv, "machine.stop")
 
 
-@verb("restart", role=Role.OPERATOR, mutating=True, positionals=[NAME])
+@verb("restart", role=Role.OPERATOR, mutating=True, positionals=[MACHINE])
 async def run_restart(inv: Invocation) -> Reply:
     """Power a machine off and boot it again."""
     return await _machine_job(inv, "machine.restart")
 
 
-@verb("destroy", role=Role.OPERATOR, mutating=True, confirm=True, positionals=[NAME])
+@verb("destroy", role=Role.OPERATOR, mutating=True, confirm=True, positionals=[MACHINE],
+      flags=[Flag("recursive", "with the machines inside it (a --nesting machine)")])
 async def run_destroy(inv: Invocation) -> Reply:
     """Stop a machine and delete it with everything written inside it. Cannot be undone."""
+    name = inv.args["NAME"]
+    inner = [] if "/" in name else inv.services.inner.of(name)
+    if inner and not inv.args.get("recursive"):
+        raise Conflict(nesting_messages.has_inners(name, [r.name for r in inner]))
+    for record in inner:  # each its own job, then the outer's
+        reply = await run_job(inv, "inner.destroy", InnerRef(record.ref))
+        if inv.services.inner.store.get(record.outer, record.name) is not None:
+            return reply  # it failed: the outer stays
     return await _machine_job(inv, "machine.destroy")
 
 
-@verb("exec", role=Role.ADMIN, positionals=[NAME], passthrough="CMD",
+@verb("exec", role=Role.ADMIN, positionals=[MACHINE], passthrough="CMD",
       flags=[Flag("timeout", f"seconds before the command is killed (default "
                              f"{EXEC_TIMEOUT_DEFAULT}, at most {EXEC_TIMEOUT_MAX})", "SECONDS",
                   parse=lambda raw: seconds(raw, maximum=EXEC_TIMEOUT_MAX))])
@@ -129,8 +175,9 @@ async def run_exec(inv: Invocation) -> Reply:
     name, argv = inv.args["NAME"], list(inv.args.passthrough)
     if not argv:
         raise InvalidInput(messages.give_a_command())
-    result = await inside.run(inv.services.machines, name, argv,
-                              timeout=inv.args.get("timeout", EXEC_TIMEOUT_DEFAULT))
+    timeout = inv.args.get("timeout", EXEC_TIMEOUT_DEFAULT)
+    result = (await inv.services.inner.exec(name, argv, timeout=timeout) if "/" in name
+              else await inside.run(inv.services.machines, name, argv, timeout=timeout))
     return Reply(data={"name": name, "argv": argv, "command": shlex.join(argv),
                        "exit_code": result.returncode, "stdout": result.stdout,
                        "stderr": result.stderr, "truncated": result.truncated}, view="exec")

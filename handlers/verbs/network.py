@@ -12,12 +12,21 @@ from handlers.roles import Role
 from handlers.verbs.machines import NAME, address_flag
 from services.core.audit import Outcome
 from services.core.errors import Conflict, InvalidInput
-from services.grammar import Family, host_port, machine_name, port_spec
+from services.grammar import Family, host_port, machine_ref, port_spec
 from services.network import messages
 from services.network.operations import Readdress, add_forward, remove_forward
 from services.network.ping import ping
 
-OPTIONAL_NAME = Positional("NAME", required=False, parse=machine_name)
+OPTIONAL_NAME = Positional("NAME", required=False, parse=machine_ref)
+MACHINE = Positional("NAME", parse=machine_ref)  # NAME or OUTER/INNER
+
+
+def require(inv: Invocation, name: str) -> None:
+    """"No such machine" for a machine or one inside another, before anything runs."""
+    if "/" in name:
+        inv.services.inner.require(name)
+    else:
+        inv.services.machines.require(name)
 
 
 @verb("net show", role=Role.VIEWER, positionals=[OPTIONAL_NAME])
@@ -25,8 +34,9 @@ async def run_net_show(inv: Invocation) -> Reply:
     """Show addresses, gateways, the bridge and port forwards (of one machine, or all)."""
     net, name = inv.services.networking, inv.args.get("NAME")
     if name is not None:
-        inv.services.machines.require(name)
-    names = [name] if name else [r.name for r in inv.services.machines.records.all()]
+        require(inv, name)
+    names = [name] if name else [n for r in inv.services.machines.records.all()
+                                 for n in (r.name, *(i.ref for i in inv.services.inner.of(r.name)))]
     return Reply(view="net_show", data={
         "bridge": net.config.bridge,
         "gateways": {str(f): str(p.gateway) for f, p in net.config.pools.items()},
@@ -56,12 +66,12 @@ async def run_net_set(inv: Invocation) -> Reply:
     return await run_job(inv, "machine.readdress", Readdress(inv.args["NAME"], changes))
 
 
-@verb("ping", role=Role.VIEWER, positionals=[NAME], flags=[
+@verb("ping", role=Role.VIEWER, positionals=[MACHINE], flags=[
     Flag("v4", "IPv4 only"), Flag("v6", "IPv6 only")])
 async def run_ping(inv: Invocation) -> Reply:
     """Ping a machine from the host over IPv4 and IPv6, with the round-trip time."""
     name = inv.args["NAME"]
-    inv.services.machines.require(name)
+    require(inv, name)
     families = [f for f, flag in ((Family.V4, "v4"), (Family.V6, "v6"))
                 if inv.args.get(flag)] or list(Family)
     addresses = inv.services.networking.of(name)

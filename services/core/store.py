@@ -173,6 +173,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (machine, family)
     );
     """,
+    # 12: machines inside machines (nesting); op is the operation under way (create,
+    # destroy): a row with one after a crash is finished or rolled back by reconcile
+    """
+    CREATE TABLE inner_machines (
+        outer      TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        image      TEXT NOT NULL,
+        desired    TEXT NOT NULL DEFAULT 'running',
+        op         TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (outer, name)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -258,6 +258,11 @@ def unpacked_bytes(done: int, total: int) -> str:
 
 # Job results.
 
+def not_for_inner(flags: list[str]) -> str:
+    return (f"{', '.join(flags)}: not for a machine inside another yet (its outer's limits "
+            "bound it)")
+
+
 def machine_is(name: str, state: str) -> str:
     return f"`{name}` is {state}"
 

@@ -16,21 +16,32 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.core import host
 from services.core.errors import HostCommandFailed
 from services.core.progress import Progress
-from services.machines import clones
+from services.machines import clones, rootfs
 from services.machines.parts import BasePart, NspawnSettings
 from services.machines.records import MachineRecord
 from services.nesting.config import NestingConfig
 
+if TYPE_CHECKING:
+    from services.nesting.inner import InnerMachines
+
 log = logging.getLogger(__name__)
 
 FEATURE = "nesting"
+# The outer answers ARP and neighbour solicitations for its inners (proxy): at once, not
+# after Linux's random delay of up to 0.8 s (proxy_delay, ip-sysctl.rst), which outlasts
+# the host's probes on ctbot's bridge (50 ms apart) and failed its first pings.
+SYSCTL_FILE = "etc/sysctl.d/60-ctbot-nesting.conf"
+SYSCTLS = ("# Written by ctbot (--nesting): answer for machines inside at once.\n"
+           "net.ipv4.neigh.default.proxy_delay = 0\nnet.ipv6.neigh.default.proxy_delay = 0\n"
+           "net.ipv4.neigh.host0.proxy_delay = 0\nnet.ipv6.neigh.host0.proxy_delay = 0\n")
 NESTED_DIR = "/var/lib/ctbot/nested"  # inside the outer: inner machines' layers
 IMAGES_DIR = "/var/lib/ctbot/images"  # inside the outer: the host's images, read-only
 
@@ -46,6 +57,7 @@ class NestingPart(BasePart):
         self._layers_of = layers_of
         self._offered_dir = offered_dir
         self._images = images
+        self.inner: InnerMachines | None = None  # set once both exist (runtime.py)
 
     @staticmethod
     def enabled(machine: MachineRecord) -> bool:
@@ -60,6 +72,12 @@ class NestingPart(BasePart):
 
     def packages(self, machine: MachineRecord) -> tuple[str, ...]:
         return self.config.packages if self.enabled(machine) else ()
+
+    def write_files(self, machine: MachineRecord, root: Path) -> None:
+        if self.enabled(machine):
+            rootfs.write_file(root, SYSCTL_FILE, SYSCTLS.encode())
+        else:
+            rootfs.remove_file(root, SYSCTL_FILE)
 
     def settings(self, machine: MachineRecord) -> NspawnSettings:
         if not self.enabled(machine):
@@ -77,7 +95,27 @@ class NestingPart(BasePart):
         self.nested_dir(machine.name).mkdir(parents=True, exist_ok=True, mode=0o700)
         await offer_images(self.offered(machine.name), self._images())
 
+    async def after_start(self, machine: MachineRecord, leader: int,
+                          progress: Progress) -> None:
+        """The machines inside that were running when it stopped run again."""
+        if self.enabled(machine) and self.inner is not None:
+            await self.inner.start_wanted(machine.name, leader, progress)
+
+    async def before_stop(self, machine: MachineRecord, progress: Progress) -> None:
+        """The machines inside stop first, cleanly (each keeps its desired state)."""
+        if self.inner is None or not self.inner.of(machine.name):
+            return
+        leader = self.inner.machines.status(machine.name).leader_pid
+        if leader is not None:
+            await self.inner.stop_all(machine.name, leader, progress)
+
+    async def reconcile(self, machines: Sequence[MachineRecord],
+                        running: AbstractSet[str]) -> list[str]:
+        return await self.inner.reconcile() if self.inner is not None else []
+
     async def release(self, machine: MachineRecord) -> None:
+        if self.inner is not None:
+            await self.inner.forget_outer(machine.name)
         await withdraw_images(self.offered(machine.name))
 
     def describe(self, machine: MachineRecord) -> dict[str, Any]:

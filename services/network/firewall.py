@@ -60,6 +60,17 @@ class Guard:
     mac: str
     ipv4: IPAddress | None
     ipv6: IPAddress | None
+    # Addresses of machines inside it (nesting): it answers ARP and neighbour
+    # solicitations for them (proxy) and forwards their traffic, from its own MAC.
+    inner: tuple[IPAddress, ...] = ()
+
+    @property
+    def inner4(self) -> list[IPAddress]:
+        return [a for a in self.inner if a.version == 4]
+
+    @property
+    def inner6(self) -> list[IPAddress]:
+        return [a for a in self.inner if a.version == 6]
 
     @property
     def chain(self) -> str:
@@ -76,7 +87,8 @@ class Guard:
     def nd_targets(self) -> list[str]:
         """The targets its neighbour advertisements may name, as 128-bit numbers (nft
         1.0 has no name for the field: it is read as @th,64,128, RFC 4861 §4.4)."""
-        return [f"0x{int(a):032x}" for a in (self.ipv6, self.link_local) if a is not None]
+        return [f"0x{int(a):032x}" for a in (self.ipv6, self.link_local, *self.inner6)
+                if a is not None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from services.core.files import replace_file
 from services.core.host_changes import HostChanges
 from services.core.store import Store
 from services.core.templating import render
-from services.grammar import AddressRequest, Family, HostPort, IPInterface, PortSpec
+from services.grammar import AddressRequest, Family, HostPort, IPAddress, IPInterface, PortSpec
 from services.machines import rootfs
 from services.network import messages
 from services.network.addresses import AddressBook
@@ -129,10 +129,17 @@ class Networking:
 
     def rules(self, *, without: str | None = None) -> Rules:
         """What ctbot's tables say now (``without`` a machine being released)."""
+        every = {name: a for name, a in self.addresses.all().items()
+                 if name != without and name.partition("/")[0] != without}
+        inner: dict[str, list[IPAddress]] = {}
+        for name, a in every.items():
+            if "/" in name:  # OUTER/INNER: its outer answers for it on the bridge
+                inner.setdefault(name.partition("/")[0], []).extend(i.ip for i in a.values())
         guards = [Guard(name, nspawn_link_names(name)[0], machine_mac(name),
                         ipv4=a[Family.V4].ip if Family.V4 in a else None,
-                        ipv6=a[Family.V6].ip if Family.V6 in a else None)
-                  for name, a in self.addresses.all().items() if name != without]
+                        ipv6=a[Family.V6].ip if Family.V6 in a else None,
+                        inner=tuple(inner.get(name, ())))
+                  for name, a in every.items() if "/" not in name]
         return Rules([f for f in self._forwards.list() if f.machine != without], guards)
 
     async def apply_firewall(self) -> None:
@@ -167,10 +174,18 @@ class Networking:
             rootfs.remove_file(root, NETWORK_FILE)
             return
         gateways = [self.config.pools[f].gateway.ip for f in addresses]
+        inner = self.inner_addresses(machine)
         rootfs.write_file(root, NETWORK_FILE, render(
             "network/host0.network.j2", addresses=list(addresses.values()),
-            gateways=gateways, dns=self.config.dns, mac=machine_mac(machine)).encode())
+            gateways=gateways, dns=self.config.dns, mac=machine_mac(machine),
+            inner=[a.ip for a in inner]).encode())
         rootfs.write_symlink(root, NETWORKD_WANTS, NETWORKD_UNIT)
+
+    def inner_addresses(self, outer: str) -> list[IPInterface]:
+        """The addresses of the machines inside ``outer`` (nesting)."""
+        return [a for name, by_family in self.addresses.all().items()
+                if name.partition("/")[0] == outer and "/" in name
+                for a in by_family.values()]
 
     # ------------------------------------------------------------------ port forwards
 

@@ -21,6 +21,9 @@ from services.machines.images import ImageConfig, Images
 from services.machines.lifecycle import Machines, MachinesConfig
 from services.machines.records import MachineStore
 from services.machines.supervisor import DirectSupervisor
+from services.nesting.config import NestingConfig
+from services.nesting.inner import InnerMachines, InnerStore
+from services.nesting.part import NestingPart
 from services.network.config import NetworkConfig
 from services.network.part import NetworkPart
 from services.network.service import Networking
@@ -69,9 +72,12 @@ def dispatcher(tmp_path) -> Dispatcher:
                         config=MachinesConfig(machines_dir=tmp_path / "machines",
                                               state_dir=tmp_path, boot_timeout=5,
                                               stop_timeout=5))
+    nesting = NestingPart(NestingConfig(), layers_of=lambda name: tmp_path / name,
+                          offered_dir=tmp_path / "offered", images=dict)
+    inner = InnerMachines(InnerStore(store), machines, networking, nesting, boot_timeout=5)
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
-                               images=images, networking=networking, ssh=ssh,
+                               images=images, networking=networking, ssh=ssh, inner=inner,
                                doctor=Doctor([])))
 
 

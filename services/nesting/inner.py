@@ -1,0 +1,426 @@
+"""Machines inside machines: ``OUTER/INNER``, created, started, stopped and destroyed by
+ctbot, run by the outer's own systemd as ``systemd-nspawn@INNER.service``.
+
+Where things are (ARCHITECTURE.md, "Nested machines"):
+
+- the inner's root is an overlay mounted by its unit inside the outer: the lower layer is
+  a host image the outer is offered read-only (services/nesting/part.py), the upper layer
+  a directory of the host's file system, STATE_DIR/machines/OUTER/nested/INNER, which
+  ctbot writes the inner's identity and addresses into before it first boots;
+- its unit drop-in and its link's networkd file are written into the outer's root;
+- its addresses come from the same pools as every machine's (one address book: never
+  handed out twice), and its outer answers for them on the bridge (proxy ARP and NDP,
+  forwarding): the host and other machines reach it directly, with no route on the host.
+
+Each create and destroy is recorded with the process doing it; a row whose process is
+gone (killed) is rolled back or finished by the next reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.core import host
+from services.core.errors import Conflict, InvalidInput, NotFound, OperationFailed
+from services.core.host import Completed
+from services.core.progress import Progress
+from services.core.store import Store
+from services.core.templating import render
+from services.grammar import (
+    AddressRequest,
+    Family,
+    image_name,
+    machine_name,
+    machine_ref,
+    requests_from_json,
+    requests_to_json,
+    split_ref,
+)
+from services.machines import inside, rootfs
+from services.machines.lifecycle import Machines
+from services.nesting import messages
+from services.nesting.part import FEATURE, IMAGES_DIR, NESTED_DIR, NestingPart
+from services.network.service import NETWORKD_UNIT, NETWORKD_WANTS, Networking
+
+log = logging.getLogger(__name__)
+
+MACHINES_DIR = "/var/lib/machines"  # inside the outer: where its unit mounts each root
+OUTER_LINK_LOCAL = "fe80::1"  # the outer's address on every inner link: their gateway
+INNER_NETWORK = "etc/systemd/network/10-host0.network"
+UNIT_TIMEOUT = 120.0  # seconds for a unit to start (boot included) or stop
+
+
+def unit(name: str) -> str:
+    return f"systemd-nspawn@{name}.service"
+
+
+@dataclass(frozen=True, slots=True)
+class InnerRecord:
+    outer: str
+    name: str
+    image: str
+    desired: str  # "running" | "stopped"
+    op: str | None  # "create PID START" / "destroy PID START" while one is under way
+    created_at: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.outer}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class InnerCreate:
+    """`create INNER --in OUTER [--image IMG] [--ipv4 …] [--ipv6 …]`, as a job's args."""
+
+    outer: str
+    name: str
+    image: str
+    requests: Mapping[Family, AddressRequest]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outer": self.outer, "name": self.name, "image": self.image,
+                "addresses": requests_to_json(self.requests)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InnerCreate:
+        return cls(machine_name(str(data["outer"])), machine_name(str(data["name"])),
+                   image_name(str(data["image"])), requests_from_json(data["addresses"]))
+
+
+@dataclass(frozen=True, slots=True)
+class InnerRef:
+    """The one argument of start, stop, restart and destroy of ``OUTER/INNER``."""
+
+    ref: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.ref}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InnerRef:
+        return cls(machine_ref(str(data["name"])))
+
+
+class InnerStore:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def insert(self, outer: str, name: str, image: str, op: str) -> bool:
+        """False if OUTER/NAME exists already (the primary key decides, atomically)."""
+        with self._store.transaction() as tx:
+            if tx.execute("SELECT 1 FROM inner_machines WHERE outer = ? AND name = ?",
+                          (outer, name)).fetchone():
+                return False
+            tx.execute("INSERT INTO inner_machines (outer, name, image, op, created_at)"
+                       " VALUES (?, ?, ?, ?, ?)",
+                       (outer, name, image, op, datetime.now(UTC).isoformat()))
+        return True
+
+    def get(self, outer: str, name: str) -> InnerRecord | None:
+        rows = self._store.query("SELECT * FROM inner_machines WHERE outer = ? AND name = ?",
+                                 (outer, name))
+        return _record(rows[0]) if rows else None
+
+    def list(self, outer: str | None = None) -> list[InnerRecord]:
+        rows = self._store.query(
+            "SELECT * FROM inner_machines" + (" WHERE outer = ?" if outer else "")
+            + " ORDER BY outer, name", (outer,) if outer else ())
+        return [_record(r) for r in rows]
+
+    def update(self, outer: str, name: str, **fields: Any) -> None:
+        columns = ", ".join(f"{key} = ?" for key in fields)  # keys are ours, not users'
+        self._store.execute(f"UPDATE inner_machines SET {columns} WHERE outer = ? AND name = ?",
+                            (*fields.values(), outer, name))
+
+    def delete(self, outer: str, name: str) -> None:
+        self._store.execute("DELETE FROM inner_machines WHERE outer = ? AND name = ?",
+                            (outer, name))
+
+
+def _record(row: Any) -> InnerRecord:
+    return InnerRecord(row["outer"], row["name"], row["image"], row["desired"], row["op"],
+                       row["created_at"])
+
+
+def _this_process(op: str) -> str:
+    return f"{op} {os.getpid()} {host.process_start_time(os.getpid())}"
+
+
+def _owner_alive(op: str) -> bool:
+    _, pid, start = ([*op.split(), "", "", ""])[:3]
+    return pid.isdigit() and host.ProcessId(int(pid), int(start) if start.isdigit()
+                                            else None).alive()
+
+
+class InnerMachines:
+    def __init__(self, store: InnerStore, machines: Machines, networking: Networking,
+                 part: NestingPart, *, boot_timeout: float) -> None:
+        self.store = store
+        self.machines = machines
+        self.net = networking
+        self.part = part
+        self.boot_timeout = boot_timeout
+
+    # ------------------------------------------------------------------ queries
+
+    def require(self, ref: str) -> InnerRecord:
+        outer, name = split_ref(ref)
+        record = self.store.get(outer, name or "")
+        if record is None:
+            raise NotFound(messages.no_such_inner(ref))
+        return record
+
+    def of(self, outer: str) -> list[InnerRecord]:
+        return self.store.list(outer)
+
+    async def status(self, ref: str) -> dict[str, Any]:
+        """What `status OUTER/INNER --json` shows."""
+        record = self.require(ref)
+        states = await self._states(record.outer)
+        return self._to_json(record, states.get(record.name, "stopped"))
+
+    async def list_json(self, outer: str) -> list[dict[str, Any]]:
+        states = await self._states(outer)
+        return [self._to_json(r, states.get(r.name, "stopped")) for r in self.of(outer)]
+
+    def _to_json(self, record: InnerRecord, state: str) -> dict[str, Any]:
+        addresses = self.net.of(record.ref)
+        return {"name": record.ref, "outer": record.outer, "state": state,
+                "image": record.image, "created_at": record.created_at,
+                **{str(f): str(addresses[f]) if f in addresses else None for f in Family}}
+
+    async def _states(self, outer: str) -> dict[str, str]:
+        """Each inner unit's state, asked of the outer's systemd in one command."""
+        records = self.of(outer)
+        leader = self._leader(outer, required=False)
+        if leader is None or not records:
+            return {}
+        result = await inside.run_in(outer, leader, ["systemctl", "is-active", "--",
+                                                     *(unit(r.name) for r in records)],
+                                     timeout=30)
+        answers = result.stdout.split()
+        return {r.name: ("running" if answer == "active" else
+                         "starting" if answer in ("activating", "reloading") else "stopped")
+                for r, answer in zip(records, answers, strict=False)}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def create(self, spec: InnerCreate, *, progress: Progress) -> dict[str, Any]:
+        """Create and boot ``OUTER/NAME``. Conflict if the outer is not running or the
+        name is taken; InvalidInput if the outer has no nesting or is not offered the
+        image (an image made after the outer started: restart it)."""
+        outer_record = self.machines.require(spec.outer)
+        if FEATURE not in outer_record.features:
+            raise InvalidInput(messages.no_nesting(spec.outer))
+        leader = self._leader(spec.outer, required=True)
+        assert leader is not None
+        if not self.machines.images.exists(spec.image):
+            raise NotFound(messages.no_such_image(spec.image))
+        if not os.path.isdir(f"/proc/{leader}/root{IMAGES_DIR}/{spec.image}/usr"):
+            raise InvalidInput(messages.image_not_offered(spec.image, spec.outer))
+        self.net.addresses.check_all(f"{spec.outer}/{spec.name}", spec.requests)
+        if not self.store.insert(spec.outer, spec.name, spec.image, _this_process("create")):
+            raise Conflict(messages.exists(f"{spec.outer}/{spec.name}"))
+        record = self.require(f"{spec.outer}/{spec.name}")
+        started = time.monotonic()
+        try:
+            self.net.allocate(record.ref, spec.requests)
+            await progress(messages.addresses(self.net.of(record.ref)))
+            self._write_inner_files(record)
+            await self._write_outer_files(record)
+            await progress(messages.configured(record.ref, time.monotonic() - started))
+            await self._start_unit(record, leader, progress)
+        except BaseException:
+            log.warning("create failed, rolling back machine=%s", record.ref)
+            await self._remove(record)
+            raise
+        self.store.update(record.outer, record.name, op=None, desired="running")
+        return await self.status(record.ref)
+
+    async def start(self, ref: str, *, progress: Progress) -> dict[str, Any]:
+        record = self.require(ref)
+        leader = self._leader(record.outer, required=True)
+        assert leader is not None
+        await self._start_unit(record, leader, progress)
+        self.store.update(record.outer, record.name, desired="running")
+        return await self.status(ref)
+
+    async def stop(self, ref: str, *, progress: Progress) -> dict[str, Any]:
+        record = self.require(ref)
+        leader = self._leader(record.outer, required=True)
+        assert leader is not None
+        await self._stop_unit(record, leader, progress)
+        self.store.update(record.outer, record.name, desired="stopped")
+        return await self.status(ref)
+
+    async def restart(self, ref: str, *, progress: Progress) -> dict[str, Any]:
+        record = self.require(ref)
+        leader = self._leader(record.outer, required=True)
+        assert leader is not None
+        await self._stop_unit(record, leader, progress)
+        await self._start_unit(record, leader, progress)
+        self.store.update(record.outer, record.name, desired="running")
+        return await self.status(ref)
+
+    async def destroy(self, ref: str, *, progress: Progress) -> None:
+        """Stop it and remove everything of it, in the outer and on the host. Works with
+        the outer stopped too (its files are written into the outer's root)."""
+        record = self.require(ref)
+        self.store.update(record.outer, record.name, op=_this_process("destroy"))
+        await self._remove(record)
+        await progress(messages.destroyed(ref))
+
+    async def exec(self, ref: str, argv: Sequence[str], *, timeout: float) -> Completed:
+        """Run ``argv`` in the inner machine, as a unit of its own systemd (systemd-run
+        --machine, through the outer's machined): its cgroup, limits and filters."""
+        record = self.require(ref)
+        leader = self._leader(record.outer, required=True)
+        assert leader is not None
+        return await inside.run_in(record.outer, leader, [
+            "systemd-run", f"--machine={record.name}", "--quiet", "--wait", "--pipe",
+            "--collect", "--service-type=exec", "--", *argv], timeout=timeout)
+
+    # ------------------------------------------------------------------ the outer's life
+
+    async def stop_all(self, outer: str, leader: int, progress: Progress) -> None:
+        """Before the outer stops: its inners, cleanly; each keeps its desired state."""
+        running = [r for r in self.of(outer) if r.desired == "running" and r.op is None]
+        if running:
+            await inside.run_in(outer, leader, ["systemctl", "stop", "--",
+                                                *(unit(r.name) for r in running)],
+                                timeout=UNIT_TIMEOUT)
+            await progress(messages.inners_stopped(outer, [r.name for r in running]))
+
+    async def start_wanted(self, outer: str, leader: int, progress: Progress) -> None:
+        """After the outer booted: the inners that were running when it stopped."""
+        for record in self.of(outer):
+            if record.desired == "running" and record.op is None:
+                await self._start_unit(record, leader, progress)
+
+    async def reconcile(self) -> list[str]:
+        """Rows whose create or destroy was killed: rolled back or finished."""
+        notes = []
+        for record in self.store.list():
+            if record.op is None or _owner_alive(record.op):
+                continue
+            await self._remove(record)
+            notes.append(messages.interrupted(record.ref, record.op.split()[0]))
+        return notes
+
+    async def forget_outer(self, outer: str) -> None:
+        """The outer is gone (destroyed): whatever rows of its inners are left go too."""
+        for record in self.of(outer):
+            await self.net.release(record.ref)
+            self.store.delete(outer, record.name)
+
+    # ------------------------------------------------------------------ internals
+
+    def _leader(self, outer: str, *, required: bool) -> int | None:
+        status = self.machines.status(outer)
+        if status.leader_pid is None and required:
+            raise Conflict(messages.outer_not_running(outer, str(status.state)))
+        return status.leader_pid
+
+    def _write_inner_files(self, record: InnerRecord) -> None:
+        """The inner's identity and addresses, in its own layer on the host."""
+        nested = self.part.nested_dir(record.outer)
+        nested.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for layer in (f"{record.name}/upper", f"{record.name}/work"):
+            rootfs.ensure_dir(nested, layer)
+        upper = f"{record.name}/upper"
+        rootfs.write_file(nested, f"{upper}/etc/machine-id",
+                          (secrets.token_hex(16) + "\n").encode())
+        rootfs.write_file(nested, f"{upper}/etc/hostname", f"{record.name}\n".encode())
+        rootfs.write_file(nested, f"{upper}/etc/hosts",
+                          render("machine/hosts.j2", name=record.name).encode())
+        addresses = self.net.of(record.ref)
+        if addresses:
+            gateway4 = (self.net.config.pools[Family.V4].gateway.ip
+                        if Family.V4 in addresses else None)
+            rootfs.write_file(nested, f"{upper}/{INNER_NETWORK}", render(
+                "nesting/host0.network.j2", name=record.name, outer=record.outer,
+                addresses=list(addresses.values()), dns=self.net.config.dns,
+                gateway4=gateway4, has_ipv6=Family.V6 in addresses,
+                outer_link_local=OUTER_LINK_LOCAL).encode())
+            rootfs.write_symlink(nested, f"{upper}/{NETWORKD_WANTS}", NETWORKD_UNIT)
+
+    def _outer_files(self, name: str) -> dict[str, str]:
+        return {"unit": f"etc/systemd/system/{unit(name)}.d/ctbot.conf",
+                "link": f"etc/systemd/network/05-ctbot-ve-{name}.network"}
+
+    async def _write_outer_files(self, record: InnerRecord) -> None:
+        """The inner's unit drop-in and its link's networkd file in the outer's root,
+        the outer's own networkd file with the addresses it answers for, and the
+        bridge's rules with them; the outer's systemd and networkd told to reload."""
+        root = self.machines.paths(record.outer).root
+        files = self._outer_files(record.name)
+        layer = f"{NESTED_DIR}/{record.name}"
+        rootfs.write_file(root, files["unit"], render(
+            "nesting/unit.conf.j2", name=record.name, outer=record.outer,
+            image=record.image, root=f"{MACHINES_DIR}/{record.name}",
+            lower=f"{IMAGES_DIR}/{record.image}", upper=f"{layer}/upper",
+            work=f"{layer}/work", memory_bytes=None, cpu=None).encode())
+        addresses = self.net.of(record.ref)
+        if addresses:
+            rootfs.write_file(root, files["link"], render(
+                "nesting/link.network.j2", name=record.name,
+                addresses=list(addresses.values()),
+                outer_link_local=OUTER_LINK_LOCAL).encode())
+        await self._outer_network_changed(record.outer)
+
+    async def _outer_network_changed(self, outer: str) -> None:
+        self.net.write_machine_files(self.machines.paths(outer).root, outer)
+        await self.net.apply_firewall()
+        leader = self._leader(outer, required=False)
+        if leader is not None:
+            for argv in (["systemctl", "daemon-reload"], ["networkctl", "reload"]):
+                result = await inside.run_in(outer, leader, argv, timeout=60)
+                if result.returncode != 0:
+                    raise OperationFailed(messages.outer_command_failed(
+                        outer, argv, result.stderr or result.stdout))
+
+    async def _start_unit(self, record: InnerRecord, leader: int,
+                          progress: Progress) -> None:
+        started = time.monotonic()
+        result = await inside.run_in(record.outer, leader, ["systemctl", "start", "--",
+                                                           unit(record.name)],
+                                     timeout=self.boot_timeout)
+        if result.returncode != 0:
+            said = await inside.run_in(record.outer, leader, [
+                "journalctl", "--no-pager", "--lines=15", "--output=cat",
+                f"--unit={unit(record.name)}"], timeout=30)
+            raise OperationFailed(messages.start_failed(record.ref, said.stdout[-1500:]))
+        await progress(messages.booted(record.ref, time.monotonic() - started))
+
+    async def _stop_unit(self, record: InnerRecord, leader: int,
+                         progress: Progress) -> None:
+        started = time.monotonic()
+        await inside.run_in(record.outer, leader, ["systemctl", "stop", "--",
+                                                   unit(record.name)], timeout=UNIT_TIMEOUT)
+        await progress(messages.powered_off(record.ref, time.monotonic() - started))
+
+    async def _remove(self, record: InnerRecord) -> None:
+        """Everything of the inner, in the outer and on the host; safe to run again."""
+        leader = self._leader(record.outer, required=False)
+        if leader is not None:
+            await inside.run_in(record.outer, leader, ["systemctl", "stop", "--",
+                                                       unit(record.name)],
+                                timeout=UNIT_TIMEOUT)
+        root = self.machines.paths(record.outer).root
+        files = self._outer_files(record.name)
+        rootfs.remove_tree(root, str(Path(files["unit"]).parent))
+        rootfs.remove_file(root, files["link"])
+        nested = self.part.nested_dir(record.outer)
+        if nested.is_dir():
+            rootfs.remove_tree(nested, record.name)
+        await self.net.release(record.ref)
+        await self._outer_network_changed(record.outer)
+        self.store.delete(record.outer, record.name)

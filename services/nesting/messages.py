@@ -1,0 +1,76 @@
+"""What nesting says to users: one place, so the words stay consistent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from services.grammar import Family, IPInterface
+
+
+def no_such_inner(ref: str) -> str:
+    return f"no machine {ref} (`list` shows machines and those inside them)"
+
+
+def exists(ref: str) -> str:
+    return f"machine {ref} exists already"
+
+
+def no_nesting(outer: str) -> str:
+    return (f"{outer} may not run machines: `feature {outer} nesting on --restart` "
+            "(or create it with --nesting)")
+
+
+def outer_not_running(outer: str, state: str) -> str:
+    return f"{outer} is {state}: machines inside it run only while it does (`start {outer}`)"
+
+
+def no_such_image(image: str) -> str:
+    return f"no image {image} (`image list`)"
+
+
+def image_not_offered(image: str, outer: str) -> str:
+    return (f"image {image} is newer than {outer}'s last start: `restart {outer}` to offer "
+            "it to the machines inside")
+
+
+def addresses(addresses: Mapping[Family, IPInterface]) -> str:
+    shown = ", ".join(str(a) for a in addresses.values()) or "none"
+    return f"addresses: {shown}"
+
+
+def configured(ref: str, seconds: float) -> str:
+    return f"configured {ref} (identity, addresses, unit) in {seconds:.2f} s"
+
+
+def booted(ref: str, seconds: float) -> str:
+    return f"{ref}: its systemd reported ready after {seconds:.2f} s"
+
+
+def powered_off(ref: str, seconds: float) -> str:
+    return f"{ref} powered off in {seconds:.2f} s"
+
+
+def destroyed(ref: str) -> str:
+    return f"destroyed {ref}"
+
+
+def inners_stopped(outer: str, names: Sequence[str]) -> str:
+    return f"stopped the machines inside {outer} first: {', '.join(names)} (started again with it)"
+
+
+def interrupted(ref: str, op: str) -> str:
+    return f"{ref}: its {op} was interrupted; removed what it had made"
+
+
+def start_failed(ref: str, journal: str) -> str:
+    said = journal.strip() or "nothing in its unit's journal"
+    return f"{ref} did not start; its unit's last lines:\n{said}"
+
+
+def outer_command_failed(outer: str, argv: Sequence[str], said: str) -> str:
+    return f"in {outer}, `{' '.join(argv)}` failed: {said.strip()[-500:]}"
+
+
+def has_inners(outer: str, names: Sequence[str]) -> str:
+    return (f"{outer} has machines inside it: {', '.join(f'{outer}/{n}' for n in names)}; "
+            f"destroy them first, or `destroy {outer} --recursive` to remove all")

@@ -1,0 +1,142 @@
+"""Machines inside machines: a real --nesting machine running real inner machines under
+its own systemd, reached directly over both families, surviving the outer's restart,
+rolled back after a kill, destroyed with their outer."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Host
+from tests.integration.probes import system_ping
+from tests.scenario.processes import CTBOT, REPO, ctbot_env
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def outer(host_env: Host) -> Iterator[dict]:
+    host_env.keep |= {"nest1", "peer1"}
+    made = host_env.ctbot("create nest1 --nesting")
+    assert made.returncode == 0, made.stdout + made.stderr
+    inner = host_env.ctbot("create in1 --in nest1")
+    assert inner.returncode == 0, inner.stdout + inner.stderr
+    yield host_env.status("nest1")
+    host_env.keep -= {"nest1", "peer1"}
+    host_env.ctbot("destroy nest1 --recursive", "--yes")
+    host_env.ctbot("destroy peer1", "--yes")
+
+
+def ip(address: str) -> str:
+    return str(ipaddress.ip_interface(address).ip)
+
+
+def test_an_inner_machine_boots_under_its_outers_systemd(host: Host, outer):
+    status = host.json("status nest1/in1")
+    assert (status["name"], status["state"], status["outer"]) == ("nest1/in1", "running",
+                                                                  "nest1")
+    assert host.json("exec nest1/in1 -- hostname")["stdout"] == "in1\n"
+    state = host.json("exec nest1/in1 -- systemctl is-system-running")["stdout"].strip()
+    assert state in ("running", "degraded"), state
+    unit = host.json("exec nest1 -- systemctl is-active systemd-nspawn@in1.service")
+    assert unit["stdout"].strip() == "active"
+    listed = host.ctbot("list")
+    assert "nest1/in1" in listed.stdout, listed.stdout
+    assert host.status("nest1")["inner"] == ["nest1/in1"]
+
+
+def test_the_host_and_other_machines_reach_it_directly_over_both_families(host: Host, outer):
+    inner = host.json("status nest1/in1")
+    pools = {p["family"]: p for p in host.json("net pools")["pools"]}
+    for family in ("ipv4", "ipv6"):  # from the pools every machine's addresses come from
+        assert ipaddress.ip_interface(inner[family]).network == \
+            ipaddress.ip_network(pools[family]["network"])
+        assert system_ping(inner[family]), (family, inner[family])
+        gateway = ip(pools[family]["gateway"])
+        pinged = host.json(f"exec nest1/in1 -- ping -c 1 -W 2 {gateway}")
+        assert pinged["exit_code"] == 0, (family, pinged)
+    host.create("peer1")
+    for family in ("ipv4", "ipv6"):
+        pinged = host.json(f"exec peer1 -- ping -c 1 -W 2 {ip(inner[family])}")
+        assert pinged["exit_code"] == 0, (family, pinged)
+
+
+def test_it_runs_again_after_its_outer_restarts_with_the_same_addresses(host: Host, outer):
+    before = host.json("status nest1/in1")
+    restarted = host.ctbot("restart nest1")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "stopped the machines inside nest1 first: in1" in restarted.stderr
+    after = host.json("status nest1/in1")
+    assert after["state"] == "running"
+    assert (after["ipv4"], after["ipv6"]) == (before["ipv4"], before["ipv6"])
+    assert system_ping(after["ipv4"]) and system_ping(after["ipv6"])
+
+
+def test_the_hosts_images_are_read_only_to_the_outers_root(host: Host, outer):
+    """The attacker is root in the outer: it remounts the offered image read-write and
+    writes into it; the host's image, which every machine is made from, is unchanged."""
+    image = outer["image"].split("-nesting-")[0]
+    tried = host.json("exec nest1 -- sh -c " + repr(
+        f"mount -o remount,rw,bind /var/lib/ctbot/images/{image}; "
+        f"echo owned > /var/lib/ctbot/images/{image}/etc/owned; echo $?"))
+    assert "Read-only file system" in tried["stderr"], tried
+    images_dir = host.env["CTBOT_IMAGES_DIR"]
+    assert not os.path.exists(f"{images_dir}/{image}/etc/owned")
+
+
+@pytest.mark.parametrize("marker", ["addresses:", "configured nest1/in2"])
+def test_sigkill_during_an_inner_create_leaves_nothing(host: Host, outer, marker: str):
+    process = subprocess.Popen([*CTBOT, "cmd", "create in2 --in nest1"], cwd=REPO, text=True,
+                               env=ctbot_env(host.env), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if marker in line:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait(30)
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL, f"never saw {marker!r}"
+    # The next ctbot process rolls it back: no row, no addresses, no files, no unit.
+    listed = host.ctbot("list")
+    assert "nest1/in2" not in listed.stdout
+    assert "in2: its create was interrupted" in listed.stderr
+    assert "nest1/in2" not in {m["name"] for m in host.json("net show")["machines"]}
+    assert all(r["answered"] for r in host.json("ping nest1/in1")["results"])  # untouched
+    root = host.machines_dir / "nest1"
+    assert not (root / "etc/systemd/system/systemd-nspawn@in2.service.d").exists()
+    assert not (root / "etc/systemd/network/05-ctbot-ve-in2.network").exists()
+    assert not (host.state_dir / "machines/nest1/nested/in2").exists()
+    unit = host.json("exec nest1 -- systemctl is-active systemd-nspawn@in2.service")
+    assert unit["stdout"].strip() != "active"
+
+
+@pytest.mark.parametrize("bad", ["nest1/", "/in1", "nest1/in1/x", "nest1/../x", "a/B"])
+def test_bad_nested_names_are_refused_before_anything(host: Host, bad: str):
+    refused = host.ctbot(f"status {bad}")
+    assert refused.returncode == 1 and "machine" in refused.stdout, refused.stdout
+
+
+def test_an_outer_with_machines_inside_is_destroyed_only_with_them(host: Host):
+    host.create("nest2", "--nesting")
+    made = host.ctbot("create in1 --in nest2")
+    assert made.returncode == 0, made.stdout + made.stderr
+    inner = host.json("status nest2/in1")
+    refused = host.ctbot("destroy nest2", "--yes")
+    assert refused.returncode == 1 and "nest2/in1" in refused.stdout
+    assert host.json("status nest2/in1")["state"] == "running"
+    gone = host.ctbot("destroy nest2 --recursive", "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "nest2" not in host.names()
+    assert not (host.state_dir / "machines/nest2").exists()
+    assert not (host.state_dir / "offered/nest2").exists()
+    assert "offered/nest2" not in Path("/proc/self/mountinfo").read_text()
+    assert not system_ping(inner["ipv4"])
+    shown = {m["name"] for m in host.json("net show")["machines"]}
+    assert not {"nest2", "nest2/in1"} & shown
