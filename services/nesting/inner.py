@@ -3,11 +3,12 @@ ctbot, run by the outer's own systemd as ``systemd-nspawn@INNER.service``.
 
 Where things are (ARCHITECTURE.md, "Nested machines"):
 
-- the inner's root is an overlay mounted by its unit inside the outer: the lower layer is
-  a host image the outer is offered read-only (services/nesting/part.py), the upper layer
-  a directory of the host's file system, STATE_DIR/machines/OUTER/nested/INNER, which
-  ctbot writes the inner's identity and addresses into before it first boots;
-- its unit drop-in and its link's networkd file are written into the outer's root;
+- the inner's root is an overlay mounted by its unit inside the outer
+  (``ctbot-machine@INNER.service``, written once into the outer by the nesting part):
+  the lower layer a host image the outer is offered read-only, the upper layer a
+  directory of the host's file system, STATE_DIR/machines/OUTER/nested/INNER, which ctbot
+  writes the inner's identity and addresses into before it first boots, with the unit's
+  own values (``unit.env``): creating an inner reloads nothing in the outer;
 - its addresses come from the same pools as every machine's (one address book: never
   handed out twice), and its outer answers for them on the bridge (proxy ARP and NDP,
   forwarding): the host and other machines reach it directly, with no route on the host.
@@ -25,7 +26,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from services.core import host
@@ -47,19 +47,17 @@ from services.grammar import (
 from services.machines import inside, rootfs
 from services.machines.lifecycle import Machines
 from services.nesting import messages
-from services.nesting.part import FEATURE, IMAGES_DIR, NESTED_DIR, NestingPart
+from services.nesting.part import FEATURE, IMAGES_DIR, OUTER_LINK_LOCAL, UNIT, NestingPart
 from services.network.service import NETWORKD_UNIT, NETWORKD_WANTS, Networking
 
 log = logging.getLogger(__name__)
 
-MACHINES_DIR = "/var/lib/machines"  # inside the outer: where its unit mounts each root
-OUTER_LINK_LOCAL = "fe80::1"  # the outer's address on every inner link: their gateway
 INNER_NETWORK = "etc/systemd/network/10-host0.network"
 UNIT_TIMEOUT = 120.0  # seconds for a unit to start (boot included) or stop
 
 
 def unit(name: str) -> str:
-    return f"systemd-nspawn@{name}.service"
+    return UNIT.format(name=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +233,7 @@ class InnerMachines:
             self.net.allocate(record.ref, spec.requests)
             await progress(messages.addresses(self.net.of(record.ref)))
             self._write_inner_files(record)
-            await self._write_outer_files(record)
+            await self.net.apply_firewall()  # the outer may answer for its addresses
             await progress(messages.configured(record.ref, time.monotonic() - started))
             await self._start_unit(record, leader, progress)
         except BaseException:
@@ -243,7 +241,7 @@ class InnerMachines:
             await self._remove(record)
             raise
         self.store.update(record.outer, record.name, op=None, desired="running")
-        return await self.status(record.ref)
+        return self._to_json(record, "running")  # its unit just reported ready
 
     async def start(self, ref: str, *, progress: Progress) -> dict[str, Any]:
         record = self.require(ref)
@@ -251,7 +249,7 @@ class InnerMachines:
         assert leader is not None
         await self._start_unit(record, leader, progress)
         self.store.update(record.outer, record.name, desired="running")
-        return await self.status(ref)
+        return self._to_json(record, "running")
 
     async def stop(self, ref: str, *, progress: Progress) -> dict[str, Any]:
         record = self.require(ref)
@@ -259,7 +257,7 @@ class InnerMachines:
         assert leader is not None
         await self._stop_unit(record, leader, progress)
         self.store.update(record.outer, record.name, desired="stopped")
-        return await self.status(ref)
+        return self._to_json(record, "stopped")
 
     async def restart(self, ref: str, *, progress: Progress) -> dict[str, Any]:
         record = self.require(ref)
@@ -268,7 +266,7 @@ class InnerMachines:
         await self._stop_unit(record, leader, progress)
         await self._start_unit(record, leader, progress)
         self.store.update(record.outer, record.name, desired="running")
-        return await self.status(ref)
+        return self._to_json(record, "running")
 
     async def destroy(self, ref: str, *, progress: Progress) -> None:
         """Stop it and remove everything of it, in the outer and on the host. Works with
@@ -351,41 +349,13 @@ class InnerMachines:
                 gateway4=gateway4, has_ipv6=Family.V6 in addresses,
                 outer_link_local=OUTER_LINK_LOCAL).encode())
             rootfs.write_symlink(nested, f"{upper}/{NETWORKD_WANTS}", NETWORKD_UNIT)
+        # What its unit reads each start (EnvironmentFile=): its image and addresses.
+        values = {"LOWER": f"{IMAGES_DIR}/{record.image}",
+                  "IPV4": str(addresses[Family.V4].ip) if Family.V4 in addresses else "",
+                  "IPV6": str(addresses[Family.V6].ip) if Family.V6 in addresses else ""}
+        rootfs.write_file(nested, f"{record.name}/unit.env",
+                          "".join(f"{k}={v}\n" for k, v in values.items()).encode())
 
-    def _outer_files(self, name: str) -> dict[str, str]:
-        return {"unit": f"etc/systemd/system/{unit(name)}.d/ctbot.conf",
-                "link": f"etc/systemd/network/05-ctbot-ve-{name}.network"}
-
-    async def _write_outer_files(self, record: InnerRecord) -> None:
-        """The inner's unit drop-in and its link's networkd file in the outer's root,
-        the outer's own networkd file with the addresses it answers for, and the
-        bridge's rules with them; the outer's systemd and networkd told to reload."""
-        root = self.machines.paths(record.outer).root
-        files = self._outer_files(record.name)
-        layer = f"{NESTED_DIR}/{record.name}"
-        rootfs.write_file(root, files["unit"], render(
-            "nesting/unit.conf.j2", name=record.name, outer=record.outer,
-            image=record.image, root=f"{MACHINES_DIR}/{record.name}",
-            lower=f"{IMAGES_DIR}/{record.image}", upper=f"{layer}/upper",
-            work=f"{layer}/work", memory_bytes=None, cpu=None).encode())
-        addresses = self.net.of(record.ref)
-        if addresses:
-            rootfs.write_file(root, files["link"], render(
-                "nesting/link.network.j2", name=record.name,
-                addresses=list(addresses.values()),
-                outer_link_local=OUTER_LINK_LOCAL).encode())
-        await self._outer_network_changed(record.outer)
-
-    async def _outer_network_changed(self, outer: str) -> None:
-        self.net.write_machine_files(self.machines.paths(outer).root, outer)
-        await self.net.apply_firewall()
-        leader = self._leader(outer, required=False)
-        if leader is not None:
-            for argv in (["systemctl", "daemon-reload"], ["networkctl", "reload"]):
-                result = await inside.run_in(outer, leader, argv, timeout=60)
-                if result.returncode != 0:
-                    raise OperationFailed(messages.outer_command_failed(
-                        outer, argv, result.stderr or result.stdout))
 
     async def _start_unit(self, record: InnerRecord, leader: int,
                           progress: Progress) -> None:
@@ -414,13 +384,8 @@ class InnerMachines:
             await inside.run_in(record.outer, leader, ["systemctl", "stop", "--",
                                                        unit(record.name)],
                                 timeout=UNIT_TIMEOUT)
-        root = self.machines.paths(record.outer).root
-        files = self._outer_files(record.name)
-        rootfs.remove_tree(root, str(Path(files["unit"]).parent))
-        rootfs.remove_file(root, files["link"])
         nested = self.part.nested_dir(record.outer)
         if nested.is_dir():
             rootfs.remove_tree(nested, record.name)
-        await self.net.release(record.ref)
-        await self._outer_network_changed(record.outer)
+        await self.net.release(record.ref)  # the bridge's rules without it, then its rows
         self.store.delete(record.outer, record.name)

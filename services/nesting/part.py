@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from services.core import host
 from services.core.errors import HostCommandFailed
 from services.core.progress import Progress
+from services.core.templating import render
 from services.machines import clones, rootfs
 from services.machines.parts import BasePart, NspawnSettings
 from services.machines.records import MachineRecord
@@ -44,6 +45,13 @@ SYSCTLS = ("# Written by ctbot (--nesting): answer for machines inside at once.\
            "net.ipv4.neigh.host0.proxy_delay = 0\nnet.ipv6.neigh.host0.proxy_delay = 0\n")
 NESTED_DIR = "/var/lib/ctbot/nested"  # inside the outer: inner machines' layers
 IMAGES_DIR = "/var/lib/ctbot/images"  # inside the outer: the host's images, read-only
+MACHINES_DIR = "/var/lib/machines"  # inside the outer: where each inner's root is mounted
+OUTER_LINK_LOCAL = "fe80::1"  # the outer's address on every inner's link: its gateway
+UNIT = "ctbot-machine@{name}.service"
+UNIT_FILE = "etc/systemd/system/ctbot-machine@.service"
+LINK_SCRIPT = "usr/local/lib/ctbot/inner-link"
+ROUTER_FILE = "etc/systemd/network/10-host0.network.d/ctbot-nesting.conf"
+VE_FILE = "etc/systemd/network/05-ctbot-ve.network"
 
 
 class NestingPart(BasePart):
@@ -74,10 +82,23 @@ class NestingPart(BasePart):
         return self.config.packages if self.enabled(machine) else ()
 
     def write_files(self, machine: MachineRecord, root: Path) -> None:
-        if self.enabled(machine):
-            rootfs.write_file(root, SYSCTL_FILE, SYSCTLS.encode())
-        else:
-            rootfs.remove_file(root, SYSCTL_FILE)
+        """What the outer's systemd and networkd need to run machines inside it, all of
+        it the same for every inner (an inner's own values are in its unit.env, on the
+        host): nothing is reloaded when an inner is made."""
+        files = {
+            SYSCTL_FILE: (SYSCTLS, 0o644),
+            UNIT_FILE: (render("nesting/machine@.service.j2", machines=MACHINES_DIR,
+                               nested=NESTED_DIR, images=IMAGES_DIR,
+                               link_script=f"/{LINK_SCRIPT}"), 0o644),
+            LINK_SCRIPT: (render("nesting/link.sh.j2", link_local=OUTER_LINK_LOCAL), 0o755),
+            ROUTER_FILE: (render("nesting/host0-router.conf.j2"), 0o644),
+            VE_FILE: (render("nesting/ve.network.j2"), 0o644),
+        }
+        for path, (text, mode) in files.items():
+            if self.enabled(machine):
+                rootfs.write_file(root, path, text.encode(), mode=mode)
+            else:
+                rootfs.remove_file(root, path)
 
     def settings(self, machine: MachineRecord) -> NspawnSettings:
         if not self.enabled(machine):

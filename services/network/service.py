@@ -174,18 +174,10 @@ class Networking:
             rootfs.remove_file(root, NETWORK_FILE)
             return
         gateways = [self.config.pools[f].gateway.ip for f in addresses]
-        inner = self.inner_addresses(machine)
         rootfs.write_file(root, NETWORK_FILE, render(
             "network/host0.network.j2", addresses=list(addresses.values()),
-            gateways=gateways, dns=self.config.dns, mac=machine_mac(machine),
-            inner=[a.ip for a in inner]).encode())
+            gateways=gateways, dns=self.config.dns, mac=machine_mac(machine)).encode())
         rootfs.write_symlink(root, NETWORKD_WANTS, NETWORKD_UNIT)
-
-    def inner_addresses(self, outer: str) -> list[IPInterface]:
-        """The addresses of the machines inside ``outer`` (nesting)."""
-        return [a for name, by_family in self.addresses.all().items()
-                if name.partition("/")[0] == outer and "/" in name
-                for a in by_family.values()]
 
     # ------------------------------------------------------------------ port forwards
 

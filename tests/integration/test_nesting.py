@@ -44,8 +44,9 @@ def test_an_inner_machine_boots_under_its_outers_systemd(host: Host, outer):
     assert host.json("exec nest1/in1 -- hostname")["stdout"] == "in1\n"
     state = host.json("exec nest1/in1 -- systemctl is-system-running")["stdout"].strip()
     assert state in ("running", "degraded"), state
-    unit = host.json("exec nest1 -- systemctl is-active systemd-nspawn@in1.service")
+    unit = host.json("exec nest1 -- systemctl is-active ctbot-machine@in1.service")
     assert unit["stdout"].strip() == "active"
+    assert "in1" in host.json("exec nest1 -- machinectl list --no-legend")["stdout"]
     listed = host.ctbot("list")
     assert "nest1/in1" in listed.stdout, listed.stdout
     assert host.status("nest1")["inner"] == ["nest1/in1"]
@@ -90,6 +91,19 @@ def test_the_hosts_images_are_read_only_to_the_outers_root(host: Host, outer):
     assert not os.path.exists(f"{images_dir}/{image}/etc/owned")
 
 
+def test_an_inner_machine_stops_and_starts_on_its_own(host: Host, outer):
+    stopped = host.json("stop nest1/in1")
+    assert stopped["state"] == "stopped"
+    assert host.json("status nest1/in1")["state"] == "stopped"
+    assert not system_ping(host.json("status nest1/in1")["ipv4"])
+    assert host.json("start nest1/in1")["state"] == "running"
+    again = host.json("status nest1/in1")
+    assert again["state"] == "running" and system_ping(again["ipv6"])
+    restarted = host.ctbot("restart nest1/in1")
+    assert restarted.returncode == 0 and "nest1/in1: its systemd reported ready" in \
+        restarted.stderr, restarted.stderr
+
+
 @pytest.mark.parametrize("marker", ["addresses:", "configured nest1/in2"])
 def test_sigkill_during_an_inner_create_leaves_nothing(host: Host, outer, marker: str):
     process = subprocess.Popen([*CTBOT, "cmd", "create in2 --in nest1"], cwd=REPO, text=True,
@@ -109,11 +123,8 @@ def test_sigkill_during_an_inner_create_leaves_nothing(host: Host, outer, marker
     assert "in2: its create was interrupted" in listed.stderr
     assert "nest1/in2" not in {m["name"] for m in host.json("net show")["machines"]}
     assert all(r["answered"] for r in host.json("ping nest1/in1")["results"])  # untouched
-    root = host.machines_dir / "nest1"
-    assert not (root / "etc/systemd/system/systemd-nspawn@in2.service.d").exists()
-    assert not (root / "etc/systemd/network/05-ctbot-ve-in2.network").exists()
     assert not (host.state_dir / "machines/nest1/nested/in2").exists()
-    unit = host.json("exec nest1 -- systemctl is-active systemd-nspawn@in2.service")
+    unit = host.json("exec nest1 -- systemctl is-active ctbot-machine@in2.service")
     assert unit["stdout"].strip() != "active"
 
 
