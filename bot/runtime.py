@@ -28,6 +28,7 @@ from services.machines.records import MachineStore
 from services.machines.recovery import reconcile
 from services.machines.supervisor import choose_supervisor
 from services.nesting import jobs as nesting_jobs
+from services.nesting.checks import nesting_checks
 from services.nesting.inner import InnerMachines, InnerStore
 from services.nesting.part import NestingPart
 from services.network import operations as network_jobs
@@ -99,11 +100,15 @@ class Runtime:
         async def container_checks() -> list[Check]:
             return await docker_checks(docker, machines)
 
+        async def nested_checks() -> list[Check]:
+            return await nesting_checks(nesting, machines)
+
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
             machines=machines, images=images, networking=networking, ssh=ssh, inner=inner,
-            doctor=Doctor([host_checks, net_checks, access_checks, container_checks]),
+            doctor=Doctor([host_checks, net_checks, access_checks, container_checks,
+                           nested_checks]),
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,

@@ -130,7 +130,8 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
             suite=v["images.suite"], mirror=v["images.mirror"], packages=v["images.packages"]),
         machines=MachinesConfig(
             machines_dir=v["paths.machines_dir"], state_dir=state_dir,
-            boot_timeout=v["machines.boot_timeout"], stop_timeout=v["machines.stop_timeout"]),
+            boot_timeout=v["machines.boot_timeout"], stop_timeout=v["machines.stop_timeout"],
+            min_free_disk=v["machines.min_free_disk"]),
         network=NetworkConfig(
             bridge=v["network.bridge"], pools=pools, dns=v["network.dns"],
             nft_table=v["network.nft_table"], outbound=v["network.outbound"]),

@@ -193,6 +193,9 @@ SECTIONS: tuple[Section, ...] = (
             "before `create`/`start` fail.", seconds_up_to_an_hour),
         Key("stop_timeout", 30, "Seconds a clean poweroff may take before the machine is "
             "killed.", seconds_up_to_an_hour),
+        Key("min_free_disk", "1G", "A `create` (inside another machine too) is refused when "
+            "the file system of the machines or state directory has less free than this.",
+            grammar.size),
     )),
     Section("network", "Machine networking.", (
         Key("bridge", "ctbr0", "The bridge ctbot makes (or accepts, if one with the right "

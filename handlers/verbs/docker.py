@@ -10,10 +10,11 @@ from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.machines import NAME
-from services.core.errors import InvalidInput
+from services.core.errors import Conflict, InvalidInput
 from services.docker import commands
 from services.grammar import container, count, feature, on_off
 from services.machines.specs import FeatureChange
+from services.nesting import messages as nesting_messages
 
 ACTIONS = ("ps", "images", "logs", "start", "stop", "restart", "inspect")
 NEEDS_CONTAINER = ("logs", "start", "stop", "restart", "inspect")
@@ -36,10 +37,14 @@ async def run_feature(inv: Invocation) -> Reply:
     It applies at the machine's next start (`--restart` restarts it now). Docker: on
     gives the machine an image with Docker (derived once from its own) and a Docker
     directory of its own on the host; off stops dockerd from starting, and keeps
-    containers and images for when it is on again.
+    containers and images for when it is on again. Nesting: on lets it run machines
+    inside (`create INNER --in NAME`); off is refused while it has any.
     """
     name = inv.args["NAME"]
     inv.services.machines.require(name)
+    inner = inv.services.inner.of(name)
+    if inv.args["FEATURE"] == "nesting" and not inv.args["on|off"] and inner:
+        raise Conflict(nesting_messages.has_inners_for_off(name, [r.name for r in inner]))
     return await run_job(inv, "machine.feature", FeatureChange(
         name, inv.args["FEATURE"], inv.args["on|off"], bool(inv.args.get("restart"))))
 

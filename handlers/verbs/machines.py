@@ -72,7 +72,7 @@ async def run_create(inv: Invocation) -> Reply:
     addressing = Addressing({f: inv.args.flags.get(str(f), AUTO) for f in Family})
     if outer := inv.args.get("in"):
         return await _create_inner(inv, outer, name, addressing)
-    inv.services.machines.check_can_create(name)
+    inv.services.machines.check_can_create(name, memory_bytes=inv.args.get("memory"))
     inv.services.networking.addresses.check_all(name, addressing.requests)  # before a job
     return await run_job(inv, "machine.create", CreateSpec(
         name=name, image=inv.args.get("image") or inv.services.images.config.default,
@@ -84,15 +84,16 @@ async def run_create(inv: Invocation) -> Reply:
 
 async def _create_inner(inv: Invocation, outer: str, name: str,
                         addressing: Addressing) -> Reply:
-    unsupported = [f"--{f}" for f in ("cpu", "memory", "pids", "no-start", *FEATURES)
-                   if inv.args.get(f)]
+    unsupported = [f"--{f}" for f in ("pids", "no-start", *FEATURES) if inv.args.get(f)]
     if unsupported:
         raise InvalidInput(messages.not_for_inner(unsupported))
-    inv.services.machines.require(outer)
-    inv.services.networking.addresses.check_all(f"{outer}/{name}", addressing.requests)
-    return await run_job(inv, "inner.create", InnerCreate(
+    spec = InnerCreate(
         outer=outer, name=name, image=inv.args.get("image") or inv.services.images.config.default,
-        requests=addressing.requests))
+        requests=addressing.requests, memory_bytes=inv.args.get("memory"),
+        cpu=inv.args.get("cpu"))
+    inv.services.inner.check_limits(spec)  # before a job: nothing is made if refused
+    inv.services.networking.addresses.check_all(f"{outer}/{name}", addressing.requests)
+    return await run_job(inv, "inner.create", spec)
 
 
 @verb("list", role=Role.VIEWER)
@@ -115,8 +116,8 @@ async def run_status(inv: Invocation) -> Reply:
         return Reply(data=await inv.services.inner.status(inv.args["NAME"]),
                      view="inner_status")
     status = inv.services.machines.status(inv.args["NAME"]).to_json()
-    if inner := inv.services.inner.of(inv.args["NAME"]):
-        status["inner"] = [r.ref for r in inner]
+    if inv.services.inner.of(inv.args["NAME"]):
+        status["inner"] = await inv.services.inner.usage(inv.args["NAME"])
     return Reply(data=status, view="machine_status")
 
 
@@ -184,10 +185,11 @@ async def run_exec(inv: Invocation) -> Reply:
 
 
 @verb("logs", role=Role.OPERATOR, positionals=[
-    NAME, Positional("N", required=False, parse=lambda raw: count(raw, maximum=LOGS_MAX))])
+    MACHINE, Positional("N", required=False, parse=lambda raw: count(raw, maximum=LOGS_MAX))])
 async def run_logs(inv: Invocation) -> Reply:
     """Show the last N lines (default 50) of a machine's journal, or its console log
     when it is not running."""
-    name = inv.args["NAME"]
-    text = await inside.journal(inv.services.machines, name, inv.args.get("N", LOGS_DEFAULT))
+    name, lines = inv.args["NAME"], inv.args.get("N", LOGS_DEFAULT)
+    text = (await inv.services.inner.journal(name, lines) if "/" in name
+            else await inside.journal(inv.services.machines, name, lines))
     return Reply(data={"name": name, "lines": text}, view="logs")

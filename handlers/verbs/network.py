@@ -97,7 +97,7 @@ async def run_net_export(inv: Invocation) -> Reply:
 
 
 @verb("port add", role=Role.OPERATOR, mutating=True,
-      positionals=[NAME, Positional("HOSTPORT:PORT", parse=port_spec)])
+      positionals=[MACHINE, Positional("HOSTPORT:PORT", parse=port_spec)])
 async def run_port_add(inv: Invocation) -> Reply:
     """Forward a host port to a machine port, over IPv4 and IPv6: `port add web1 8080:80`.
 
@@ -108,7 +108,7 @@ async def run_port_add(inv: Invocation) -> Reply:
     address. A host port a host program listens on is refused.
     """
     net = inv.services.networking
-    inv.services.machines.require(inv.args["NAME"])
+    require(inv, inv.args["NAME"])
     forward = await add_forward(inv.services.machines, net, inv.args["NAME"],
                                 inv.args["HOSTPORT:PORT"])
     return Reply(data=forward.to_json() | net.forward_reach(), view="port_added")
@@ -122,7 +122,7 @@ async def run_port_list(inv: Invocation) -> Reply:
 
 
 @verb("port remove", role=Role.OPERATOR, mutating=True,
-      positionals=[NAME, Positional("HOSTPORT", parse=host_port)])
+      positionals=[MACHINE, Positional("HOSTPORT", parse=host_port)])
 async def run_port_remove(inv: Invocation) -> Reply:
     """Stop forwarding a host port: `port remove web1 8080` (`8080/udp` for UDP)."""
     name, port = inv.args["NAME"], inv.args["HOSTPORT"]

@@ -182,6 +182,8 @@ MIGRATIONS: tuple[str, ...] = (
         image      TEXT NOT NULL,
         desired    TEXT NOT NULL DEFAULT 'running',
         op         TEXT,
+        memory_bytes INTEGER,
+        cpu        REAL,
         created_at TEXT NOT NULL,
         PRIMARY KEY (outer, name)
     );

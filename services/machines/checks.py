@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.core import host
 from services.core.doctor import Check, free_bytes, read_number
+from services.machines import capacity
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
 from services.machines.syscall_filter import SYSTEM_PYTHON
@@ -21,7 +22,21 @@ PROGRAMS = ("systemd-nspawn", "debootstrap", "mount", "umount", "tar", "cp", "nf
 
 async def machine_checks(machines: MachinesConfig, images: ImageConfig) -> list[Check]:
     return [await _nspawn(), await _syscall_filter(), _cgroups(), _overlayfs(),
-            _user_namespaces(), _inotify(), *_programs(), *_disk(machines, images)]
+            _user_namespaces(), _inotify(), *_programs(), *_disk(machines, images),
+            _capacity(machines)]
+
+
+def _capacity(machines: MachinesConfig) -> Check:
+    """What the host has for machines (and machines inside them): CPUs, memory the
+    kernel can hand out now, free disk against [machines] min_free_disk."""
+    free = min(free_bytes(d)[1] for d in (machines.machines_dir, machines.state_dir))
+    available = capacity.memory_available()
+    return Check("capacity", free >= machines.min_free_disk,
+                 f"{capacity.cpus()} CPUs, "
+                 f"{(available or 0) / 2**30:.1f} GiB memory available, "
+                 f"{free / 2**30:.1f} GiB free for machines "
+                 f"(creates are refused below {machines.min_free_disk / 2**30:.1f} GiB)",
+                 "free disk space, or lower [machines] min_free_disk")
 
 
 async def _syscall_filter() -> Check:

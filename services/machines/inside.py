@@ -70,16 +70,17 @@ async def journal(machines: Machines, name: str, lines: int) -> str:
         or messages.no_journal(name)
 
 
-async def read_journal(root: Path, options: Sequence[str]) -> str:
-    """journalctl ``options`` over the journal files below ``root`` (a machine's), "" if
-    there are none. The files are opened here, without following a symlink, and handed
-    to journalctl as /proc/self/fd/N: ``--root``/``--directory`` would follow a link the
-    machine's root planted (``/var/log/journal`` → another machine's or the host's)."""
-    raw = rootfs.read_file(root, "etc/machine-id", limit=64) or b""
+async def read_journal(root: Path, options: Sequence[str], *, below: str = "") -> str:
+    """journalctl ``options`` over the journal files below ``root`` (a machine's; or
+    ``root/below``, a machine's layer in a directory of ctbot's), "" if there are none.
+    The files are opened here, without following a symlink, and handed to journalctl as
+    /proc/self/fd/N: ``--root``/``--directory`` would follow a link the machine's root
+    planted (``/var/log/journal`` → another machine's or the host's)."""
+    raw = rootfs.read_file(root, f"{below}etc/machine-id", limit=64) or b""
     machine_id = raw.strip().decode("ascii", "replace")
     if not re.fullmatch(r"[0-9a-f]{32}", machine_id):
         return ""
-    fds = rootfs.open_files(root, f"var/log/journal/{machine_id}", suffix=".journal",
+    fds = rootfs.open_files(root, f"{below}var/log/journal/{machine_id}", suffix=".journal",
                             limit=MAX_JOURNAL_FILES)
     if not fds:
         return ""

@@ -29,7 +29,7 @@ from services.core.progress import NoProgress, Progress
 from services.core.tasks import finish_despite_cancel
 from services.core.templating import render
 from services.grammar import machine_name
-from services.machines import clones, messages, rootfs
+from services.machines import capacity, clones, messages, rootfs
 from services.machines.cgroups import DEFAULT_PIDS, Limits
 from services.machines.clones import MachinePaths
 from services.machines.console import wait_until_booted
@@ -53,6 +53,7 @@ class MachinesConfig:
     state_dir: Path
     boot_timeout: float  # seconds from nspawn's start to the machine's READY=1
     stop_timeout: float  # seconds a clean poweroff may take before the machine is killed
+    min_free_disk: int = 0  # bytes: a create is refused below this ([machines])
 
 
 class Machines:
@@ -94,13 +95,20 @@ class Machines:
     def _nspawn(self, record: MachineRecord) -> ProcessId | None:
         return self.supervisor.find(record.name, self.paths(record.name).root, record.nspawn)
 
-    def check_can_create(self, name: str) -> None:
-        """Fail fast, before a job is queued; create() checks again, atomically."""
+    def check_can_create(self, name: str, *, memory_bytes: int | None = None) -> None:
+        """Fail fast, before a job is queued; create() checks again, atomically.
+        Conflict if the name is taken or the host has no room (capacity.check_room)."""
         record = self.records.find(machine_name(name))
         if record is not None:
             if record.op_alive:
                 raise Conflict(messages.being_created(name, record.op_job))
             raise Conflict(messages.exists(name))
+        self.check_room(memory_bytes=memory_bytes)
+
+    def check_room(self, *, memory_bytes: int | None) -> None:
+        capacity.check_room((self.config.machines_dir, self.config.state_dir),
+                            min_free_disk=self.config.min_free_disk,
+                            memory_bytes=memory_bytes)
 
     # ------------------------------------------------------------------ create
 
@@ -109,6 +117,7 @@ class Machines:
         name = machine_name(spec.name)
         if not self.images.exists(spec.image) and spec.image != self.images.config.default:
             self.images.get(spec.image)  # raises NotFound with the list of images
+        self.check_room(memory_bytes=spec.memory_bytes)
         paths = self.paths(name)
         self.check_can_create(name)
         if paths.exists():

@@ -258,6 +258,24 @@ def unpacked_bytes(done: int, total: int) -> str:
 
 # Job results.
 
+def _size(n: int) -> str:
+    for unit, scale in (("G", 2**30), ("M", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n}B"
+
+
+def disk_too_full(where: object, free: int, floor: int) -> str:
+    return (f"only {_size(free)} free at {where}, below [machines] min_free_disk "
+            f"({_size(floor)}): free some space (`image list`, `destroy` what is not needed) "
+            "or lower the setting")
+
+
+def memory_not_available(asked: int, available: int) -> str:
+    return (f"--memory {_size(asked)} is more than the host has available "
+            f"({_size(available)}, MemAvailable): ask for less")
+
+
 def not_for_inner(flags: list[str]) -> str:
     return (f"{', '.join(flags)}: not for a machine inside another yet (its outer's limits "
             "bound it)")

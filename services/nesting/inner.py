@@ -68,6 +68,8 @@ class InnerRecord:
     desired: str  # "running" | "stopped"
     op: str | None  # "create PID START" / "destroy PID START" while one is under way
     created_at: str
+    memory_bytes: int | None = None  # its unit's MemoryMax=, within its outer's limit
+    cpu: float | None = None  # its unit's CPUQuota= in CPUs, within its outer's limit
 
     @property
     def ref(self) -> str:
@@ -82,15 +84,21 @@ class InnerCreate:
     name: str
     image: str
     requests: Mapping[Family, AddressRequest]
+    memory_bytes: int | None = None
+    cpu: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"outer": self.outer, "name": self.name, "image": self.image,
-                "addresses": requests_to_json(self.requests)}
+                "addresses": requests_to_json(self.requests),
+                "memory_bytes": self.memory_bytes, "cpu": self.cpu}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InnerCreate:
+        memory, cpu_ = data.get("memory_bytes"), data.get("cpu")
         return cls(machine_name(str(data["outer"])), machine_name(str(data["name"])),
-                   image_name(str(data["image"])), requests_from_json(data["addresses"]))
+                   image_name(str(data["image"])), requests_from_json(data["addresses"]),
+                   memory_bytes=int(memory) if memory is not None else None,
+                   cpu=float(cpu_) if cpu_ is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +119,16 @@ class InnerStore:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def insert(self, outer: str, name: str, image: str, op: str) -> bool:
+    def insert(self, spec: InnerCreate, op: str) -> bool:
         """False if OUTER/NAME exists already (the primary key decides, atomically)."""
         with self._store.transaction() as tx:
             if tx.execute("SELECT 1 FROM inner_machines WHERE outer = ? AND name = ?",
-                          (outer, name)).fetchone():
+                          (spec.outer, spec.name)).fetchone():
                 return False
-            tx.execute("INSERT INTO inner_machines (outer, name, image, op, created_at)"
-                       " VALUES (?, ?, ?, ?, ?)",
-                       (outer, name, image, op, datetime.now(UTC).isoformat()))
+            tx.execute("INSERT INTO inner_machines (outer, name, image, op, created_at,"
+                       " memory_bytes, cpu) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (spec.outer, spec.name, spec.image, op, datetime.now(UTC).isoformat(),
+                        spec.memory_bytes, spec.cpu))
         return True
 
     def get(self, outer: str, name: str) -> InnerRecord | None:
@@ -145,7 +154,7 @@ class InnerStore:
 
 def _record(row: Any) -> InnerRecord:
     return InnerRecord(row["outer"], row["name"], row["image"], row["desired"], row["op"],
-                       row["created_at"])
+                       row["created_at"], row["memory_bytes"], row["cpu"])
 
 
 def _this_process(op: str) -> str:
@@ -193,7 +202,30 @@ class InnerMachines:
         addresses = self.net.of(record.ref)
         return {"name": record.ref, "outer": record.outer, "state": state,
                 "image": record.image, "created_at": record.created_at,
+                "memory_bytes": record.memory_bytes, "cpu": record.cpu,
                 **{str(f): str(addresses[f]) if f in addresses else None for f in Family}}
+
+    async def usage(self, outer: str) -> list[dict[str, Any]]:
+        """Each inner's state and what it uses of its outer's memory (its unit's
+        MemoryCurrent, systemd.resource-control(5)), asked in one command."""
+        records = self.of(outer)
+        leader = self._leader(outer, required=False)
+        used: dict[str, int | None] = {}
+        states: dict[str, str] = {}
+        if leader is not None and records:
+            result = await inside.run_in(outer, leader, [
+                "systemctl", "show", "--property=ActiveState,MemoryCurrent", "--",
+                *(unit(r.name) for r in records)], timeout=30)
+            blocks = result.stdout.strip().split("\n\n")
+            for record, block in zip(records, blocks, strict=False):
+                values = dict(line.partition("=")[::2] for line in block.splitlines())
+                memory = values.get("MemoryCurrent", "")
+                used[record.name] = int(memory) if memory.isdigit() else None
+                states[record.name] = "running" if values.get("ActiveState") == "active" \
+                    else "stopped"
+        return [{"name": r.ref, "state": states.get(r.name, "stopped"),
+                 "memory_bytes_used": used.get(r.name), "memory_bytes": r.memory_bytes,
+                 "cpu": r.cpu} for r in records]
 
     async def _states(self, outer: str) -> dict[str, str]:
         """Each inner unit's state, asked of the outer's systemd in one command."""
@@ -224,8 +256,9 @@ class InnerMachines:
             raise NotFound(messages.no_such_image(spec.image))
         if not os.path.isdir(f"/proc/{leader}/root{IMAGES_DIR}/{spec.image}/usr"):
             raise InvalidInput(messages.image_not_offered(spec.image, spec.outer))
+        self.check_limits(spec)
         self.net.addresses.check_all(f"{spec.outer}/{spec.name}", spec.requests)
-        if not self.store.insert(spec.outer, spec.name, spec.image, _this_process("create")):
+        if not self.store.insert(spec, _this_process("create")):
             raise Conflict(messages.exists(f"{spec.outer}/{spec.name}"))
         record = self.require(f"{spec.outer}/{spec.name}")
         started = time.monotonic()
@@ -242,6 +275,18 @@ class InnerMachines:
             raise
         self.store.update(record.outer, record.name, op=None, desired="running")
         return self._to_json(record, "running")  # its unit just reported ready
+
+    def check_limits(self, spec: InnerCreate) -> None:
+        """InvalidInput if the inner asks for more memory or CPU than its outer has; a
+        Conflict if the host has no room (free disk, memory available)."""
+        outer = self.machines.require(spec.outer)
+        if spec.memory_bytes is not None and outer.memory_bytes is not None \
+                and spec.memory_bytes > outer.memory_bytes:
+            raise InvalidInput(messages.more_than_outer(spec.outer, "memory",
+                                                        spec.memory_bytes, outer.memory_bytes))
+        if spec.cpu is not None and outer.cpu is not None and spec.cpu > outer.cpu:
+            raise InvalidInput(messages.more_than_outer(spec.outer, "cpu", spec.cpu, outer.cpu))
+        self.machines.check_room(memory_bytes=spec.memory_bytes)
 
     async def start(self, ref: str, *, progress: Progress) -> dict[str, Any]:
         record = self.require(ref)
@@ -285,6 +330,15 @@ class InnerMachines:
         return await inside.run_in(record.outer, leader, [
             "systemd-run", f"--machine={record.name}", "--quiet", "--wait", "--pipe",
             "--collect", "--service-type=exec", "--", *argv], timeout=timeout)
+
+    async def journal(self, ref: str, lines: int) -> str:
+        """Its journal's last ``lines``, read by the host's journalctl from its own layer
+        on the host (files opened without following a symlink: inside.read_journal)."""
+        record = self.require(ref)
+        nested = self.part.nested_dir(record.outer)
+        return await inside.read_journal(nested, ["--output=short-iso", f"--lines={lines}"],
+                                         below=f"{record.name}/upper/") \
+            or messages.no_journal(ref)
 
     # ------------------------------------------------------------------ the outer's life
 
@@ -360,6 +414,12 @@ class InnerMachines:
     async def _start_unit(self, record: InnerRecord, leader: int,
                           progress: Progress) -> None:
         started = time.monotonic()
+        limits = ([f"MemoryMax={record.memory_bytes}"] if record.memory_bytes else []) + \
+            ([f"CPUQuota={round(record.cpu * 100)}%"] if record.cpu else [])
+        if limits:  # until the outer's next boot, when ctbot starts it again with them
+            await inside.run_in(record.outer, leader, ["systemctl", "set-property", "--runtime",
+                                                       "--", unit(record.name), *limits],
+                                timeout=30)
         result = await inside.run_in(record.outer, leader, ["systemctl", "start", "--",
                                                            unit(record.name)],
                                      timeout=self.boot_timeout)

@@ -71,6 +71,23 @@ def outer_command_failed(outer: str, argv: Sequence[str], said: str) -> str:
     return f"in {outer}, `{' '.join(argv)}` failed: {said.strip()[-500:]}"
 
 
+def more_than_outer(outer: str, what: str, asked: float, has: float) -> str:
+    def shown(value: float) -> str:
+        return f"{value / 2**20:.0f}M" if what == "memory" else f"{value:g}"
+
+    return (f"--{what} {shown(asked)} is more than {outer} has ({shown(has)}): a machine "
+            f"inside cannot have more than its outer")
+
+
+def no_journal(ref: str) -> str:
+    return f"{ref} has written no journal yet"
+
+
+def has_inners_for_off(outer: str, names: Sequence[str]) -> str:
+    return (f"{outer} has machines inside it: {', '.join(f'{outer}/{n}' for n in names)}; "
+            "destroy them before turning nesting off")
+
+
 def has_inners(outer: str, names: Sequence[str]) -> str:
     return (f"{outer} has machines inside it: {', '.join(f'{outer}/{n}' for n in names)}; "
             f"destroy them first, or `destroy {outer} --recursive` to remove all")

@@ -90,14 +90,15 @@ def undo_readdress(net: Networking) -> Undo:
 
 async def add_forward(machines: Machines, net: Networking, name: str,
                       spec: PortSpec) -> PortForward:
-    """`port add`, with the machine claimed (no destroy or net set runs meanwhile)."""
-    async with machines.operation(name, Op.FORWARD):
+    """`port add`, with the machine claimed (no destroy or net set runs meanwhile); for
+    OUTER/INNER, its outer."""
+    async with machines.operation(name.partition("/")[0], Op.FORWARD):
         return await net.add_forward(name, spec)
 
 
 async def remove_forward(machines: Machines, net: Networking, name: str,
                          port: HostPort) -> None:
-    async with machines.operation(name, Op.FORWARD):
+    async with machines.operation(name.partition("/")[0], Op.FORWARD):
         await net.remove_forward(name, port)
 
 

@@ -140,7 +140,8 @@ class Networking:
                         ipv6=a[Family.V6].ip if Family.V6 in a else None,
                         inner=tuple(inner.get(name, ())))
                   for name, a in every.items() if "/" not in name]
-        return Rules([f for f in self._forwards.list() if f.machine != without], guards)
+        return Rules([f for f in self._forwards.list()
+                      if without not in (f.machine, f.machine.partition("/")[0])], guards)
 
     async def apply_firewall(self) -> None:
         await self.firewall.apply(self.rules())

@@ -5,6 +5,7 @@ rolled back after a kill, destroyed with their outer."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Host
-from tests.integration.probes import system_ping
+from tests.integration.probes import serve_tcp, system_ping, tcp_from_host
 from tests.scenario.processes import CTBOT, REPO, ctbot_env
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,13 @@ def test_an_inner_machine_boots_under_its_outers_systemd(host: Host, outer):
     assert "in1" in host.json("exec nest1 -- machinectl list --no-legend")["stdout"]
     listed = host.ctbot("list")
     assert "nest1/in1" in listed.stdout, listed.stdout
-    assert host.status("nest1")["inner"] == ["nest1/in1"]
+    inside = host.status("nest1")["inner"]
+    assert [(i["name"], i["state"]) for i in inside] == [("nest1/in1", "running")]
+    assert inside[0]["memory_bytes_used"] is None or inside[0]["memory_bytes_used"] > 0
+    assert "nest1/in1: running, memory" in host.ctbot("status nest1").stdout
+    checks = {c["name"]: c for c in json.loads(host.ctbot("doctor", "--json").stdout)["checks"]}
+    assert checks["nesting machines"]["ok"], checks["nesting machines"]
+    assert "CPUs" in checks["capacity"]["detail"] and checks["capacity"]["ok"]
 
 
 def test_the_host_and_other_machines_reach_it_directly_over_both_families(host: Host, outer):
@@ -141,6 +148,8 @@ def test_an_outer_with_machines_inside_is_destroyed_only_with_them(host: Host):
     inner = host.json("status nest2/in1")
     refused = host.ctbot("destroy nest2", "--yes")
     assert refused.returncode == 1 and "nest2/in1" in refused.stdout
+    off = host.ctbot("feature nest2 nesting off")
+    assert off.returncode == 1 and "destroy them before turning nesting off" in off.stdout
     assert host.json("status nest2/in1")["state"] == "running"
     gone = host.ctbot("destroy nest2 --recursive", "--yes")
     assert gone.returncode == 0, gone.stdout + gone.stderr
@@ -151,3 +160,47 @@ def test_an_outer_with_machines_inside_is_destroyed_only_with_them(host: Host):
     assert not system_ping(inner["ipv4"])
     shown = {m["name"] for m in host.json("net show")["machines"]}
     assert not {"nest2", "nest2/in1"} & shown
+
+
+def test_port_forwards_and_logs_reach_an_inner_machine(host: Host, outer):
+    serve_tcp(host, "nest1/in1", 8091, "hello-from-inside")
+    added = host.json("port add nest1/in1 18091:8091")
+    inner = host.json("status nest1/in1")
+    assert added["targets"] == [ip(inner[f]) for f in ("ipv4", "ipv6")]
+    gateways = {p["family"]: ip(p["gateway"]) for p in host.json("net pools")["pools"]}
+    for family in ("ipv4", "ipv6"):
+        assert tcp_from_host(gateways[family], 18091) == b"hello-from-inside\n", family
+    assert host.ctbot("port remove nest1/in1 18091").returncode == 0
+    logs = host.ctbot("logs nest1/in1 200")
+    assert logs.returncode == 0 and "Startup finished" in logs.stdout, logs.stdout[-2000:]
+
+
+def test_an_inner_gets_no_more_than_its_outer_and_a_full_host_takes_no_machine(
+        host: Host, outer, tmp_path):
+    host.create("nest3", "--nesting", "--memory 256M")
+    refused = host.ctbot("create in3 --in nest3 --memory 512M")
+    assert refused.returncode == 1 and "more than nest3 has (256M)" in refused.stdout
+    assert "nest3/in3" not in host.ctbot("list").stdout
+    assert not (host.state_dir / "machines/nest3/nested/in3").exists()
+    made = host.ctbot("create in4 --in nest3 --memory 128M")
+    assert made.returncode == 0, made.stdout + made.stderr
+    limit = host.json("exec nest3 -- systemctl show --property=MemoryMax --value "
+                      "ctbot-machine@in4.service")
+    assert limit["stdout"].strip() == str(128 * 2**20)
+    assert "of 128.0 MiB" in host.ctbot("status nest3").stdout
+    assert host.ctbot("destroy nest3 --recursive", "--yes").returncode == 0
+
+    more = host.ctbot("create big1 --memory 100000G")
+    assert more.returncode == 1 and "more than the host has available" in more.stdout
+    # A host whose disk is below [machines] min_free_disk takes no new machine, top-level
+    # or inside another; nothing of it is made.
+    config = tmp_path / "full.toml"
+    config.write_text(Path(host.env["CTBOT_CONFIG"]).read_text().replace(
+        "[machines]\n", '[machines]\nmin_free_disk = "9000T"\n'))
+    full = Host(host.base, host.bridge, host.nft_table, {**host.env,
+                                                          "CTBOT_CONFIG": str(config)})
+    for command in ("create full1", "create full2 --in nest1"):
+        said = full.ctbot(command)
+        assert said.returncode == 1 and "below [machines] min_free_disk" in said.stdout, said
+    assert not {"full1"} & set(host.names())
+    assert not (host.machines_dir / "full1").exists()
