@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.machines import clones
-from services.machines.supervisor import find_nspawn_by_root
+from services.machines.supervisor import find_nspawn_by_root, leader_of
 from tests.scenario.processes import run_ctbot
 
 
@@ -129,7 +129,14 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
         for root in machines_dir.iterdir():
             nspawn = find_nspawn_by_root(root)
             if nspawn is not None:
-                os.kill(nspawn.pid, signal.SIGKILL)
+                # The machine's PID 1 first, which ends its PID namespace (machines
+                # inside it included); nspawn alone dying would leave the machine running.
+                leader = leader_of(nspawn)
+                if leader is not None:
+                    os.kill(leader, signal.SIGKILL)
+                    time.sleep(0.2)
+                if nspawn.alive():
+                    os.kill(nspawn.pid, signal.SIGKILL)
                 deadline = time.monotonic() + 10
                 while nspawn.alive() and time.monotonic() < deadline:
                     time.sleep(0.05)
