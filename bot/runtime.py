@@ -83,9 +83,10 @@ class Runtime:
                             config=settings.machines)
         machine_jobs.register_jobs(jobs, machines)
         network_jobs.register_jobs(jobs, machines, networking)
-        inner = InnerMachines(InnerStore(store), machines, networking, nesting,
+        inner = InnerMachines(InnerStore(store), machines, networking, nesting, ssh,
                               boot_timeout=settings.machines.boot_timeout)
         nesting.inner = inner
+        ssh.inner = inner
         nesting_jobs.register_jobs(jobs, inner)
         async def host_checks() -> list[Check]:
             return await machine_checks(settings.machines, settings.images)

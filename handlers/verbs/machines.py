@@ -90,7 +90,7 @@ async def _create_inner(inv: Invocation, outer: str, name: str,
     spec = InnerCreate(
         outer=outer, name=name, image=inv.args.get("image") or inv.services.images.config.default,
         requests=addressing.requests, memory_bytes=inv.args.get("memory"),
-        cpu=inv.args.get("cpu"))
+        cpu=inv.args.get("cpu"), creator=inv.user_id)
     inv.services.inner.check_limits(spec)  # before a job: nothing is made if refused
     inv.services.networking.addresses.check_all(f"{outer}/{name}", addressing.requests)
     return await run_job(inv, "inner.create", spec)

@@ -11,14 +11,15 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
-from handlers.verbs.machines import NAME
+from handlers.verbs.machines import MACHINE
+from handlers.verbs.network import require
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, OperationFailed, PermissionDenied
 from services.grammar import (
     Family,
     github_login,
     login,
-    machine_name,
+    machine_ref,
     seconds,
     source_networks,
     user,
@@ -126,7 +127,15 @@ async def run_key_import(inv: Invocation) -> Reply:
         "refused": refused, "machines": machines})
 
 
-@verb("access grant", role=Role.OPERATOR, mutating=True, positionals=[NAME, USER], flags=[
+async def _leader_or_none(inv: Invocation, name: str) -> int | None:
+    """The running machine's leader PID (0 for one inside another, reached through its
+    outer), None if it is not running."""
+    if "/" in name:
+        return 0 if (await inv.services.inner.status(name))["state"] == "running" else None
+    return inv.services.machines.status(name).leader_pid
+
+
+@verb("access grant", role=Role.OPERATOR, mutating=True, positionals=[MACHINE, USER], flags=[
     Flag("login", "the login in the machine (default root; made if missing)", "LOGIN",
          parse=login),
     Flag("from", "only from these addresses/networks, comma-separated", "CIDR",
@@ -143,11 +152,11 @@ async def run_access_grant(inv: Invocation) -> Reply:
     Granting the same login again replaces its options.
     """
     name, who = inv.args["NAME"], inv.args["USER"]
-    record = inv.services.machines.require(name)
+    require(inv, name)
     now = time.time()
     expires = inv.args.get("expires")
     networks = inv.args.get("from")
-    grant = Grant(record.name, who, inv.args.get("login", ROOT),
+    grant = Grant(name, who, inv.args.get("login", ROOT),
                   ",".join(str(n) for n in networks) if networks else None,
                   now + expires if expires else None, granted_by=inv.user_id, granted_at=now)
     access = inv.services.ssh
@@ -160,14 +169,14 @@ async def run_access_grant(inv: Invocation) -> Reply:
     gateways = [p.gateway.ip for p in inv.services.networking.config.pools.values()]
     if networks and not any(g in n for g in gateways for n in networks):
         notes.append(messages.check_from_elsewhere(grant.from_cidr or ""))
-    status = inv.services.machines.status(name)
+    leader = await _leader_or_none(inv, name)
     check: dict[str, Any]
-    if status.leader_pid is None:
+    if leader is None:
         check = {"ok": None, "detail": messages.not_checked_stopped(name), "address": None}
     else:
         if grant.login != ROOT:
             try:
-                await access.ensure_logins(name, status.leader_pid, [grant.login])
+                await access.ensure_logins(name, leader, [grant.login])
             except OperationFailed:  # no login, no grant: put back what was there
                 if before:
                     access.grant(before[0])
@@ -182,24 +191,24 @@ async def run_access_grant(inv: Invocation) -> Reply:
         outcome=Outcome.USER_ERROR if check["ok"] is False else Outcome.OK)
 
 
-@verb("access revoke", role=Role.OPERATOR, mutating=True, positionals=[NAME, USER], flags=[
+@verb("access revoke", role=Role.OPERATOR, mutating=True, positionals=[MACHINE, USER], flags=[
     Flag("login", "only this login (default: all of the user's logins)", "LOGIN",
          parse=login)])
 async def run_access_revoke(inv: Invocation) -> Reply:
     """Take a user's access to a machine away: their keys leave it at once."""
     name = inv.args["NAME"]
-    inv.services.machines.require(name)
+    require(inv, name)
     revoked = inv.services.ssh.revoke(name, inv.args["USER"], inv.args.get("login"))
     return Reply(view="access_revoked", data={"grants": [g.to_json() for g in revoked]})
 
 
 @verb("access list", role=Role.VIEWER,
-      positionals=[Positional("NAME", required=False, parse=machine_name)])
+      positionals=[Positional("NAME", required=False, parse=machine_ref)])
 async def run_access_list(inv: Invocation) -> Reply:
     """List who may log in where (on one machine, or all)."""
     name = inv.args.get("NAME")
     if name is not None:
-        inv.services.machines.require(name)
+        require(inv, name)
     now = time.time()
     access = inv.services.ssh
     return Reply(view="access_list", data={"grants": [
@@ -208,7 +217,7 @@ async def run_access_list(inv: Invocation) -> Reply:
         for g in access.grants(name)]})
 
 
-@verb("ssh", role=Role.VIEWER, positionals=[NAME], flags=[
+@verb("ssh", role=Role.VIEWER, positionals=[MACHINE], flags=[
     Flag("known-hosts", "print only the known_hosts lines (to save them in a file)")])
 async def run_ssh(inv: Invocation) -> Reply:
     """How to connect to a machine: ssh commands, host key fingerprints, known_hosts lines.
@@ -218,7 +227,7 @@ async def run_ssh(inv: Invocation) -> Reply:
     `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=FILE root@ADDRESS`.
     """
     name = inv.args["NAME"]
-    inv.services.machines.require(name)
+    require(inv, name)
     access = inv.services.ssh
     now = time.time()
     mine = [g for g in access.grants(name) if g.user_id == inv.user_id]
@@ -230,12 +239,12 @@ async def run_ssh(inv: Invocation) -> Reply:
     lines = known_hosts([a for a in (ipv4, ipv6) if a], host_keys)
     if inv.args.get("known-hosts"):
         return Reply(view="known_hosts", data={"name": name, "known_hosts": lines})
-    status = inv.services.machines.status(name)
+    running = await _leader_or_none(inv, name) is not None
     return Reply(view="ssh", data={
         "name": name, "login": active[0].login if active else ROOT,
         "logins": [g.login for g in active], "ipv4": ipv4, "ipv6": ipv6,
         "access": bool(active), "expired": bool(mine) and not active,
         "from": active[0].from_cidr if active else None,
         "keys": len(access.keys(inv.user_id)), "you": inv.user_id,
-        "running": status.leader_pid is not None,
+        "running": running,
         "host_keys": [k.to_json() for k in host_keys], "known_hosts": lines})

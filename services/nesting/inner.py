@@ -26,10 +26,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from services.core import host
-from services.core.errors import Conflict, InvalidInput, NotFound, OperationFailed
+from services.core.errors import Conflict, CtbotError, InvalidInput, NotFound, OperationFailed
 from services.core.host import Completed
 from services.core.progress import Progress
 from services.core.store import Store
@@ -43,12 +44,17 @@ from services.grammar import (
     requests_from_json,
     requests_to_json,
     split_ref,
+    user,
 )
 from services.machines import inside, rootfs
 from services.machines.lifecycle import Machines
 from services.nesting import messages
 from services.nesting.part import FEATURE, IMAGES_DIR, OUTER_LINK_LOCAL, UNIT, NestingPart
 from services.network.service import NETWORKD_UNIT, NETWORKD_WANTS, Networking
+from services.ssh import files as ssh_files
+from services.ssh import messages as ssh_messages
+from services.ssh.access import ROOT, SshAccess
+from services.ssh.store import Grant
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +92,12 @@ class InnerCreate:
     requests: Mapping[Family, AddressRequest]
     memory_bytes: int | None = None
     cpu: float | None = None
+    creator: str | None = None  # gets root access with their keys, as at a top-level create
 
     def to_json(self) -> dict[str, Any]:
         return {"outer": self.outer, "name": self.name, "image": self.image,
                 "addresses": requests_to_json(self.requests),
-                "memory_bytes": self.memory_bytes, "cpu": self.cpu}
+                "memory_bytes": self.memory_bytes, "cpu": self.cpu, "creator": self.creator}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InnerCreate:
@@ -98,7 +105,8 @@ class InnerCreate:
         return cls(machine_name(str(data["outer"])), machine_name(str(data["name"])),
                    image_name(str(data["image"])), requests_from_json(data["addresses"]),
                    memory_bytes=int(memory) if memory is not None else None,
-                   cpu=float(cpu_) if cpu_ is not None else None)
+                   cpu=float(cpu_) if cpu_ is not None else None,
+                   creator=user(str(data["creator"])) if data.get("creator") else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +177,33 @@ def _owner_alive(op: str) -> bool:
 
 class InnerMachines:
     def __init__(self, store: InnerStore, machines: Machines, networking: Networking,
-                 part: NestingPart, *, boot_timeout: float) -> None:
+                 part: NestingPart, ssh: SshAccess, *, boot_timeout: float) -> None:
         self.store = store
         self.machines = machines
         self.net = networking
         self.part = part
+        self.ssh = ssh
         self.boot_timeout = boot_timeout
+
+    # ------------------------------------------------------------------ for SSH
+
+    def exists(self, ref: str) -> bool:
+        outer, name = split_ref(ref)
+        record = self.store.get(outer, name or "")
+        return record is not None and not (record.op or "").startswith("destroy")
+
+    def access_dir(self, ref: str) -> tuple[Path, str]:
+        """Its access directory, in its own layer on the host, which its unit binds
+        read-only at /etc/ssh/ctbot (the outer sees it at /var/lib/ctbot/nested/INNER)."""
+        outer, name = split_ref(ref)
+        return self.part.nested_dir(outer), f"{name}/access"
+
+    def journal_root(self, ref: str) -> tuple[Path, str]:
+        outer, name = split_ref(ref)
+        return self.part.nested_dir(outer), f"{name}/upper/"
+
+    async def run(self, ref: str, argv: Sequence[str], *, timeout: float) -> Completed:
+        return await self.exec(ref, argv, timeout=timeout)
 
     # ------------------------------------------------------------------ queries
 
@@ -266,6 +295,7 @@ class InnerMachines:
             self.net.allocate(record.ref, spec.requests)
             await progress(messages.addresses(self.net.of(record.ref)))
             self._write_inner_files(record)
+            await self._ssh_at_create(record, spec.creator, progress)
             await self.net.apply_firewall()  # the outer may answer for its addresses
             await progress(messages.configured(record.ref, time.monotonic() - started))
             await self._start_unit(record, leader, progress)
@@ -275,6 +305,22 @@ class InnerMachines:
             raise
         self.store.update(record.outer, record.name, op=None, desired="running")
         return self._to_json(record, "running")  # its unit just reported ready
+
+    async def _ssh_at_create(self, record: InnerRecord, creator: str | None,
+                             progress: Progress) -> None:
+        """Its own host keys (recorded), sshd's snippet, its access directory; the
+        creator's root access if they have keys (as SshPart does for any machine)."""
+        nested, upper = self.part.nested_dir(record.outer), f"{record.name}/upper/"
+        self.ssh.store.set_host_keys(record.ref, ssh_files.make_host_keys(
+            nested, record.name, below=upper))
+        ssh_files.write_sshd_snippet(nested, below=upper)
+        if creator is not None and self.ssh.keys(creator):
+            self.ssh.store.grant(Grant(record.ref, creator, ROOT, None, None,
+                                       granted_by=creator, granted_at=time.time()))
+            await progress(ssh_messages.creator_granted(record.ref,
+                                                        len(self.ssh.keys(creator))))
+        rootfs.ensure_dir(nested, f"{record.name}/access")
+        self.ssh.push(record.ref)
 
     def check_limits(self, spec: InnerCreate) -> None:
         """InvalidInput if the inner asks for more memory or CPU than its outer has; a
@@ -361,7 +407,13 @@ class InnerMachines:
         """Rows whose create or destroy was killed: rolled back or finished."""
         notes = []
         for record in self.store.list():
-            if record.op is None or _owner_alive(record.op):
+            if record.op is None:
+                try:  # its access directory as the store says (a grant expired)
+                    self.ssh.push(record.ref)
+                except CtbotError as exc:
+                    notes.append(ssh_messages.access_not_rewritten(record.ref, str(exc)))
+                continue
+            if _owner_alive(record.op):
                 continue
             await self._remove(record)
             notes.append(messages.interrupted(record.ref, record.op.split()[0]))
@@ -429,6 +481,10 @@ class InnerMachines:
                 f"--unit={unit(record.name)}"], timeout=30)
             raise OperationFailed(messages.start_failed(record.ref, said.stdout[-1500:]))
         await progress(messages.booted(record.ref, time.monotonic() - started))
+        try:  # a login that cannot be made costs that login, not the boot
+            await self.ssh.ensure_logins(record.ref, leader, self.ssh.logins(record.ref))
+        except OperationFailed as exc:
+            await progress(f"ssh: {exc}")
 
     async def _stop_unit(self, record: InnerRecord, leader: int,
                          progress: Progress) -> None:
@@ -448,4 +504,5 @@ class InnerMachines:
         if nested.is_dir():
             rootfs.remove_tree(nested, record.name)
         await self.net.release(record.ref)  # the bridge's rules without it, then its rows
+        self.ssh.forget(record.ref)
         self.store.delete(record.outer, record.name)

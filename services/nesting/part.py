@@ -29,6 +29,7 @@ from services.machines import clones, rootfs
 from services.machines.parts import BasePart, NspawnSettings
 from services.machines.records import MachineRecord
 from services.nesting.config import NestingConfig
+from services.ssh.files import IN_MACHINE_DIR
 
 if TYPE_CHECKING:
     from services.nesting.inner import InnerMachines
@@ -48,6 +49,7 @@ IMAGES_DIR = "/var/lib/ctbot/images"  # inside the outer: the host's images, rea
 MACHINES_DIR = "/var/lib/machines"  # inside the outer: where each inner's root is mounted
 OUTER_LINK_LOCAL = "fe80::1"  # the outer's address on every inner's link: its gateway
 UNIT = "ctbot-machine@{name}.service"
+SSH_ACCESS_DIR = IN_MACHINE_DIR  # where sshd reads granted keys
 UNIT_FILE = "etc/systemd/system/ctbot-machine@.service"
 LINK_SCRIPT = "usr/local/lib/ctbot/inner-link"
 ROUTER_FILE = "etc/systemd/network/10-host0.network.d/ctbot-nesting.conf"
@@ -89,6 +91,7 @@ class NestingPart(BasePart):
             SYSCTL_FILE: (SYSCTLS, 0o644),
             UNIT_FILE: (render("nesting/machine@.service.j2", machines=MACHINES_DIR,
                                nested=NESTED_DIR, images=IMAGES_DIR,
+                               ssh_access=SSH_ACCESS_DIR,
                                link_script=f"/{LINK_SCRIPT}"), 0o644),
             LINK_SCRIPT: (render("nesting/link.sh.j2", link_local=OUTER_LINK_LOCAL), 0o755),
             ROUTER_FILE: (render("nesting/host0-router.conf.j2"), 0o644),

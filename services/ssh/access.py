@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.core.errors import CtbotError, NotFound, OperationFailed
+from services.core.host import Completed
 from services.grammar import Family
 from services.machines import inside, rootfs
+from services.machines import messages as machine_messages
 from services.machines.records import MachineStore, Op
 from services.network.service import Networking
 from services.ssh import files, messages
@@ -50,6 +52,22 @@ class LoginCheck:
         return {"ok": self.ok, "detail": self.detail, "address": self.address}
 
 
+class InnerPlaces(Protocol):
+    """Where SSH finds a machine inside another (``OUTER/INNER``): its access directory
+    and its journal in its own layer on the host, and how to run a command in it
+    (services/nesting/inner.py)."""
+
+    def exists(self, ref: str) -> bool: ...
+
+    def access_dir(self, ref: str) -> tuple[Path, str]:
+        """(a directory of ctbot's, the path below it), for rootfs."""
+        ...
+
+    def journal_root(self, ref: str) -> tuple[Path, str]: ...
+
+    async def run(self, ref: str, argv: Sequence[str], *, timeout: float) -> Completed: ...
+
+
 class SshAccess:
     def __init__(self, store: SshStore, records: MachineStore, networking: Networking,
                  config: SshConfig, *, root_of: Callable[[str], Path]) -> None:
@@ -58,6 +76,7 @@ class SshAccess:
         self.records = records
         self.net = networking
         self.config = config
+        self.inner: InnerPlaces | None = None  # set once both exist (bot/runtime.py)
         self._checking: dict[str, list[tuple[str, str]]] = {}  # machine → (login, line)
 
     # ------------------------------------------------------------------ keyrings
@@ -96,7 +115,10 @@ class SshAccess:
 
     def grant(self, grant: Grant) -> None:
         """Record (or replace) the grant and write the machine's files."""
-        self.records.get(grant.machine)  # NotFound for a machine that does not exist
+        if "/" not in grant.machine:  # OUTER/INNER: the verb has checked it exists
+            self.records.get(grant.machine)  # NotFound for a machine that does not exist
+        elif self.inner is None or not self.inner.exists(grant.machine):
+            raise NotFound(machine_messages.no_machine(grant.machine))
         self.store.grant(grant)
         self.push(grant.machine)
 
@@ -128,11 +150,17 @@ class SshAccess:
     def push(self, machine: str) -> bool:
         """Write the machine's access directory from the store; True if it changed. A
         machine being destroyed is left alone (its directory goes with it)."""
-        record = self.records.find(machine)
-        if record is None or (record.op is Op.DESTROY and record.op_alive):
-            return False
+        if "/" in machine:  # OUTER/INNER: its directory is in its own layer on the host
+            if self.inner is None or not self.inner.exists(machine):
+                return False
+            root, below = self.inner.access_dir(machine)
+        else:
+            record = self.records.find(machine)
+            if record is None or (record.op is Op.DESTROY and record.op_alive):
+                return False
+            root, below = self.config.access_root, machine
         expected = self.expected_files(machine)
-        changed = files.write_access(self.config.access_root, machine, expected)
+        changed = files.write_access(root, below, expected)
         if changed:
             log.info("ssh access written machine=%s logins=%s", machine,
                      ",".join(sorted(expected)) or "-")
@@ -142,6 +170,8 @@ class SshAccess:
         """The machine is gone: its rows, and its directory (if that cannot be removed
         now, the machine's teardown goes on: reconcile removes it as a stray later)."""
         self.store.forget_machine(machine)
+        if "/" in machine:  # its directory goes with its layer
+            return
         if self.config.access_root.is_dir():
             try:
                 rootfs.remove_tree(self.config.access_root, machine)
@@ -176,9 +206,12 @@ class SshAccess:
             return
         script = ('for u; do id -u -- "$u" >/dev/null 2>&1 || useradd --create-home '
                   '--shell /bin/bash --comment "$u (ctbot access)" -- "$u" || exit 1; done')
+        argv = ["sh", "-c", script, "sh", *logins]
         try:
-            result = await inside.run_in(machine, leader,
-                                         ["sh", "-c", script, "sh", *logins], timeout=60)
+            if "/" in machine and self.inner is not None:
+                result = await self.inner.run(machine, argv, timeout=60)
+            else:
+                result = await inside.run_in(machine, leader, argv, timeout=60)
         except OperationFailed as exc:
             raise OperationFailed(messages.login_not_made(machine, logins, str(exc))) from None
         if result.returncode != 0:
@@ -256,9 +289,12 @@ class SshAccess:
     async def _sshd_says(self, machine: str) -> str:
         """sshd's last words about logins, from the machine's journal (read by the host's
         journalctl from the machine's files: nothing of the machine's runs)."""
+        root, below = (self.inner.journal_root(machine)
+                       if "/" in machine and self.inner is not None
+                       else (self.root_of(machine), ""))
         try:
-            said = await inside.read_journal(self.root_of(machine),
-                                             ["--output=cat", "--identifier=sshd", "--lines=4"])
+            said = await inside.read_journal(root, ["--output=cat", "--identifier=sshd",
+                                                    "--lines=4"], below=below)
         except Exception:  # the reason is a courtesy: the refusal stands without it
             log.exception("reading sshd's journal failed machine=%s", machine)
             return ""

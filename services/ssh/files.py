@@ -46,15 +46,16 @@ AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2 {IN_MACHINE_DIR}/%
 HEADER = b"# Written by ctbot (`access grant`/`access revoke`); read-only in the machine.\n"
 
 
-def make_host_keys(root: Path, machine: str) -> list[HostKey]:
+def make_host_keys(root: Path, machine: str, *, below: str = "") -> list[HostKey]:
     """New host keys for this machine alone (an image carries none), written into its
-    root: ed25519 and ECDSA P-256, ~1 ms each."""
+    root (``root/below``: a machine's layer in a directory of ctbot's): ed25519 and
+    ECDSA P-256, ~1 ms each."""
     import asyncssh
 
     made = []
     for algorithm in HOST_KEY_TYPES:
         key = asyncssh.generate_private_key(algorithm, comment=f"root@{machine}")
-        path = HOST_KEY_FILES[algorithm]
+        path = below + HOST_KEY_FILES[algorithm]
         rootfs.write_file(root, path, key.export_private_key("openssh"), mode=0o600)
         public = key.export_public_key("openssh").decode().split()
         rootfs.write_file(root, f"{path}.pub", f"{public[0]} {public[1]} root@{machine}\n"
@@ -63,9 +64,9 @@ def make_host_keys(root: Path, machine: str) -> list[HostKey]:
     return made
 
 
-def write_sshd_snippet(root: Path) -> None:
-    rootfs.write_file(root, SSHD_SNIPPET, SNIPPET.encode())
-    rootfs.ensure_dir(root, IN_MACHINE_DIR.lstrip("/"))  # the mount point
+def write_sshd_snippet(root: Path, *, below: str = "") -> None:
+    rootfs.write_file(root, below + SSHD_SNIPPET, SNIPPET.encode())
+    rootfs.ensure_dir(root, below + IN_MACHINE_DIR.lstrip("/"))  # the mount point
 
 
 def expiry_time(epoch: float) -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.conftest import Host
 from tests.integration.probes import serve_tcp, system_ping, tcp_from_host
+from tests.integration.test_ssh import asyncssh_login, make_key, system_ssh
 from tests.scenario.processes import CTBOT, REPO, ctbot_env
 
 pytestmark = pytest.mark.integration
@@ -204,3 +205,33 @@ def test_an_inner_gets_no_more_than_its_outer_and_a_full_host_takes_no_machine(
         assert said.returncode == 1 and "below [machines] min_free_disk" in said.stdout, said
     assert not {"full1"} & set(host.names())
     assert not (host.machines_dir / "full1").exists()
+
+
+def test_a_granted_key_logs_in_to_an_inner_machine_and_revoke_refuses(host: Host, outer,
+                                                                       tmp_path):
+    key, pub = make_key(tmp_path, "nina")
+    assert host.ctbot(f"key add {pub}").returncode == 0
+    try:
+        granted = host.json("access grant nest1/in1 local")
+        assert granted["check"]["ok"] is True, granted  # ctbot's own login, host key pinned
+        info = host.json("ssh nest1/in1")
+        known = tmp_path / "known_hosts"
+        known.write_text("\n".join(info["known_hosts"]) + "\n")
+        assert len(info["host_keys"]) == 2  # its own, made at create
+        for address in (info["ipv4"], info["ipv6"]):
+            result = system_ssh(host, key, known, address, "hostname")
+            assert result.returncode == 0 and result.stdout.strip() == "in1", result.stderr
+        assert asyncssh_login(info["ipv4"], key, known) == "in1"
+        other = host.json("access grant nest1/in1 local --login nina")
+        assert other["check"]["ok"] is True, other  # the login made by the inner's useradd
+        assert system_ssh(host, key, known, info["ipv6"], "id", "-un",
+                          login="nina").stdout.strip() == "nina"
+        # Its keys are not the outer's: the outer's own sshd takes none of them.
+        outer_info = host.json("ssh nest1")
+        assert outer_info["host_keys"] != info["host_keys"]
+        assert host.ctbot("access revoke nest1/in1 local").returncode == 0
+        refused = system_ssh(host, key, known, info["ipv4"], "true")
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr
+    finally:
+        for stored in host.json("key list")["keys"]:
+            host.ctbot(f"key remove {stored['fingerprint']}")

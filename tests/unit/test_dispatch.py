@@ -74,7 +74,8 @@ def dispatcher(tmp_path) -> Dispatcher:
                                               stop_timeout=5))
     nesting = NestingPart(NestingConfig(), layers_of=lambda name: tmp_path / name,
                           offered_dir=tmp_path / "offered", images=dict)
-    inner = InnerMachines(InnerStore(store), machines, networking, nesting, boot_timeout=5)
+    inner = InnerMachines(InnerStore(store), machines, networking, nesting, ssh,
+                          boot_timeout=5)
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
                                images=images, networking=networking, ssh=ssh, inner=inner,
