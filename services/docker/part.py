@@ -7,7 +7,8 @@
 - the two system calls runc needs beyond nspawn's filter: keyctl (its session keyring)
   and bpf (its device filter), each narrowed by ctbot's filter under nspawn
   (services/machines/syscall_filter.py: keyctl answers ENOSYS, which runc tolerates;
-  bpf loads and attaches device filters only); no extra capability;
+  bpf loads only device filters that call nothing, from a copy ctbot checked); no extra
+  capability;
 - the unified cgroup hierarchy inside, which every machine has (supervisor.py);
 - ready when dockerd answers: the machine is not reported running before.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 
 INNER_NETWORK = "etc/systemd/network/10-host0.network"
 UNIT_TIMEOUT = 120.0  # seconds for a unit to start (boot included) or stop
+# What the outer says of its inners is the outer's claim: a view asks with a short
+# timeout and shows "unknown" when the outer does not answer, and nothing ctbot must do
+# on the host (a stop, a destroy, a reconcile) waits on the outer's cooperation.
+ASK_TIMEOUT = 5.0
+STOP_TIMEOUT = 15.0
+_NUMBER = re.compile(r"[0-9]{1,20}")
 
 
 def unit(name: str) -> str:
@@ -242,14 +249,17 @@ class InnerMachines:
         used: dict[str, int | None] = {}
         states: dict[str, str] = {}
         if leader is not None and records:
-            result = await inside.run_in(outer, leader, [
-                "systemctl", "show", "--property=ActiveState,MemoryCurrent", "--",
-                *(unit(r.name) for r in records)], timeout=30)
-            blocks = result.stdout.strip().split("\n\n")
+            try:
+                result = await inside.run_in(outer, leader, [
+                    "systemctl", "show", "--property=ActiveState,MemoryCurrent", "--",
+                    *(unit(r.name) for r in records)], timeout=ASK_TIMEOUT)
+                blocks = result.stdout.strip().split("\n\n")
+            except CtbotError:
+                blocks, states = [], {r.name: "unknown" for r in records}
             for record, block in zip(records, blocks, strict=False):
                 values = dict(line.partition("=")[::2] for line in block.splitlines())
                 memory = values.get("MemoryCurrent", "")
-                used[record.name] = int(memory) if memory.isdigit() else None
+                used[record.name] = int(memory) if _NUMBER.fullmatch(memory) else None
                 states[record.name] = "running" if values.get("ActiveState") == "active" \
                     else "stopped"
         return [{"name": r.ref, "state": states.get(r.name, "stopped"),
@@ -262,9 +272,12 @@ class InnerMachines:
         leader = self._leader(outer, required=False)
         if leader is None or not records:
             return {}
-        result = await inside.run_in(outer, leader, ["systemctl", "is-active", "--",
-                                                     *(unit(r.name) for r in records)],
-                                     timeout=30)
+        try:
+            result = await inside.run_in(outer, leader, ["systemctl", "is-active", "--",
+                                                         *(unit(r.name) for r in records)],
+                                         timeout=ASK_TIMEOUT)
+        except CtbotError:  # the outer does not answer: its inners' state is not known
+            return {r.name: "unknown" for r in records}
         answers = result.stdout.split()
         return {r.name: ("running" if answer == "active" else
                          "starting" if answer in ("activating", "reloading") else "stopped")
@@ -392,16 +405,25 @@ class InnerMachines:
         """Before the outer stops: its inners, cleanly; each keeps its desired state."""
         running = [r for r in self.of(outer) if r.desired == "running" and r.op is None]
         if running:
-            await inside.run_in(outer, leader, ["systemctl", "stop", "--",
-                                                *(unit(r.name) for r in running)],
-                                timeout=UNIT_TIMEOUT)
+            try:
+                await inside.run_in(outer, leader, ["systemctl", "stop", "--",
+                                                    *(unit(r.name) for r in running)],
+                                    timeout=STOP_TIMEOUT)
+            except CtbotError as exc:  # they stop with their outer anyway
+                log.warning("inners not stopped first outer=%s error=%s", outer, exc)
+                await progress(messages.inners_not_stopped(outer, str(exc)))
+                return
             await progress(messages.inners_stopped(outer, [r.name for r in running]))
 
     async def start_wanted(self, outer: str, leader: int, progress: Progress) -> None:
         """After the outer booted: the inners that were running when it stopped."""
         for record in self.of(outer):
             if record.desired == "running" and record.op is None:
-                await self._start_unit(record, leader, progress)
+                try:  # one inner that does not start costs that inner, not the outer
+                    await self._start_unit(record, leader, progress)
+                except CtbotError as exc:
+                    log.warning("inner not started machine=%s error=%s", record.ref, exc)
+                    await progress(messages.inner_not_started(record.ref, str(exc)))
 
     async def reconcile(self) -> list[str]:
         """Rows whose create or destroy was killed: rolled back or finished."""
@@ -415,7 +437,7 @@ class InnerMachines:
                 continue
             if _owner_alive(record.op):
                 continue
-            await self._remove(record)
+            await self._remove(record, ask_outer=False)
             notes.append(messages.interrupted(record.ref, record.op.split()[0]))
         return notes
 
@@ -493,13 +515,19 @@ class InnerMachines:
                                                    unit(record.name)], timeout=UNIT_TIMEOUT)
         await progress(messages.powered_off(record.ref, time.monotonic() - started))
 
-    async def _remove(self, record: InnerRecord) -> None:
-        """Everything of the inner, in the outer and on the host; safe to run again."""
+    async def _remove(self, record: InnerRecord, *, ask_outer: bool = True) -> None:
+        """Everything of the inner, on the host, whatever the outer does: its unit is
+        asked to stop (``ask_outer``, briefly), then its layer, addresses, grants and
+        row go; a unit the outer keeps running has lost its root's layer, and the bridge
+        drops its traffic (the outer may no longer send from its addresses)."""
         leader = self._leader(record.outer, required=False)
-        if leader is not None:
-            await inside.run_in(record.outer, leader, ["systemctl", "stop", "--",
-                                                       unit(record.name)],
-                                timeout=UNIT_TIMEOUT)
+        if leader is not None and ask_outer:
+            try:
+                await inside.run_in(record.outer, leader, ["systemctl", "stop", "--",
+                                                           unit(record.name)],
+                                    timeout=STOP_TIMEOUT)
+            except CtbotError as exc:
+                log.warning("unit not stopped machine=%s error=%s", record.ref, exc)
         nested = self.part.nested_dir(record.outer)
         if nested.is_dir():
             rootfs.remove_tree(nested, record.name)

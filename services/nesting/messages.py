@@ -58,6 +58,14 @@ def inners_stopped(outer: str, names: Sequence[str]) -> str:
     return f"stopped the machines inside {outer} first: {', '.join(names)} (started again with it)"
 
 
+def inners_not_stopped(outer: str, said: str) -> str:
+    return f"the machines inside {outer} did not stop first ({said}); they stop with it"
+
+
+def inner_not_started(ref: str, said: str) -> str:
+    return f"{ref} did not start again: {said}"
+
+
 def interrupted(ref: str, op: str) -> str:
     return f"{ref}: its {op} was interrupted; removed what it had made"
 

@@ -158,21 +158,34 @@ def test_a_plain_machine_gets_docker_and_destroy_leaves_nothing(host: Host):
 
 
 # What root in a --docker machine gets of bpf(2) and keyctl(2), asked as an attacker
-# would (x86_64 numbers; a zeroed attribute: an allowed command fails otherwise than
-# EPERM). perf_event_open(2) would attach a kprobe program: nspawn's own filter.
+# would (x86_64 numbers). A program is loaded only if it is a cgroup device filter (or the
+# cgroup-skb probe runc makes) that calls nothing: a socket filter or a device filter
+# calling bpf_probe_read_kernel (helper 113) would read the host's memory. An allowed
+# command with a zeroed attribute fails otherwise than EPERM ("kernel").
 SYSCALL_PROBE = r"""
 use Errno;
-my $attr = "\0" x 128;
 sub try { my ($name, @args) = @_; $! = 0; my $r = syscall(shift @args, @args);
           my $e = $! + 0;
           printf "%s %s\n", $name,
                  $r >= 0 ? "ok" : $e == 1 ? "EPERM" : $e == 38 ? "ENOSYS" : "kernel"; }
-try("prog_load", 321, 5, $attr, 128);
-try("prog_query", 321, 16, $attr, 128);
-try("map_create", 321, 0, $attr, 128);
-try("raw_tracepoint_open", 321, 17, $attr, 128);
-try("link_create", 321, 28, $attr, 128);
-try("prog_get_fd_by_id", 321, 13, $attr, 128);
+sub insn { pack("C C s l", @_) }
+my $exit1 = insn(0xb7, 0, 0, 1) . insn(0x95, 0, 0, 0);            # r0 = 1; exit
+my $reads = insn(0xbf, 0x1a, 0, 0) . insn(0x07, 1, 0, -8) . insn(0xb7, 2, 0, 8)
+          . insn(0xb7, 3, 0, 0) . insn(0x85, 0, 0, 113) . $exit1;  # probe_read_kernel
+my $gpl = "GPL";
+sub load { my ($type, $code) = @_;
+           pack("L L Q Q", $type, length($code) / 8, unpack("Q", pack("p", $code)),
+                unpack("Q", pack("p", $gpl))) . "\0" x 96 }
+my $zero = "\0" x 128;
+try("device_filter", 321, 5, load(15, $exit1), 128);
+try("device_filter_calling", 321, 5, load(15, $reads), 128);
+try("socket_filter_calling", 321, 5, load(1, $reads), 128);
+try("socket_filter", 321, 5, load(1, $exit1), 128);
+try("prog_query", 321, 16, $zero, 128);
+try("map_create", 321, 0, $zero, 128);
+try("raw_tracepoint_open", 321, 17, $zero, 128);
+try("link_create", 321, 28, $zero, 128);
+try("prog_get_fd_by_id", 321, 13, $zero, 128);
 try("keyctl_link", 250, 8, -4, -3);
 try("perf_event_open", 298, 0, -1, 0, -1, 0);
 """
@@ -185,8 +198,9 @@ def test_root_in_a_docker_machine_gets_only_the_bpf_and_keyctl_docker_needs(host
         pytest.skip("system call numbers are x86_64's")
     probed = host.json(f"exec dock1 -- perl -e {shlex.quote(SYSCALL_PROBE)}")
     said = dict(line.split() for line in probed["stdout"].splitlines())
-    assert said == {"prog_load": "kernel", "prog_query": "kernel",  # the kernel decides
-                    "map_create": "EPERM", "raw_tracepoint_open": "EPERM",
+    assert said == {"device_filter": "ok", "device_filter_calling": "EPERM",
+                    "socket_filter_calling": "EPERM", "socket_filter": "EPERM",
+                    "prog_query": "kernel", "map_create": "EPERM", "raw_tracepoint_open": "EPERM",
                     "link_create": "EPERM", "prog_get_fd_by_id": "EPERM",
                     "keyctl_link": "ENOSYS", "perf_event_open": "EPERM"}, probed
 

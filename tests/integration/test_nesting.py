@@ -235,3 +235,30 @@ def test_a_granted_key_logs_in_to_an_inner_machine_and_revoke_refuses(host: Host
     finally:
         for stored in host.json("key list")["keys"]:
             host.ctbot(f"key remove {stored['fingerprint']}")
+
+
+def test_an_outer_that_lies_or_hangs_cannot_stall_ctbot_or_keep_itself(host: Host):
+    """The attacker is root in the outer: its systemctl first lies, then never answers.
+    Views still answer (its inners' state "unknown"), and destroy still removes it."""
+    import time
+
+    host.create("nest4", "--nesting")
+    assert host.ctbot("create in1 --in nest4").returncode == 0
+    liar = "printf '#!/bin/sh\\necho MemoryCurrent=\\xc2\\xb2\\necho ActiveState=active\\n'"
+    planted = host.json("exec nest4 -- sh -c " + repr(f"{liar} > /usr/bin/systemctl"))
+    assert planted["exit_code"] == 0, planted
+    shown = host.ctbot("status nest4")
+    assert shown.returncode == 0 and "nest4/in1" in shown.stdout, shown.stdout + shown.stderr
+    hang = "printf '#!/bin/sh\\nexec sleep 1000\\n' > /usr/bin/systemctl"
+    assert host.json("exec nest4 -- sh -c " + repr(hang))["exit_code"] == 0
+    started = time.monotonic()
+    listed = host.ctbot("list")
+    assert listed.returncode == 0 and "unknown" in listed.stdout, listed.stdout
+    assert time.monotonic() - started < 20
+    started = time.monotonic()
+    gone = host.ctbot("destroy nest4 --recursive", "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert time.monotonic() - started < 60
+    assert "nest4" not in host.names()
+    assert "nest4/in1" not in {m["name"] for m in host.json("net show")["machines"]}
+    assert "nest4" not in host.ctbot("list").stdout
