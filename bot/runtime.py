@@ -84,7 +84,7 @@ class Runtime:
         machine_jobs.register_jobs(jobs, machines)
         network_jobs.register_jobs(jobs, machines, networking)
         inner = InnerMachines(InnerStore(store), machines, networking, nesting, ssh,
-                              boot_timeout=settings.machines.boot_timeout)
+                              settings.docker, boot_timeout=settings.machines.boot_timeout)
         nesting.inner = inner
         ssh.inner = inner
         nesting_jobs.register_jobs(jobs, inner)

@@ -84,13 +84,13 @@ async def run_create(inv: Invocation) -> Reply:
 
 async def _create_inner(inv: Invocation, outer: str, name: str,
                         addressing: Addressing) -> Reply:
-    unsupported = [f"--{f}" for f in ("pids", "no-start", *FEATURES) if inv.args.get(f)]
+    unsupported = [f"--{f}" for f in ("pids", "no-start", "nesting") if inv.args.get(f)]
     if unsupported:
         raise InvalidInput(messages.not_for_inner(unsupported))
     spec = InnerCreate(
         outer=outer, name=name, image=inv.args.get("image") or inv.services.images.config.default,
         requests=addressing.requests, memory_bytes=inv.args.get("memory"),
-        cpu=inv.args.get("cpu"), creator=inv.user_id)
+        cpu=inv.args.get("cpu"), creator=inv.user_id, docker=bool(inv.args.get("docker")))
     inv.services.inner.check_limits(spec)  # before a job: nothing is made if refused
     inv.services.networking.addresses.check_all(f"{outer}/{name}", addressing.requests)
     return await run_job(inv, "inner.create", spec)

@@ -184,6 +184,7 @@ MIGRATIONS: tuple[str, ...] = (
         op         TEXT,
         memory_bytes INTEGER,
         cpu        REAL,
+        features   TEXT NOT NULL DEFAULT '',
         created_at TEXT NOT NULL,
         PRIMARY KEY (outer, name)
     );

@@ -19,6 +19,8 @@ gone (killed) is rolled back or finished by the next reconcile.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -36,6 +38,9 @@ from services.core.host import Completed
 from services.core.progress import Progress
 from services.core.store import Store
 from services.core.templating import render
+from services.docker import messages as docker_messages
+from services.docker.config import DockerConfig
+from services.docker.part import FEATURE as DOCKER
 from services.grammar import (
     AddressRequest,
     Family,
@@ -50,7 +55,14 @@ from services.grammar import (
 from services.machines import inside, rootfs
 from services.machines.lifecycle import Machines
 from services.nesting import messages
-from services.nesting.part import FEATURE, IMAGES_DIR, OUTER_LINK_LOCAL, UNIT, NestingPart
+from services.nesting.part import (
+    FEATURE,
+    IMAGES_DIR,
+    NESTED_DIR,
+    OUTER_LINK_LOCAL,
+    UNIT,
+    NestingPart,
+)
 from services.network.service import NETWORKD_UNIT, NETWORKD_WANTS, Networking
 from services.ssh import files as ssh_files
 from services.ssh import messages as ssh_messages
@@ -83,6 +95,7 @@ class InnerRecord:
     created_at: str
     memory_bytes: int | None = None  # its unit's MemoryMax=, within its outer's limit
     cpu: float | None = None  # its unit's CPUQuota= in CPUs, within its outer's limit
+    features: tuple[str, ...] = ()  # ("docker",)
 
     @property
     def ref(self) -> str:
@@ -100,11 +113,13 @@ class InnerCreate:
     memory_bytes: int | None = None
     cpu: float | None = None
     creator: str | None = None  # gets root access with their keys, as at a top-level create
+    docker: bool = False  # Docker inside it, as `create --docker` gives a machine
 
     def to_json(self) -> dict[str, Any]:
         return {"outer": self.outer, "name": self.name, "image": self.image,
                 "addresses": requests_to_json(self.requests),
-                "memory_bytes": self.memory_bytes, "cpu": self.cpu, "creator": self.creator}
+                "memory_bytes": self.memory_bytes, "cpu": self.cpu, "creator": self.creator,
+                "docker": self.docker}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InnerCreate:
@@ -113,7 +128,8 @@ class InnerCreate:
                    image_name(str(data["image"])), requests_from_json(data["addresses"]),
                    memory_bytes=int(memory) if memory is not None else None,
                    cpu=float(cpu_) if cpu_ is not None else None,
-                   creator=user(str(data["creator"])) if data.get("creator") else None)
+                   creator=user(str(data["creator"])) if data.get("creator") else None,
+                   docker=bool(data.get("docker")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +157,9 @@ class InnerStore:
                           (spec.outer, spec.name)).fetchone():
                 return False
             tx.execute("INSERT INTO inner_machines (outer, name, image, op, created_at,"
-                       " memory_bytes, cpu) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       " memory_bytes, cpu, features) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (spec.outer, spec.name, spec.image, op, datetime.now(UTC).isoformat(),
-                        spec.memory_bytes, spec.cpu))
+                        spec.memory_bytes, spec.cpu, DOCKER if spec.docker else ""))
         return True
 
     def get(self, outer: str, name: str) -> InnerRecord | None:
@@ -169,7 +185,8 @@ class InnerStore:
 
 def _record(row: Any) -> InnerRecord:
     return InnerRecord(row["outer"], row["name"], row["image"], row["desired"], row["op"],
-                       row["created_at"], row["memory_bytes"], row["cpu"])
+                       row["created_at"], row["memory_bytes"], row["cpu"],
+                       tuple(f for f in row["features"].split(",") if f))
 
 
 def _this_process(op: str) -> str:
@@ -184,12 +201,14 @@ def _owner_alive(op: str) -> bool:
 
 class InnerMachines:
     def __init__(self, store: InnerStore, machines: Machines, networking: Networking,
-                 part: NestingPart, ssh: SshAccess, *, boot_timeout: float) -> None:
+                 part: NestingPart, ssh: SshAccess, docker: DockerConfig, *,
+                 boot_timeout: float) -> None:
         self.store = store
         self.machines = machines
         self.net = networking
         self.part = part
         self.ssh = ssh
+        self.docker = docker
         self.boot_timeout = boot_timeout
 
     # ------------------------------------------------------------------ for SSH
@@ -239,6 +258,7 @@ class InnerMachines:
         return {"name": record.ref, "outer": record.outer, "state": state,
                 "image": record.image, "created_at": record.created_at,
                 "memory_bytes": record.memory_bytes, "cpu": record.cpu,
+                "features": list(record.features),
                 **{str(f): str(addresses[f]) if f in addresses else None for f in Family}}
 
     async def usage(self, outer: str) -> list[dict[str, Any]]:
@@ -286,9 +306,10 @@ class InnerMachines:
     # ------------------------------------------------------------------ lifecycle
 
     async def create(self, spec: InnerCreate, *, progress: Progress) -> dict[str, Any]:
-        """Create and boot ``OUTER/NAME``. Conflict if the outer is not running or the
-        name is taken; InvalidInput if the outer has no nesting or is not offered the
-        image (an image made after the outer started: restart it)."""
+        """Create and boot ``OUTER/NAME`` (with Docker: from the image derived for it,
+        ready when dockerd answers). Conflict if the outer is not running or the name is
+        taken; InvalidInput if the outer has no nesting. An image the outer was not
+        offered at its start (made since) is offered to it now."""
         outer_record = self.machines.require(spec.outer)
         if FEATURE not in outer_record.features:
             raise InvalidInput(messages.no_nesting(spec.outer))
@@ -296,9 +317,15 @@ class InnerMachines:
         assert leader is not None
         if not self.machines.images.exists(spec.image):
             raise NotFound(messages.no_such_image(spec.image))
-        if not os.path.isdir(f"/proc/{leader}/root{IMAGES_DIR}/{spec.image}/usr"):
-            raise InvalidInput(messages.image_not_offered(spec.image, spec.outer))
         self.check_limits(spec)
+        if spec.docker:
+            wanted = [p for p in self.docker.packages
+                      if p not in self.machines.images.get(spec.image).packages]
+            if wanted:
+                image = await self.machines.images.derive(spec.image, DOCKER, sorted(wanted),
+                                                          progress=progress)
+                spec = dataclasses.replace(spec, image=image.name)
+        await self.part.offer(spec.outer, leader, spec.image)
         self.net.addresses.check_all(f"{spec.outer}/{spec.name}", spec.requests)
         if not self.store.insert(spec, _this_process("create")):
             raise Conflict(messages.exists(f"{spec.outer}/{spec.name}"))
@@ -312,6 +339,8 @@ class InnerMachines:
             await self.net.apply_firewall()  # the outer may answer for its addresses
             await progress(messages.configured(record.ref, time.monotonic() - started))
             await self._start_unit(record, leader, progress)
+            if DOCKER in record.features:
+                await self._wait_for_docker(record, progress)
         except BaseException:
             log.warning("create failed, rolling back machine=%s", record.ref)
             await self._remove(record)
@@ -478,11 +507,16 @@ class InnerMachines:
                 outer_link_local=OUTER_LINK_LOCAL).encode())
             rootfs.write_symlink(nested, f"{upper}/{NETWORKD_WANTS}", NETWORKD_UNIT)
         # What its unit reads each start (EnvironmentFile=): its image and addresses.
-        values = {"LOWER": f"{IMAGES_DIR}/{record.image}",
+        extra = ""
+        if DOCKER in record.features:  # as DockerPart gives a machine (services/docker/)
+            rootfs.ensure_dir(nested, f"{record.name}/docker")
+            extra = (f"--system-call-filter=keyctl --system-call-filter=bpf "
+                     f"--bind={NESTED_DIR}/{record.name}/docker:/var/lib/docker")
+        values = {"LOWER": f"{IMAGES_DIR}/{record.image}", "NSPAWN_EXTRA": extra,
                   "IPV4": str(addresses[Family.V4].ip) if Family.V4 in addresses else "",
                   "IPV6": str(addresses[Family.V6].ip) if Family.V6 in addresses else ""}
         rootfs.write_file(nested, f"{record.name}/unit.env",
-                          "".join(f"{k}={v}\n" for k, v in values.items()).encode())
+                          "".join(f'{k}="{v}"\n' for k, v in values.items()).encode())
 
 
     async def _start_unit(self, record: InnerRecord, leader: int,
@@ -507,6 +541,24 @@ class InnerMachines:
             await self.ssh.ensure_logins(record.ref, leader, self.ssh.logins(record.ref))
         except OperationFailed as exc:
             await progress(f"ssh: {exc}")
+
+    async def _wait_for_docker(self, record: InnerRecord, progress: Progress) -> None:
+        """Ready means dockerd answers inside, on overlay2 (as for any --docker machine)."""
+        started = time.monotonic()
+        said = ""
+        while time.monotonic() - started < self.docker.ready_timeout:
+            result = await self.exec(record.ref, ["docker", "info", "--format",
+                                                  "{{.Driver}}"], timeout=30)
+            if result.returncode == 0:
+                driver = result.stdout.strip()
+                if driver != "overlay2":
+                    raise OperationFailed(docker_messages.wrong_driver(record.ref, driver))
+                await progress(docker_messages.ready(driver, time.monotonic() - started))
+                return
+            said = result.stderr or result.stdout
+            await asyncio.sleep(0.2)
+        raise OperationFailed(docker_messages.not_ready(record.ref, self.docker.ready_timeout,
+                                                        said))
 
     async def _stop_unit(self, record: InnerRecord, leader: int,
                          progress: Progress) -> None:

@@ -28,11 +28,6 @@ def no_such_image(image: str) -> str:
     return f"no image {image} (`image list`)"
 
 
-def image_not_offered(image: str, outer: str) -> str:
-    return (f"image {image} is newer than {outer}'s last start: `restart {outer}` to offer "
-            "it to the machines inside")
-
-
 def addresses(addresses: Mapping[Family, IPInterface]) -> str:
     shown = ", ".join(str(a) for a in addresses.values()) or "none"
     return f"addresses: {shown}"

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -110,7 +112,9 @@ class NestingPart(BasePart):
         binds = [f"Bind={self.nested_dir(machine.name)}:{NESTED_DIR}"]
         binds += [f"BindReadOnly={offered / name}:{IMAGES_DIR}/{name}"
                   for name in sorted(self._images())]
-        return NspawnSettings(exec=("SystemCallFilter=bpf",), files=tuple(binds))
+        # keyctl: answered ENOSYS by ctbot's filter (syscall_filter.py) whatever nspawn allows;
+        # allowed here so that a --docker machine inside sees that answer, not this EPERM.
+        return NspawnSettings(exec=("SystemCallFilter=bpf keyctl",), files=tuple(binds))
 
     async def before_start(self, machine: MachineRecord, progress: Progress) -> None:
         """The nested directory, and each image offered as a read-only overlay."""
@@ -136,6 +140,19 @@ class NestingPart(BasePart):
     async def reconcile(self, machines: Sequence[MachineRecord],
                         running: AbstractSet[str]) -> list[str]:
         return await self.inner.reconcile() if self.inner is not None else []
+
+    async def offer(self, machine: str, leader: int, image: str) -> None:
+        """Offer ``image`` to the running machine now (an image made since it started):
+        mounted read-only on the host, then attached inside it (attach.py)."""
+        path = self._images().get(image)
+        if path is None:
+            return
+        await offer_images(self.offered(machine), {image: path})
+        if os.path.isdir(f"/proc/{leader}/root{IMAGES_DIR}/{image}/usr"):
+            return
+        await host.run([sys.executable, "-I", str(Path(__file__).with_name("attach.py")),
+                        str(self.offered(machine) / image), str(leader),
+                        f"{IMAGES_DIR}/{image}"], timeout=30)
 
     async def release(self, machine: MachineRecord) -> None:
         if self.inner is not None:

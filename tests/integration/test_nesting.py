@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -262,3 +263,22 @@ def test_an_outer_that_lies_or_hangs_cannot_stall_ctbot_or_keep_itself(host: Hos
     assert "nest4" not in host.names()
     assert "nest4/in1" not in {m["name"] for m in host.json("net show")["machines"]}
     assert "nest4" not in host.ctbot("list").stdout
+
+
+def test_docker_runs_in_an_inner_machine_on_overlay2(host: Host, outer):
+    made = host.ctbot("create dk1 --in nest1 --docker")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "dockerd answers (storage driver overlay2)" in made.stderr
+    assert host.json("status nest1/dk1")["features"] == ["docker"]
+    driver = host.json("exec nest1/dk1 -- docker info --format {{.Driver}}")
+    assert driver["stdout"].strip() == "overlay2", driver
+    # Its /var/lib/docker is a directory of the host's, bound in (overlay2 needs it).
+    tarball = host.state_dir / "machines/nest1/nested/dk1/docker/bb.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+    imported = host.json("exec nest1/dk1 -- docker import /var/lib/docker/bb.tar bb:1")
+    assert imported["exit_code"] == 0, imported
+    ran = host.json("exec nest1/dk1 --timeout 120 -- docker run --rm bb:1 busybox echo hi")
+    assert ran["stdout"] == "hi\n", ran["stderr"]
+    assert host.ctbot("destroy nest1/dk1", "--yes").returncode == 0
+    assert not (host.state_dir / "machines/nest1/nested/dk1").exists()

@@ -17,6 +17,7 @@ from services.core.doctor import Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobStore
 from services.core.store import Store
+from services.docker.config import DockerConfig
 from services.machines.images import ImageConfig, Images
 from services.machines.lifecycle import Machines, MachinesConfig
 from services.machines.records import MachineStore
@@ -75,7 +76,7 @@ def dispatcher(tmp_path) -> Dispatcher:
     nesting = NestingPart(NestingConfig(), layers_of=lambda name: tmp_path / name,
                           offered_dir=tmp_path / "offered", images=dict)
     inner = InnerMachines(InnerStore(store), machines, networking, nesting, ssh,
-                          boot_timeout=5)
+                          DockerConfig(), boot_timeout=5)
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
                                images=images, networking=networking, ssh=ssh, inner=inner,
