@@ -29,8 +29,9 @@ from services.machines.recovery import reconcile
 from services.machines.supervisor import choose_supervisor
 from services.nesting import jobs as nesting_jobs
 from services.nesting.checks import nesting_checks
-from services.nesting.inner import InnerMachines, InnerStore
+from services.nesting.inner import InnerMachines
 from services.nesting.part import NestingPart
+from services.nesting.records import InnerStore
 from services.network import operations as network_jobs
 from services.network.checks import network_checks
 from services.network.part import NetworkPart

@@ -27,7 +27,7 @@ from services.grammar import (
 from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
 from services.nesting import messages as nesting_messages
-from services.nesting.inner import InnerCreate, InnerRef
+from services.nesting.records import InnerCreate, InnerRef
 from services.network.part import PART_NAME as NETWORK
 from services.network.part import Addressing
 from services.ssh.part import PART_NAME as SSH

@@ -7,7 +7,8 @@ from typing import Any
 from services.core.job_runner import JobContext, JobRunner
 from services.core.jobs import JobResult
 from services.machines import messages as machine_messages
-from services.nesting.inner import InnerCreate, InnerMachines, InnerRef
+from services.nesting.inner import InnerMachines
+from services.nesting.records import InnerCreate, InnerRef
 
 
 def inner_result(status: dict[str, Any]) -> JobResult:

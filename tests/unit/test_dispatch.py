@@ -23,8 +23,9 @@ from services.machines.lifecycle import Machines, MachinesConfig
 from services.machines.records import MachineStore
 from services.machines.supervisor import DirectSupervisor
 from services.nesting.config import NestingConfig
-from services.nesting.inner import InnerMachines, InnerStore
+from services.nesting.inner import InnerMachines
 from services.nesting.part import NestingPart
+from services.nesting.records import InnerStore
 from services.network.config import NetworkConfig
 from services.network.part import NetworkPart
 from services.network.service import Networking
