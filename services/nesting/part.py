@@ -1,7 +1,8 @@
 """Nesting as a machine part (ARCHITECTURE.md in ../shared, "Nested machines"):
 
 - ``systemd-container`` in the outer's image (an image derived once from the base), so
-  that its own systemd runs inner machines as ``systemd-nspawn@INNER.service``;
+  that its own systemd runs inner machines as ``ctbot-machine@INNER.service`` (the unit
+  template, its link script and networkd and sysctl files are written with the outer);
 - a directory of the host's own file system bound at ``/var/lib/ctbot/nested``
   (STATE_DIR/machines/NAME/nested): an overlay's upper layer on the outer's overlay root
   is refused ("not supported as upperdir"), on a host directory it works;
@@ -10,7 +11,9 @@
   the outer's root can remount a bind read-write, never that overlay (EROFS), so no
   machine can change an image other machines are made from;
 - ``bpf``, which the inner units' device policy needs (without it the outer's systemd
-  runs them without one), and nothing else beyond the default.
+  runs them without one), narrowed to device filters by services/machines/
+  syscall_filter.py, and ``keyctl``, which that filter answers ENOSYS (for Docker in an
+  inner); nothing else beyond the default.
 """
 
 from __future__ import annotations
