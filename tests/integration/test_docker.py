@@ -175,7 +175,7 @@ my $reads = insn(0xbf, 0x1a, 0, 0) . insn(0x07, 1, 0, -8) . insn(0xb7, 2, 0, 8)
 my $gpl = "GPL";
 sub load { my ($type, $code) = @_;
            pack("L L Q Q", $type, length($code) / 8, unpack("Q", pack("p", $code)),
-                unpack("Q", pack("p", $gpl))) . "\0" x 96 }
+                unpack("Q", pack("p", $gpl))) . "\0" x 104 }  # all 128 bytes
 my $zero = "\0" x 128;
 try("device_filter", 321, 5, load(15, $exit1), 128);
 try("device_filter_calling", 321, 5, load(15, $reads), 128);
