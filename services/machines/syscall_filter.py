@@ -182,9 +182,10 @@ def handle(listener: int) -> None:
                     return memory.read(length)
 
                 attr = read(attr_ptr, min(size, 4096))
-                # The PID still names the caller (not a new process with a reused PID).
-                fcntl.ioctl(listener, NOTIF_ID_VALID, struct.pack("=Q", notif_id))
                 checked = check_program(attr, read)
+                # The PID still named the caller while we read (not a new process that
+                # got its PID): else what we read is not the request.
+                fcntl.ioctl(listener, NOTIF_ID_VALID, struct.pack("=Q", notif_id))
             if checked is not None and sys_bpf is not None:
                 own, code, license = checked
                 insns = ctypes.create_string_buffer(code, len(code))
