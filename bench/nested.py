@@ -49,8 +49,9 @@ def main() -> int:
             inner = console.command(f"create in{n} --in outer",
                                     until=f"`outer/in{n}` is running")
             rows.append({"top_level_s": top, "inner_s": inner, "ratio": inner / top})
-        for n in range(args.rounds):
+            # Each booted machine holds inotify instances (128 by default for all).
             console.command(f"destroy top{n} --yes", until=f"`top{n}` destroyed")
+            console.command(f"destroy outer/in{n} --yes", until=f"`outer/in{n}` destroyed")
         console.command("destroy outer --recursive --yes", until="`outer` destroyed")
     finally:
         console.close()

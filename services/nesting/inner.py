@@ -223,9 +223,11 @@ class InnerMachines:
             await progress(messages.addresses(self.net.of(record.ref)))
             self._write_inner_files(record)
             await self._ssh_at_create(record, spec.creator, progress)
-            await self.net.apply_firewall()  # the outer may answer for its addresses
             await progress(messages.configured(record.ref, time.monotonic() - started))
-            await self._start_unit(record, leader, progress)
+            # The bridge's rules let the outer answer for its addresses while it boots (a
+            # packet of its before they are loaded, ~20 ms, is dropped and sent again).
+            await asyncio.gather(self.net.apply_firewall(),
+                                 self._start_unit(record, leader, progress))
             if DOCKER in record.features:
                 await self._wait_for_docker(record, progress)
         except BaseException:
