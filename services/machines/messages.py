@@ -277,8 +277,8 @@ def memory_not_available(asked: int, available: int) -> str:
 
 
 def not_for_inner(flags: list[str]) -> str:
-    return (f"{', '.join(flags)}: not for a machine inside another yet (its outer's limits "
-            "bound it)")
+    return (f"{', '.join(flags)}: not for a machine inside another (machines nest one level "
+            "deep, start when created, and share their outer's process limit)")
 
 
 def machine_is(name: str, state: str) -> str:

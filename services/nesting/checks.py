@@ -20,16 +20,14 @@ async def nesting_checks(part: NestingPart, machines: Machines) -> list[Check]:
             "built on the first `create --nesting` (~10 s with a near mirror)")))
     outers = [m for m in machines.all() if FEATURE in m.features and m.leader_pid]
     wrong = []
-    for outer in outers:
-        offered = part.offered(outer.name)
-        missing = [i.name for i in images.all() if not clones.is_mounted(offered / i.name)]
-        if missing:
-            wrong.append(f"{outer.name}: not offered {', '.join(missing)}")
+    for outer in outers:  # images made since it started are offered when an inner needs one
+        default_image = part.offered(outer.name) / default
+        if images.exists(default) and not clones.is_mounted(default_image):
+            wrong.append(f"{outer.name}: the default image {default} is not offered")
         if not (machines.paths(outer.name).root / UNIT_FILE).is_file():
             wrong.append(f"{outer.name}: no {UNIT_FILE}")
     checks.append(Check("nesting machines", not wrong, "; ".join(wrong) or (
         f"all {len(outers)} running --nesting machines can run machines inside"
         if outers else "no --nesting machine is running"),
-        "`restart NAME` (images made since its start are offered then); for a missing "
-        "unit template, `feature NAME nesting on --restart`"))
+        "`restart NAME`; for a missing unit template, `feature NAME nesting on --restart`"))
     return checks

@@ -76,6 +76,18 @@ def unit(name: str) -> str:
     return UNIT.format(name=name)
 
 
+def outer_controllers(leader: int) -> set[str]:
+    """The cgroup controllers the outer's systemd can give its units: those of the
+    cgroup2 tree it sees (cgroup.controllers at its root). On a host with the hybrid
+    layout (v1 controllers) a machine's cgroup2 tree has none: a MemoryMax= inside it
+    would be written and never enforced."""
+    try:
+        return set(Path(f"/proc/{leader}/root/sys/fs/cgroup/cgroup.controllers")
+                   .read_text().split())
+    except OSError:
+        return set()
+
+
 def _this_process(op: str) -> str:
     return f"{op} {os.getpid()} {host.process_start_time(os.getpid())}"
 
@@ -263,6 +275,11 @@ class InnerMachines:
                                                         spec.memory_bytes, outer.memory_bytes))
         if spec.cpu is not None and outer.cpu is not None and spec.cpu > outer.cpu:
             raise InvalidInput(messages.more_than_outer(spec.outer, "cpu", spec.cpu, outer.cpu))
+        wanted = {"memory"} if spec.memory_bytes is not None else set()
+        wanted |= {"cpu"} if spec.cpu is not None else set()
+        leader = self._leader(spec.outer, required=False)
+        if wanted and leader is not None and (missing := wanted - outer_controllers(leader)):
+            raise InvalidInput(messages.limit_not_enforceable(spec.outer, sorted(missing)))
         self.machines.check_room(memory_bytes=spec.memory_bytes)
 
     async def start(self, ref: str, *, progress: Progress) -> dict[str, Any]:
@@ -304,9 +321,14 @@ class InnerMachines:
         record = self.require(ref)
         leader = self._leader(record.outer, required=True)
         assert leader is not None
-        return await inside.run_in(record.outer, leader, [
+        result = await inside.run_in(record.outer, leader, [
             "systemd-run", f"--machine={record.name}", "--quiet", "--wait", "--pipe",
             "--collect", "--service-type=exec", "--", *argv], timeout=timeout)
+        if result.returncode != 0 and result.stderr.startswith("Failed to connect to bus"):
+            state = (await self._states(record.outer)).get(record.name, "unknown")
+            if state != "running":  # systemd-run's own words, not the command's
+                raise Conflict(messages.inner_not_running(ref, state))
+        return result
 
     async def journal(self, ref: str, lines: int) -> str:
         """Its journal's last ``lines``, read by the host's journalctl from its own layer

@@ -82,6 +82,17 @@ def more_than_outer(outer: str, what: str, asked: float, has: float) -> str:
             f"inside cannot have more than its outer")
 
 
+def limit_not_enforceable(outer: str, controllers: Sequence[str]) -> str:
+    return (f"--{' and --'.join(controllers)} cannot be enforced inside {outer}: this host's "
+            f"cgroup layout gives machines no {' or '.join(controllers)} controller of their "
+            f"own (hybrid cgroups; `doctor` shows it). {outer}'s own limits bound what it "
+            "runs; create the inner without them")
+
+
+def inner_not_running(ref: str, state: str) -> str:
+    return f"{ref} is {state}; `start {ref}` first"
+
+
 def no_journal(ref: str) -> str:
     return f"{ref} has written no journal yet"
 
