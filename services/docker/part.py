@@ -24,11 +24,13 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from services.core.errors import OperationFailed
+from services.core.host import Completed
 from services.core.progress import Progress
 from services.docker import messages
 from services.docker.config import DockerConfig
@@ -93,29 +95,39 @@ class DockerPart(BasePart):
                           progress: Progress) -> None:
         """The machine is ready when dockerd answers, on overlay2 (docker.service is
         Type=notify and part of the boot: it usually answers at once)."""
-        if not self.enabled(machine):
-            return
-        started = time.monotonic()
-        said = ""
-        while time.monotonic() - started < self.config.ready_timeout:
-            result = await inside.run_in(machine.name, leader,
-                                         ["docker", "info", "--format", "{{.Driver}}"],
-                                         timeout=30)
-            if result.returncode == 0:
-                driver = result.stdout.strip()
-                if driver != "overlay2":
-                    raise OperationFailed(messages.wrong_driver(machine.name, driver))
-                await progress(messages.ready(driver, time.monotonic() - started))
-                return
-            said = result.stderr or result.stdout
-            await asyncio.sleep(0.1)
-        raise OperationFailed(messages.not_ready(machine.name, self.config.ready_timeout, said))
+        if self.enabled(machine):
+            await wait_until_ready(machine.name, partial(inside.run_in, machine.name, leader),
+                                   timeout=self.config.ready_timeout, progress=progress)
 
     def describe(self, machine: MachineRecord) -> dict[str, Any]:
         data = self.data_dir(machine.name)
         if not self.enabled(machine) and not data.exists():
             return {}
         return {"docker": {"enabled": self.enabled(machine), "disk_bytes": disk_usage(data)}}
+
+
+Runner = Callable[..., Awaitable[Completed]]  # (argv, *, timeout) → the command's result
+
+
+async def wait_until_ready(name: str, run: Runner, *, timeout: float,
+                           progress: Progress) -> None:
+    """Until dockerd answers inside ``name`` (``run`` runs a command there: a machine's
+    exec path, or an inner machine's), on overlay2. OperationFailed after ``timeout``
+    seconds, or at once for another storage driver (vfs: /var/lib/docker is not the
+    host directory it must be)."""
+    started = time.monotonic()
+    said = ""
+    while time.monotonic() - started < timeout:
+        result = await run(["docker", "info", "--format", "{{.Driver}}"], timeout=30)
+        if result.returncode == 0:
+            driver = result.stdout.strip()
+            if driver != "overlay2":
+                raise OperationFailed(messages.wrong_driver(name, driver))
+            await progress(messages.ready(driver, time.monotonic() - started))
+            return
+        said = result.stderr or result.stdout
+        await asyncio.sleep(0.1)
+    raise OperationFailed(messages.not_ready(name, timeout, said))
 
 
 def disk_usage(path: Path) -> int | None:

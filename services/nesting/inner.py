@@ -27,6 +27,7 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ from services.core.errors import Conflict, CtbotError, InvalidInput, NotFound, O
 from services.core.host import Completed
 from services.core.progress import Progress
 from services.core.templating import render
-from services.docker import messages as docker_messages
 from services.docker.config import DockerConfig
 from services.docker.part import FEATURE as DOCKER
+from services.docker.part import wait_until_ready
 from services.grammar import (
     Family,
     split_ref,
@@ -240,8 +241,9 @@ class InnerMachines:
             # packet of its before they are loaded, ~20 ms, is dropped and sent again).
             await asyncio.gather(self.net.apply_firewall(),
                                  self._start_unit(record, leader, progress))
-            if DOCKER in record.features:
-                await self._wait_for_docker(record, progress)
+            if DOCKER in record.features:  # ready when dockerd answers, as at the top level
+                await wait_until_ready(record.ref, partial(self.exec, record.ref),
+                                       timeout=self.docker.ready_timeout, progress=progress)
         except BaseException:
             log.warning("create failed, rolling back machine=%s", record.ref)
             await self._remove(record)
@@ -452,24 +454,6 @@ class InnerMachines:
             await self.ssh.ensure_logins(record.ref, leader, self.ssh.logins(record.ref))
         except OperationFailed as exc:
             await progress(f"ssh: {exc}")
-
-    async def _wait_for_docker(self, record: InnerRecord, progress: Progress) -> None:
-        """Ready means dockerd answers inside, on overlay2 (as for any --docker machine)."""
-        started = time.monotonic()
-        said = ""
-        while time.monotonic() - started < self.docker.ready_timeout:
-            result = await self.exec(record.ref, ["docker", "info", "--format",
-                                                  "{{.Driver}}"], timeout=30)
-            if result.returncode == 0:
-                driver = result.stdout.strip()
-                if driver != "overlay2":
-                    raise OperationFailed(docker_messages.wrong_driver(record.ref, driver))
-                await progress(docker_messages.ready(driver, time.monotonic() - started))
-                return
-            said = result.stderr or result.stdout
-            await asyncio.sleep(0.2)
-        raise OperationFailed(docker_messages.not_ready(record.ref, self.docker.ready_timeout,
-                                                        said))
 
     async def _stop_unit(self, record: InnerRecord, leader: int,
                          progress: Progress) -> None:
