@@ -122,8 +122,8 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
     listed = run_ctbot("cmd", "list", "--json", env=env, timeout=120, prefix=prefix)
     if listed.returncode == 0:
         for machine in json.loads(listed.stdout)["machines"]:
-            run_ctbot("cmd", f"destroy {machine['name']}", "--yes", env=env, timeout=120,
-                      prefix=prefix)
+            run_ctbot("cmd", f"destroy {machine['name']} --recursive", "--yes", env=env,
+                      timeout=120, prefix=prefix)
     machines_dir = base / "machines"
     if machines_dir.is_dir():
         for root in machines_dir.iterdir():
@@ -142,8 +142,11 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
                     time.sleep(0.05)
             if clones.is_mounted(root):
                 subprocess.run(["umount", "--lazy", str(root)], check=False)
-    if not any(clones.is_mounted(p) for p in machines_dir.glob("*")) \
-            if machines_dir.is_dir() else True:
+    # Whatever else is mounted below the run's base (an outer's offered images), deepest
+    # first; never delete through a mount.
+    for target in sorted(mounts_below(base), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", target], check=False)
+    if not mounts_below(base):
         shutil.rmtree(base, ignore_errors=True)
     if netns:  # its bridge, links, table and sysctls go with it
         subprocess.run(["ip", "netns", "delete", netns], check=False, capture_output=True)
@@ -154,6 +157,13 @@ def remove_everything(env: Mapping[str, str], *, base: Path, bridge: str | None 
                            capture_output=True)
     if bridge:
         subprocess.run(["ip", "link", "delete", bridge], check=False, capture_output=True)
+
+
+def mounts_below(base: Path) -> list[str]:
+    prefix = f"{base}/"
+    return [fields[4] for fields in (line.split() for line in
+                                     Path("/proc/self/mountinfo").read_text().splitlines())
+            if len(fields) > 4 and fields[4].startswith(prefix)]
 
 
 def leftovers(*, base: Path, bridge: str | None, nft_table: str | None,
