@@ -40,6 +40,14 @@ EXEC_TIMEOUT_DEFAULT, EXEC_TIMEOUT_MAX = 60, 600
 LOGS_DEFAULT, LOGS_MAX = 50, 1000
 
 
+def require(inv: Invocation, name: str) -> None:
+    """"No such machine" for a machine or one inside another, before anything runs."""
+    if "/" in name:
+        inv.services.inner.require(name)
+    else:
+        inv.services.machines.require(name)
+
+
 def address_flag(family: Family, default: str) -> Flag:
     return Flag(str(family), f"{default}, none, or ADDRESS/PREFIX in the IPv{family.version} "
                 "pool", "ADDR", parse=partial(address_request, family=family))

@@ -9,7 +9,7 @@ from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
-from handlers.verbs.machines import NAME, address_flag
+from handlers.verbs.machines import MACHINE, NAME, address_flag, require
 from services.core.audit import Outcome
 from services.core.errors import Conflict, InvalidInput
 from services.grammar import Family, host_port, machine_ref, port_spec
@@ -18,15 +18,7 @@ from services.network.operations import Readdress, add_forward, remove_forward
 from services.network.ping import ping
 
 OPTIONAL_NAME = Positional("NAME", required=False, parse=machine_ref)
-MACHINE = Positional("NAME", parse=machine_ref)  # NAME or OUTER/INNER
 
-
-def require(inv: Invocation, name: str) -> None:
-    """"No such machine" for a machine or one inside another, before anything runs."""
-    if "/" in name:
-        inv.services.inner.require(name)
-    else:
-        inv.services.machines.require(name)
 
 
 @verb("net show", role=Role.VIEWER, positionals=[OPTIONAL_NAME])

@@ -11,8 +11,7 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
-from handlers.verbs.machines import MACHINE
-from handlers.verbs.network import require
+from handlers.verbs.machines import MACHINE, require
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, OperationFailed, PermissionDenied
 from services.grammar import (

@@ -258,22 +258,15 @@ def unpacked_bytes(done: int, total: int) -> str:
 
 # Job results.
 
-def _size(n: int) -> str:
-    for unit, scale in (("G", 2**30), ("M", 2**20)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n}B"
-
-
 def disk_too_full(where: object, free: int, floor: int) -> str:
-    return (f"only {_size(free)} free at {where}, below [machines] min_free_disk "
-            f"({_size(floor)}): free some space (`image list`, `destroy` what is not needed) "
+    return (f"only {human_size(free)} free at {where}, below [machines] min_free_disk "
+            f"({human_size(floor)}): free some space (`image list`, `destroy` what is not needed) "
             "or lower the setting")
 
 
 def memory_not_available(asked: int, available: int) -> str:
-    return (f"--memory {_size(asked)} is more than the host has available "
-            f"({_size(available)}, MemAvailable): ask for less")
+    return (f"--memory {human_size(asked)} is more than the host has available "
+            f"({human_size(available)}, MemAvailable): ask for less")
 
 
 def not_for_inner(flags: list[str]) -> str:

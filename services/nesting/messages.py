@@ -70,10 +70,6 @@ def start_failed(ref: str, journal: str) -> str:
     return f"{ref} did not start; its unit's last lines:\n{said}"
 
 
-def outer_command_failed(outer: str, argv: Sequence[str], said: str) -> str:
-    return f"in {outer}, `{' '.join(argv)}` failed: {said.strip()[-500:]}"
-
-
 def more_than_outer(outer: str, what: str, asked: float, has: float) -> str:
     def shown(value: float) -> str:
         return f"{value / 2**20:.0f}M" if what == "memory" else f"{value:g}"

@@ -133,12 +133,22 @@ class Firewall:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    async def fingerprint(self) -> str | None:
-        """A digest of ctbot's tables' rules as the kernel has them; None without them."""
+    async def listing(self) -> list[dict[str, Any]] | None:
+        """The host's whole ruleset as nft reads it back (``nft -j list ruleset``,
+        libnftables-json(5)); None if nft cannot list it. One listing serves both the
+        drift check and the search for other tables (``items=`` below)."""
         listed = await host.run(["nft", "-j", "list", "ruleset"], check=False, timeout=30)
         if listed.returncode != 0:
             return None
-        items = json.loads(listed.stdout)["nftables"]
+        items: list[dict[str, Any]] = json.loads(listed.stdout)["nftables"]
+        return items
+
+    async def fingerprint(self, items: list[dict[str, Any]] | None = None) -> str | None:
+        """A digest of ctbot's tables' rules as the kernel has them (``items``: a
+        listing already made); None without them."""
+        items = items if items is not None else await self.listing()
+        if items is None:
+            return None
         table = self.config.nft_table
         if not any(i["table"]["name"] == table and i["table"]["family"] in FAMILIES
                    for i in items if "table" in i):
@@ -149,7 +159,9 @@ class Firewall:
         blob = json.dumps(rules, sort_keys=True)
         return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]} rules={len(rules)}"
 
-    async def foreign_filters(self, links: Sequence[str]) -> dict[str, list[str]]:
+    async def foreign_filters(self, links: Sequence[str], *,
+                              items: list[dict[str, Any]] | None = None
+                              ) -> dict[str, list[str]]:
         """Other tables that filter ``links`` by name: ``{link: ["bridge TABLE", …]}``.
 
         Every table of a family sees every bridge's frames and nft's bridge-name match
@@ -158,11 +170,11 @@ class Firewall:
         same name (vb-NAME, systemd-nspawn(1)) with that other machine's addresses:
         silently, every packet of ours dropped. ctbot reports such tables, never
         deletes them."""
-        listed = await host.run(["nft", "-j", "list", "ruleset"], check=False, timeout=30)
-        if listed.returncode != 0 or not links:
+        if not links:
             return {}
+        items = items if items is not None else await self.listing()
         wanted, found = set(links), dict[str, list[str]]()
-        for item in json.loads(listed.stdout)["nftables"]:
+        for item in items or []:
             rule = item.get("rule")
             if not rule or (rule["table"] == self.config.nft_table and rule["family"] in FAMILIES):
                 continue
@@ -173,12 +185,13 @@ class Firewall:
                     found[link].append(where)
         return found
 
-    async def drifted(self, rules: Rules) -> bool:
+    async def drifted(self, rules: Rules, *,
+                      items: list[dict[str, Any]] | None = None) -> bool:
         """True if the table is gone, its rules are not what ctbot last loaded, or what
         ctbot last loaded is not what the store says now (a `port add` killed between
         its row and its load)."""
         loaded = self._changes.get(self.key)
-        wanted = f"{await self.fingerprint()} {_digest(self.ruleset(rules))}"
+        wanted = f"{await self.fingerprint(items)} {_digest(self.ruleset(rules))}"
         return loaded is None or wanted != loaded.current
 
     async def delete(self) -> bool:

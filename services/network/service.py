@@ -87,17 +87,19 @@ class Networking:
                 await self.bridge.attach(link.name)
                 notes.append(messages.link_reattached(machine, link.name, self.config.bridge,
                                                       link.master))
-        if await self.firewall.drifted(self.rules()):
+        listing = await self.firewall.listing()  # other tables are not changed by ours
+        if await self.firewall.drifted(self.rules(), items=listing):
             await self.apply_firewall()
             notes.append(messages.table_reloaded(self.config.nft_table))
         notes += [messages.sysctl_set(s) for s in self.firewall.ensure_host_settings()]
-        return notes + await self.foreign_filters(running)
+        return notes + await self.foreign_filters(running, items=listing)
 
-    async def foreign_filters(self, machines: Sequence[str]) -> list[str]:
+    async def foreign_filters(self, machines: Sequence[str], *,
+                              items: list[dict[str, Any]] | None = None) -> list[str]:
         """What other nftables tables filter these machines' links (see
         Firewall.foreign_filters), one message per machine."""
         links = {nspawn_link_names(m)[0]: m for m in machines}
-        found = await self.firewall.foreign_filters(list(links))
+        found = await self.firewall.foreign_filters(list(links), items=items)
         return [messages.foreign_filter(links[link], link, tables)
                 for link, tables in found.items()]
 
