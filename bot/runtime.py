@@ -19,6 +19,10 @@ from services.core.jobs import JobStore
 from services.core.store import Store
 from services.docker.checks import docker_checks
 from services.docker.part import DockerPart
+from services.health.checks import health_checks
+from services.health.part import HealthPart
+from services.health.service import Health
+from services.health.store import HealthStore
 from services.machines import jobs as machine_jobs
 from services.machines.checks import machine_checks
 from services.machines.clones import MachinePaths
@@ -55,6 +59,7 @@ class Runtime:
     store: Store
     jobs: JobRunner
     machines: Machines
+    health: Health
     dispatcher: Dispatcher
     drift: list[str] = field(default_factory=list)
 
@@ -78,7 +83,9 @@ class Runtime:
         nesting = NestingPart(settings.nesting, layers_of=layers_of,
                               offered_dir=settings.machines.state_dir / "offered",
                               images=lambda: {i.name: i.path for i in images.all()})
-        parts = [NetworkPart(networking), SshPart(ssh), docker, nesting]
+        health_store = HealthStore(store)
+        parts = [NetworkPart(networking), SshPart(ssh), docker, nesting,
+                 HealthPart(health_store)]
         machines = Machines(records=records, images=images,
                             supervisor=choose_supervisor(), jobs=job_store, parts=parts,
                             config=settings.machines)
@@ -89,6 +96,8 @@ class Runtime:
         nesting.inner = inner
         ssh.inner = inner
         nesting_jobs.register_jobs(jobs, inner)
+        health = Health(health_store, machines=records, addresses=networking.addresses,
+                        inner=inner.store, config=settings.health)
         async def host_checks() -> list[Check]:
             return await machine_checks(settings.machines, settings.images)
 
@@ -105,20 +114,25 @@ class Runtime:
         async def nested_checks() -> list[Check]:
             return await nesting_checks(nesting, machines)
 
+        async def monitoring_checks() -> list[Check]:
+            return await health_checks(settings.network.pools)
+
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
             machines=machines, images=images, networking=networking, ssh=ssh, inner=inner,
+            health=health,
             doctor=Doctor([host_checks, net_checks, access_checks, container_checks,
-                           nested_checks]),
+                           nested_checks, monitoring_checks]),
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,
                         job.kind, job.requested_by)
         drift = await reconcile(machines)
         return cls(settings=settings, store=store, jobs=jobs, machines=machines,
-                   dispatcher=Dispatcher(services), drift=drift)
+                   health=health, dispatcher=Dispatcher(services), drift=drift)
 
     async def close(self) -> None:
+        self.health.close()
         await self.jobs.shutdown()
         self.store.close()

@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from bot.console import run_console
+from bot.health import health_metrics, start_health, stop_health
 from bot.logs import configure_logging
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -39,7 +40,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     log_file = settings.log_file or (
         settings.state_dir / "ctbot.log"
         if with_console and level != "debug" and not settings.log_to_stderr else None)
-    configure_logging(level, secrets=slack.secrets, path=log_file)
+    configure_logging(level, secrets=slack.secrets + tuple(
+        t for t in (settings.metrics.token,) if t), path=log_file)
     runtime = await Runtime.open(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,12 +54,19 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     socket_mode: SocketModeTransport | None = None
     housekeeping: asyncio.Task[None] | None = None
     console: asyncio.Task[None] | None = None
+    schedule = start_health(runtime)
     try:
-        if slack_http is not None and slack.signing_secret:
-            # The listener exists for what needs it (Slack over HTTP); the console and
-            # Socket Mode alone never take a port.
+        http_slack = slack_http is not None and bool(slack.signing_secret)
+        if http_slack or settings.metrics.enabled:
+            # The listener exists for what needs it (Slack over HTTP, /metrics); the
+            # console and Socket Mode alone never take a port.
+            metrics = health_metrics(runtime, schedule) if settings.metrics.enabled else None
             runner = await _listen(settings, build_web_app(
-                bolt_app=slack_http.app, guard=SlackRequestGuard(slack.signing_secret)))
+                bolt_app=slack_http.app if http_slack and slack_http else None,
+                guard=SlackRequestGuard(slack.signing_secret)
+                if http_slack and slack.signing_secret else None,
+                metrics=metrics.render if metrics else None,
+                metrics_token=settings.metrics.token))
         log.info("started slack_http=%s socket_mode=%s console=%s config=%s state=%s",
                  "on" if slack_http else "off", "on" if slack.socket_mode_enabled else "off",
                  "on" if with_console else "off", settings.source, settings.database_path)
@@ -82,6 +91,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         return 2
     finally:
         log.info("stopping")
+        await stop_health(runtime, schedule)
         for task in (housekeeping, console):
             if task is not None:
                 task.cancel()

@@ -1,9 +1,12 @@
-"""Our aiohttp app: ``POST /slack/events`` (Bolt behind bot/slack_guard.py), ``GET /healthz``."""
+"""Our aiohttp app: ``POST /slack/events`` (Bolt behind bot/slack_guard.py), ``GET /healthz``,
+``GET /metrics`` (Prometheus, when enabled)."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
+from collections.abc import Callable
 
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
@@ -18,10 +21,17 @@ MAX_BODY_BYTES = 1024 * 1024
 FORM = "application/x-www-form-urlencoded"
 
 
+METRICS_TYPE = "text/plain; version=0.0.4"  # Prometheus's text exposition format
+
+
 def build_web_app(*, bolt_app: AsyncApp | None = None,
-                  guard: SlackRequestGuard | None = None) -> web.Application:
+                  guard: SlackRequestGuard | None = None,
+                  metrics: Callable[[], bytes] | None = None,
+                  metrics_token: str | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if metrics is not None:
+        app.router.add_get("/metrics", MetricsEndpoint(metrics, metrics_token).handle)
     if bolt_app is not None:
         if guard is None:
             # Bolt's own signature check is off (the guard is stricter): never without it.
@@ -32,6 +42,25 @@ def build_web_app(*, bolt_app: AsyncApp | None = None,
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+class MetricsEndpoint:
+    """GET /metrics; with a token, only for ``Authorization: Bearer TOKEN`` (compared in
+    constant time). Collecting reads SQLite: milliseconds, so it runs on the loop."""
+
+    def __init__(self, render: Callable[[], bytes], token: str | None) -> None:
+        self._render = render
+        self._token = token
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self._token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                log.info("metrics request rejected status=401 remote=%s", request.remote)
+                return web.Response(status=401, text="a bearer token is required\n",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        return web.Response(body=self._render(),
+                            headers={"Content-Type": f"{METRICS_TYPE}; charset=utf-8"})
 
 
 class SlackEventsEndpoint:

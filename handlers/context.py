@@ -15,6 +15,7 @@ from services.core.audit import AuditLog, Outcome
 from services.core.doctor import Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobObserver
+from services.health.service import Health
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.nesting.inner import InnerMachines
@@ -143,6 +144,7 @@ class Services:
     networking: Networking
     ssh: SshAccess
     inner: InnerMachines
+    health: Health
     doctor: Doctor
 
 

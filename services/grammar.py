@@ -187,6 +187,18 @@ def duration_text(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def human_duration(seconds: float) -> str:
+    """``750`` → ``12m 30s``; ``5400`` → ``1h 30m``; ``93784`` → ``1d 2h``: the two
+    largest units, for people reading how long something took."""
+    total = max(round(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    shown = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"),
+                                          (secs, "s")) if n][:2]
+    return " ".join(shown) or "0s"
+
+
 def job_id(raw: str) -> int:
     """``12`` or ``#12``."""
     value = _digits(raw.removeprefix("#"), 12)

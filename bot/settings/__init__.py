@@ -24,6 +24,7 @@ from bot.settings.sections import (
 from handlers.roles import RolePolicy
 from services.docker.config import DockerConfig
 from services.grammar import Family
+from services.health.config import HealthConfig, MetricsConfig
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
 from services.nesting.config import NestingConfig
@@ -70,6 +71,8 @@ class Settings:
     ssh: SshConfig
     docker: DockerConfig
     nesting: NestingConfig
+    health: HealthConfig
+    metrics: MetricsConfig
     log_level: str
     log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
     source: str = "built-in defaults"
@@ -141,6 +144,15 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
         docker=DockerConfig(packages=v["docker.packages"],
                             ready_timeout=v["docker.ready_timeout"]),
         nesting=NestingConfig(packages=v["nesting.packages"]),
+        health=HealthConfig(
+            channel=v["health.channel"], interval=v["health.interval"],
+            timeout=v["health.timeout"], failure_threshold=v["health.failure_threshold"],
+            success_threshold=v["health.success_threshold"],
+            reminder_every=v["health.reminder_every"],
+            group_threshold=v["health.group_threshold"], digest_at=v["health.digest_at"],
+            timezone=v["health.timezone"]),
+        metrics=MetricsConfig(enabled=v["metrics.enabled"],
+                              token=secrets["CTBOT_METRICS_TOKEN"]),
         log_level=v["log.level"],
         log_destination=v["log.file"],
         source=source,

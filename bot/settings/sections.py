@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,51 @@ def pool(family: Family) -> Callable[[str], Any]:
     return parse
 
 
+def slack_channel(value: str) -> str | None:
+    """A channel id (C…, G…) or #name, as chat.postMessage takes it; "" for none."""
+    if value == "":
+        return None
+    if re.fullmatch(r"[CGD][A-Z0-9]{8,12}", value) or re.fullmatch(r"#[a-z0-9_\-]{1,80}",
+                                                                    value):
+        return value
+    raise ValueError(f"must be a channel id like C0123456789 or a #name, not {value!r}")
+
+
+def whole_number(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}, not {value!r}")
+        return value
+    return parse
+
+
+def seconds_between(low: float, high: float) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not low <= value <= high:
+            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}, "
+                             f"not {value!r}")
+        return float(value)
+    return parse
+
+
+def time_of_day(value: str) -> str:
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?", value):
+        raise ValueError(f"must be a time of day HH:MM or HH:MM:SS (24 h), not {value!r}")
+    return value
+
+
+def timezone_name(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"must be an IANA time zone like UTC or Europe/Paris, "
+                         f"not {value!r}") from None
+    return value
+
+
 # ---------------------------------------------------------------------------- sections
 
 SECTIONS: tuple[Section, ...] = (
@@ -237,6 +283,33 @@ SECTIONS: tuple[Section, ...] = (
             "image gets on top of its base image (a derived image, as for Docker).",
             each(grammar.debian_package)),
     )),
+    Section("health", "Connectivity checks of every machine (run by `ctbot serve`), alerts "
+            "and digests.", (
+        Key("channel", "", "Slack channel for incidents and the daily digest: a channel id "
+            "(C0123456789) or #name the bot is in; \"\" keeps them in the log and `health`.",
+            slack_channel),
+        Key("interval", 30, "Seconds between sweeps (every machine's checks, all at once).",
+            seconds_between(1, 3600)),
+        Key("timeout", 2, "Seconds a probe may take (ICMP, TCP, SSH banner, HTTP).",
+            seconds_between(0.1, 60)),
+        Key("failure_threshold", 3, "Failed sweeps in a row before a check is DOWN.",
+            whole_number(1, 100)),
+        Key("success_threshold", 2, "Good sweeps in a row before a DOWN check is UP again.",
+            whole_number(1, 100)),
+        Key("reminder_every", 3600, "Seconds between reminders in an open incident's "
+            "thread.", seconds_between(60, 7 * 86400)),
+        Key("group_threshold", 5, "This many machines failing in one sweep make one grouped "
+            "incident (the host side, probably) instead of one each.", whole_number(2, 10000)),
+        Key("digest_at", "09:00", "When the daily digest is posted (HH:MM or HH:MM:SS).",
+            time_of_day),
+        Key("timezone", "UTC", "The time zone of digest_at and of times in messages.",
+            timezone_name),
+    )),
+    Section("metrics", "Prometheus /metrics on the web app.", (
+        Key("enabled", False, "Serve /metrics (the web app then listens on [http] listen "
+            "even without Slack over HTTP). Set CTBOT_METRICS_TOKEN to require "
+            "`Authorization: Bearer TOKEN`."),
+    )),
     Section("roles", "Who may do what, by Slack user id (profile → ⋮ → Copy member ID).", (
         Key("admins", [], "Slack user ids with the admin role. A user in several lists "
             "gets the highest role; `ctbot cmd` and the console run as the local admin.",
@@ -274,5 +347,6 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("SLACK_SIGNING_SECRET", "Signing Secret: Slack over HTTP."),
     EnvVar("SLACK_APP_TOKEN", "App-Level Token (`xapp-…`, scope connections:write): "
            "Socket Mode.", "xapp-"),
+    EnvVar("CTBOT_METRICS_TOKEN", "Bearer token /metrics requires, if set.", secret=True),
     EnvVar("CTBOT_CONFIG", "The settings file, when `--config` is not given.", secret=False),
 )

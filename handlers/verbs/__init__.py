@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from handlers.registry import Registry
-from handlers.verbs import core, docker, host, images, jobs, machines, network, ssh
+from handlers.verbs import (
+    core,
+    docker,
+    health,
+    host,
+    images,
+    jobs,
+    machines,
+    network,
+    ssh,
+)
 
 
 def default_registry() -> Registry:
-    return Registry.from_modules(core, jobs, machines, images, network, ssh, docker, host)
+    return Registry.from_modules(core, jobs, machines, images, network, ssh, docker, health,
+                                 host)

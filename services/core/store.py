@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,90 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (outer, name)
     );
     """,
+    # 13: health checks: added checks, each check's state, raw results (48 h) and hourly
+    # rollups (90 days), incidents and their Slack messages, mutes, the scheduler's jobs
+    """
+    CREATE TABLE health_checks (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        machine    TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,
+        port       INTEGER,
+        url        TEXT,
+        expect     INTEGER,
+        insecure   INTEGER NOT NULL DEFAULT 0,
+        added_by   TEXT    NOT NULL,
+        added_at   REAL    NOT NULL
+    );
+    CREATE TABLE health_state (
+        machine    TEXT    NOT NULL,
+        check_id   TEXT    NOT NULL,
+        family     TEXT    NOT NULL,
+        state      TEXT    NOT NULL,
+        since      REAL    NOT NULL,
+        fails      INTEGER NOT NULL DEFAULT 0,
+        oks        INTEGER NOT NULL DEFAULT 0,
+        recent     TEXT    NOT NULL DEFAULT '',
+        flapping   INTEGER NOT NULL DEFAULT 0,
+        hold       TEXT,
+        last_at    REAL,
+        last_ok    INTEGER,
+        last_rtt   REAL,
+        last_error TEXT,
+        PRIMARY KEY (machine, check_id, family)
+    );
+    CREATE TABLE health_series (
+        id         INTEGER PRIMARY KEY,
+        machine    TEXT    NOT NULL,
+        check_id   TEXT    NOT NULL,
+        family     TEXT    NOT NULL,
+        UNIQUE (machine, check_id, family)
+    );
+    CREATE TABLE health_results (
+        series     INTEGER NOT NULL,
+        at         INTEGER NOT NULL,
+        ok         INTEGER NOT NULL,
+        rtt_us     INTEGER,
+        PRIMARY KEY (series, at)
+    ) WITHOUT ROWID;
+    CREATE TABLE health_rollups (
+        series     INTEGER NOT NULL,
+        hour       INTEGER NOT NULL,
+        count      INTEGER NOT NULL,
+        ups        INTEGER NOT NULL,
+        rtt_min    REAL,
+        rtt_sum    REAL,
+        rtt_n      INTEGER NOT NULL DEFAULT 0,
+        rtt_max    REAL,
+        PRIMARY KEY (series, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE health_incidents (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        scope       TEXT    NOT NULL,
+        family      TEXT,
+        members     TEXT    NOT NULL DEFAULT '[]',
+        failing     TEXT    NOT NULL DEFAULT '[]',
+        opened_at   REAL    NOT NULL,
+        resolved_at REAL,
+        outcome     TEXT,
+        channel     TEXT,
+        ts          TEXT,
+        reminded_at REAL
+    );
+    CREATE INDEX health_incidents_open ON health_incidents (resolved_at);
+    CREATE TABLE health_mutes (
+        target     TEXT    PRIMARY KEY,
+        until      REAL    NOT NULL,
+        reason     TEXT    NOT NULL DEFAULT '',
+        muted_by   TEXT    NOT NULL,
+        muted_at   REAL    NOT NULL
+    );
+    CREATE TABLE scheduler_jobs (
+        id            TEXT PRIMARY KEY,
+        next_run_time REAL,
+        job_state     BLOB NOT NULL
+    );
+    CREATE INDEX scheduler_jobs_next ON scheduler_jobs (next_run_time);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -291,6 +375,12 @@ class _Tx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._conn.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
 

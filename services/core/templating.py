@@ -37,7 +37,10 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=False,
         autoescape=False,  # we render plain text and config files, never HTML
     )
+    from services.grammar import human_duration
+
     env.filters["timestamp"] = _format_timestamp
+    env.filters["duration"] = human_duration
     env.filters["when"] = _format_iso
     env.filters["job_icon"] = lambda state: _JOB_ICONS.get(str(state), "•")
     env.filters["nft_address"] = lambda a: f"[{a}]" if ":" in str(a) else str(a)

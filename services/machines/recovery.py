@@ -64,7 +64,9 @@ async def _reconcile_idle(machines: Machines, record: MachineRecord) -> tuple[li
     if nspawn is not None and nspawn != record.nspawn:
         machines.records.update(record.name, nspawn=nspawn, desired=Desired.RUNNING)
         notes.append(messages.found_running(record.name, nspawn.pid))
-    elif nspawn is None and record.desired is Desired.RUNNING:
-        machines.records.update(record.name, desired=Desired.STOPPED, nspawn=None)
+    elif nspawn is None and record.nspawn is not None:
+        # It should run and does not: it stays meant to run (health checks count it down,
+        # not stopped on purpose); said once, when its process is found gone.
+        machines.records.update(record.name, nspawn=None)
         notes.append(messages.found_stopped(record.name))
     return notes, nspawn is not None

@@ -31,6 +31,13 @@ class RecordedCall:
     body: dict[str, Any]
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    answer: dict[str, Any] = field(default_factory=dict)  # what the fake answered
+
+    @property
+    def ts(self) -> str | None:
+        """The ts Slack gave a message this call posted."""
+        ts = self.answer.get("ts")
+        return str(ts) if ts else None
 
 
 class FakeSlack:
@@ -100,15 +107,18 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         body = await _read_body(request)
-        await self.record(RecordedCall(request.path, method, body, dict(request.headers)))
-        if request.headers.get("Authorization", "") == "":
-            return web.json_response({"ok": False, "error": "not_authed"})
+        call = RecordedCall(request.path, method, body, dict(request.headers))
         answer = self.answers.get(method)
-        if callable(answer):
-            return web.json_response(answer(body))
-        if answer is not None:
-            return web.json_response(answer)
-        return web.json_response(self._default_answer(method, body))
+        if request.headers.get("Authorization", "") == "":
+            call.answer = {"ok": False, "error": "not_authed"}
+        elif callable(answer):
+            call.answer = answer(body)
+        elif answer is not None:
+            call.answer = answer
+        else:
+            call.answer = self._default_answer(method, body)
+        await self.record(call)
+        return web.json_response(call.answer)
 
     def _default_answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":

@@ -18,6 +18,9 @@ from services.core.job_runner import JobRunner
 from services.core.jobs import JobStore
 from services.core.store import Store
 from services.docker.config import DockerConfig
+from services.health.config import HealthConfig
+from services.health.service import Health
+from services.health.store import HealthStore
 from services.machines.images import ImageConfig, Images
 from services.machines.lifecycle import Machines, MachinesConfig
 from services.machines.records import MachineStore
@@ -81,6 +84,9 @@ def dispatcher(tmp_path) -> Dispatcher:
     return Dispatcher(Services(audit=AuditLog(store), jobs=JobRunner(JobStore(store)),
                                roles=policy, registry=registry, machines=machines,
                                images=images, networking=networking, ssh=ssh, inner=inner,
+                               health=Health(HealthStore(store), machines=records,
+                                             addresses=networking.addresses,
+                                             inner=InnerStore(store), config=HealthConfig()),
                                doctor=Doctor([])))
 
 

@@ -1,0 +1,33 @@
+"""Health alerts into Slack: chat.postMessage and chat.update in `[health] channel`."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+log = logging.getLogger(__name__)
+
+
+class SlackAlerts:
+    """services.health.monitor.Alerts over Slack's Web API (the bot's own token).
+
+    A channel given as ``#name`` is what chat.postMessage accepts; chat.update needs the
+    id, so the one Slack answers with is kept."""
+
+    def __init__(self, client: AsyncWebClient, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+
+    async def post(self, text: str, *, thread_ts: str | None = None,
+                   channel: str | None = None) -> str | None:
+        response = await self.client.chat_postMessage(
+            channel=channel or self.channel, text=text, thread_ts=thread_ts, unfurl_links=False,
+            unfurl_media=False)
+        if response.get("channel") and channel is None:
+            self.channel = str(response["channel"])
+        ts = response.get("ts")
+        return str(ts) if ts else None
+
+    async def update(self, ts: str, text: str, *, channel: str | None = None) -> None:
+        await self.client.chat_update(channel=channel or self.channel, ts=ts, text=text)

@@ -1,0 +1,31 @@
+"""What health checks are configured with ([health] in the settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    channel: str | None = None  # Slack channel id or #name for incidents and digests
+    interval: float = 30.0  # seconds between sweeps
+    timeout: float = 2.0  # seconds one probe may take
+    failure_threshold: int = 3  # failed sweeps in a row before a check is DOWN
+    success_threshold: int = 2  # good sweeps in a row before it is UP again
+    reminder_every: float = 3600.0  # seconds between reminders in an open incident's thread
+    group_threshold: int = 5  # machines failing in one sweep that make one grouped incident
+    digest_at: str = "09:00"  # HH:MM[:SS], daily, in ``timezone``
+    timezone: str = "UTC"  # an IANA zone name (zoneinfo)
+    # Seconds after a machine boots when failures do not count, until a check is first UP.
+    starting_grace: float = 30.0
+
+    @property
+    def digest_time(self) -> tuple[int, int, int]:
+        hour, minute, *second = (int(part) for part in self.digest_at.split(":"))
+        return hour, minute, second[0] if second else 0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = False  # serve /metrics (the web app then listens even without Slack HTTP)
+    token: str | None = None  # bearer token /metrics requires (CTBOT_METRICS_TOKEN), if any
