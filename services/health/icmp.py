@@ -111,6 +111,9 @@ class Pinger:
         self._sequence = 0
         self._pending: dict[tuple[Family, int], _Pending] = {}
         self._lock = asyncio.Lock()
+        self._outstanding = 0  # probes of this sweep still without a reply
+        self._sending = False  # the sweep's requests are still going out
+        self._all_answered = asyncio.Event()
 
     def available(self, family: Family) -> str | None:
         """None if a socket for ``family`` is open or can be; else the reason why not."""
@@ -145,6 +148,9 @@ class Pinger:
                          timeout: float) -> dict[IPAddress, EchoResult]:
         results: dict[IPAddress, EchoResult] = {}
         sent: list[tuple[Family, int]] = []
+        self._all_answered.clear()
+        self._outstanding = 0
+        self._sending = True
         for index, address in enumerate(addresses):
             family = Family.V4 if address.version == 4 else Family.V6
             try:
@@ -161,22 +167,24 @@ class Pinger:
                 header = header[:2] + struct.pack("!H", checksum(header + payload)) + header[4:]
             pending = _Pending(address, time.time_ns())
             self._pending[key] = pending
+            self._outstanding += 1
             try:
                 sock.sendto(header + payload, (str(address), 0))
             except OSError as exc:
                 del self._pending[key]
+                self._outstanding -= 1
                 results[address] = EchoResult(address, None, _send_error(exc))
                 continue
             sent.append(key)
             if index % 64 == 63:
                 await asyncio.sleep(0)  # let the reader take replies already in
-        deadline = time.monotonic() + timeout
+        self._sending = False
         try:
-            while any(self._pending[k].rtt is None for k in sent):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await asyncio.sleep(min(left, 0.005))
+            if self._outstanding:
+                async with asyncio.timeout(timeout):
+                    await self._all_answered.wait()
+        except TimeoutError:
+            pass
         finally:
             for key in sent:
                 pending = self._pending.pop(key)
@@ -215,6 +223,9 @@ class Pinger:
                     str(pending.address) != source[0].split("%")[0]:
                 continue
             pending.rtt = max(received_ns - pending.sent_ns, 0) / 1e9
+            self._outstanding -= 1
+            if self._outstanding == 0 and not self._sending:
+                self._all_answered.set()
 
     def close(self) -> None:
         loop = None

@@ -169,6 +169,7 @@ class HealthSchedule:
             return
         lag = max(time.time() - event.scheduled_run_times[-1].timestamp(), 0.0)
         self.lags.append(lag)
+        log.debug("health sweep started lag=%.4fs", lag)
         if self.on_lag is not None:
             self.on_lag(lag)
 
