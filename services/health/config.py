@@ -16,8 +16,13 @@ class HealthConfig:
     group_threshold: int = 5  # machines failing in one sweep that make one grouped incident
     digest_at: str = "09:00"  # HH:MM[:SS], daily, in ``timezone``
     timezone: str = "UTC"  # an IANA zone name (zoneinfo)
-    # Seconds after a machine boots when failures do not count, until a check is first UP.
-    starting_grace: float = 30.0
+
+    @property
+    def starting_grace(self) -> float:
+        """Seconds after a machine boots when failures do not count, until a check is first
+        UP: what a booted machine may need to bring its services up, at most 30 s, and
+        no longer than the failure threshold's sweeps take."""
+        return min(30.0, self.failure_threshold * self.interval)
 
     @property
     def digest_time(self) -> tuple[int, int, int]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
 
 from services.grammar import human_duration
-from services.health.store import Failing, Incident
+
+if TYPE_CHECKING:  # the store imports the check grammar, which says things through here
+    from services.health.store import Failing, Incident
 
 FAMILY_NAMES = {"ipv4": "IPv4", "ipv6": "IPv6"}
 

@@ -329,3 +329,39 @@ def _jobs(host: Host) -> dict[str, float]:
 
     with sqlite3.connect(host.state_dir / "ctbot.sqlite3") as db:
         return dict(db.execute("SELECT id, next_run_time FROM scheduler_jobs").fetchall())
+
+
+async def test_added_checks_and_what_is_refused(host: Host, serve: Callable[..., Served]):
+    served = serve()
+    host.create("hc1")
+    for bad, said in (("check add hc1 http://evil.example/", "neither `hc1`"),
+                      ("check add hc1 tcp:99999", "port"),
+                      ("check add nosuch tcp:22", "no machine"),
+                      ("check remove hc1 icmp", "built in"),
+                      ("health mute hc1 99y", "duration"),
+                      ("check add hc1 http://hc1/ --expect 42", "100 to 599")):
+        refused = host.ctbot(bad)
+        assert refused.returncode != 0 and said in refused.stdout + refused.stderr, \
+            (bad, refused.stdout + refused.stderr)
+    assert host.json("check list hc1")["machines"][0]["checks"] == [
+        {"id": "icmp", "kind": "icmp", "label": "icmp", "port": None, "url": None,
+         "expect": None, "insecure": False},
+        {"id": "ssh", "kind": "ssh", "label": "ssh", "port": 22, "url": None,
+         "expect": None, "insecure": False}]
+    tcp = host.json("check add hc1 tcp:22")
+    http = host.json("check add hc1 http://hc1:8080/healthz")
+    assert (tcp["label"], http["label"]) == ("tcp:22", "http://hc1:8080/healthz")
+    opened = await served.wait(lambda c: "*hc1* is down" in c.body.get("text", ""),
+                               timeout=30)
+    text = opened.body["text"]
+    assert "`http://hc1:8080/healthz` IPv4" in text and "IPv6" in text, text
+    assert "tcp:22" not in text and "`icmp`" not in text, text
+    report = served.health("hc1")
+    assert {c["state"] for c in report["checks"] if c["label"] == "tcp:22"} == {"up"}
+    assert host.ctbot(f"check remove hc1 {http['id']}").returncode == 0
+    await served.wait(lambda c: c.body.get("thread_ts") == opened.ts
+                      and "Recovered" in c.body.get("text", ""), timeout=30)
+    doctor = host.ctbot("doctor", "--json")  # exits 1 for this host's inotify limit
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["icmp ipv4"]["ok"] and checks["icmp ipv6"]["ok"], checks
+    assert checks["ipv6 route"]["ok"], checks["ipv6 route"]
