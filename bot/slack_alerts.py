@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -11,6 +12,9 @@ log = logging.getLogger(__name__)
 
 class SlackAlerts:
     """services.health.monitor.Alerts over Slack's Web API (the bot's own token).
+
+    Text is escaped as Slack's mrkdwn requires (&, <, >): an error a machine sends back
+    (an SSH banner, an HTTP status line) cannot become a mention (<!channel>) or a link.
 
     A channel given as ``#name`` is what chat.postMessage accepts; chat.update needs the
     id, so the one Slack answers with is kept."""
@@ -22,12 +26,13 @@ class SlackAlerts:
     async def post(self, text: str, *, thread_ts: str | None = None,
                    channel: str | None = None) -> str | None:
         response = await self.client.chat_postMessage(
-            channel=channel or self.channel, text=text, thread_ts=thread_ts, unfurl_links=False,
-            unfurl_media=False)
+            channel=channel or self.channel, text=html.escape(text, quote=False),
+            thread_ts=thread_ts, unfurl_links=False, unfurl_media=False)
         if response.get("channel") and channel is None:
             self.channel = str(response["channel"])
         ts = response.get("ts")
         return str(ts) if ts else None
 
     async def update(self, ts: str, text: str, *, channel: str | None = None) -> None:
-        await self.client.chat_update(channel=channel or self.channel, ts=ts, text=text)
+        await self.client.chat_update(channel=channel or self.channel, ts=ts,
+                                      text=html.escape(text, quote=False))

@@ -36,6 +36,7 @@ ICMP_FILTER = 1  # linux/icmp.h, at SOL_RAW
 SOL_RAW = 255
 ICMP6_FILTER = 1  # linux/icmpv6.h, at IPPROTO_ICMPV6
 RECEIVE_BUFFER = 4 << 20  # a sweep's replies arrive in a burst
+READ_BATCH = 512  # datagrams per wake-up of the reader
 PAYLOAD = 16  # bytes after the 8-byte header: fping's default is 56; 16 carries the tag
 TIMESPEC = struct.Struct("@qq")
 
@@ -194,8 +195,10 @@ class Pinger:
         return results
 
     def _receive(self, family: Family, sock: socket.socket) -> None:
-        """Reader callback: take every datagram waiting, match it to a probe."""
-        while True:
+        """Reader callback: take the datagrams waiting, match them to probes. At most
+        READ_BATCH per call: a flood of echo replies (a machine's root can send them)
+        must not keep the event loop here."""
+        for _ in range(READ_BATCH):
             try:
                 data, ancillary, _flags, source = sock.recvmsg(
                     256, socket.CMSG_SPACE(TIMESPEC.size))

@@ -146,7 +146,8 @@ class HealthMonitor:
             else:
                 outcome = (ProbeResult(False, None, subject.down_error)
                            if subject.down_error else results[target])
-                change = record(state, ok=outcome.ok, rtt=outcome.rtt, error=outcome.error,
+                change = record(state, ok=outcome.ok, rtt=outcome.rtt,
+                                error=one_line(outcome.error),
                                 at=now, thresholds=self.thresholds,
                                 count_failure=subject.count_failure
                                 or state.state is State.UP)
@@ -426,6 +427,15 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 def _uptime() -> float:
     with open("/proc/uptime", encoding="ascii") as file:
         return float(file.read().split()[0])
+
+
+def one_line(text: str | None, limit: int = 200) -> str | None:
+    """An error as messages show it: what a machine sent back may hold newlines and
+    control characters (a crafted SSH banner); those could fake lines of an alert."""
+    if text is None:
+        return None
+    flat = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(flat.split())[:limit]
 
 
 def family_routable(family: Family) -> bool:

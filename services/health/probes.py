@@ -36,7 +36,8 @@ async def probe(check: CheckSpec, address: IPAddress, *, host_name: str, timeout
         async with asyncio.timeout(timeout):
             if check.kind is CheckKind.HTTP:
                 return await _http(check, address, host_name, http, started)
-            reader, writer = await asyncio.open_connection(str(address), check.port)
+            reader, writer = await asyncio.open_connection(str(address), check.port,
+                                                           limit=BANNER_LIMIT + 2)
             connected = time.monotonic() - started
             try:
                 if check.kind is CheckKind.SSH:
