@@ -56,8 +56,8 @@ def configure_logging(level: str, *, secrets: Iterable[str] = (),
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Slack's libraries log request bodies and tokens at INFO/DEBUG; keep them quiet
-    # unless we are debugging.
+    # Slack's libraries log request bodies and tokens at INFO/DEBUG, APScheduler two
+    # lines per job run (every health sweep); keep them quiet unless we are debugging.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("slack_bolt", "slack_sdk", "aiohttp.access", "asyncio"):
+    for name in ("slack_bolt", "slack_sdk", "aiohttp.access", "asyncio", "apscheduler"):
         logging.getLogger(name).setLevel(quiet)
