@@ -7,6 +7,7 @@ Started by ``ctbot serve`` when no Slack credentials are set. Each line is one c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import threading
 from typing import TextIO
@@ -69,3 +70,26 @@ def _read_lines_in_background(stdin: TextIO) -> asyncio.Queue[str]:
 
     threading.Thread(target=pump, name="console-stdin", daemon=True).start()
     return queue
+
+
+class ConsoleAlerts:
+    """Health alerts on the console when no Slack channel takes them (services.health.
+    monitor.Alerts): each message and each edit is a line starting with [health]."""
+
+    channel = "console"
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self._ids = itertools.count(1)
+
+    async def post(self, text: str, *, thread_ts: str | None = None,
+                   channel: str | None = None) -> str | None:
+        prefix = "[health]   ↳ " if thread_ts else "[health] "
+        self.out.write("\n" + prefix + text.replace("\n", "\n" + " " * len(prefix)) + "\n")
+        self.out.flush()
+        return f"console-{next(self._ids)}"
+
+    async def update(self, ts: str, text: str, *, channel: str | None = None) -> None:
+        first = text.split("\n", 1)[0]
+        self.out.write(f"\n[health] (now) {first}\n")
+        self.out.flush()

@@ -11,7 +11,7 @@ import sys
 
 from aiohttp import web
 
-from bot.console import run_console
+from bot.console import ConsoleAlerts, run_console
 from bot.health import health_metrics, start_health, stop_health
 from bot.logs import configure_logging
 from bot.runtime import Runtime
@@ -80,6 +80,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         if with_console:
             if log_file is not None:
                 print(f"(log: {log_file})")
+            if runtime.health.alerts is None:  # no Slack channel: incidents show here
+                runtime.health.alerts = ConsoleAlerts()
             console = asyncio.create_task(run_console(runtime), name="console")
             console.add_done_callback(lambda _t: stop.set())
         elif not (slack.http_enabled or slack.socket_mode_enabled):
