@@ -167,7 +167,8 @@ class HealthMonitor:
                          f" ({state.last_error})" if state.last_error else "")
             if change.flapping_started:
                 log.info("check %s %s %s: flapping", *state.key)
-        report.posted = await self._incidents(now, subjects, changes)
+        labels = {(m, c.id): c.label for m, checks in added.items() for c in checks}
+        report.posted = await self._incidents(now, labels, changes)
         self.last_sweep = report
         return report
 
@@ -247,11 +248,9 @@ class HealthMonitor:
 
     # ------------------------------------------------------------------ incidents
 
-    async def _incidents(self, now: float, subjects: Sequence[Subject],
+    async def _incidents(self, now: float, labels: dict[tuple[str, str], str],
                          changes: Sequence[tuple[CheckState, Change]]) -> int:
         """Open, edit, resolve and remind; returns how many messages were posted."""
-        labels = {(m, c.id): c.label for m, checks in self.store.checks().items()
-                  for c in checks}
         by_machine: dict[str, list[CheckState]] = {}
         for state, _ in changes:
             by_machine.setdefault(state.machine, []).append(state)
@@ -288,8 +287,6 @@ class HealthMonitor:
             posted += await self._post(incident, now)
             started_flapping.discard(name)
         for incident in open_:
-            if incident.id == 0:
-                continue
             posted += await self._follow(incident, now, failing, by_machine,
                                          started_flapping)
         return posted
