@@ -68,4 +68,5 @@ def health_metrics(runtime: Runtime, schedule: HealthSchedule) -> Metrics:
     metrics = Metrics(runtime.store, runtime.health, runtime.health.machines,
                       verb_of=verb_of)
     schedule.on_lag = metrics.scheduler_lag.observe
+    schedule.on_skip = metrics.sweeps_skipped.inc
     return metrics

@@ -54,8 +54,10 @@ class MetricsEndpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         if self._token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+            # Bytes as they came (aiohttp decoded them with surrogate escapes): a header
+            # that is not UTF-8 is a wrong token, not an error.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+            if not hmac.compare_digest(given, f"Bearer {self._token}".encode()):
                 log.info("metrics request rejected status=401 remote=%s", request.remote)
                 return web.Response(status=401, text="a bearer token is required\n",
                                     headers={"WWW-Authenticate": "Bearer"})

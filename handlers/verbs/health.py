@@ -9,6 +9,7 @@ from handlers.roles import Role
 from handlers.verbs.machines import MACHINE
 from services.core.errors import InvalidInput
 from services.grammar import count, machine_ref, printable, seconds
+from services.health.targets import check_id
 
 MAX_MUTE = 30 * 86400
 MAX_REASON = 200
@@ -75,7 +76,8 @@ async def run_health_mute(inv: Invocation) -> Reply:
 @verb("health unmute", role=Role.OPERATOR, mutating=True,
       positionals=[Positional("NAME", parse=mute_target)])
 async def run_health_unmute(inv: Invocation) -> Reply:
-    """End a mute: the machine's checks are evaluated again from the next sweep."""
+    """End a mute: the machine's checks are evaluated again from the next sweep.
+    `health unmute all` ends `health mute all`; machines muted by name stay muted."""
     inv.services.health.unmute(inv.args["NAME"])
     return Reply(view="health_unmuted", data={"target": inv.args["NAME"]})
 
@@ -106,7 +108,7 @@ async def run_check_list(inv: Invocation) -> Reply:
 
 
 @verb("check remove", role=Role.OPERATOR, mutating=True,
-      positionals=[MACHINE, Positional("ID")])
+      positionals=[MACHINE, Positional("ID", parse=check_id)])
 async def run_check_remove(inv: Invocation) -> Reply:
     """Remove a check added with `check add` (ID as `check list` shows it, e.g. c3)."""
     inv.services.health.remove_check(inv.args["NAME"], inv.args["ID"])

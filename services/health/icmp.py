@@ -62,9 +62,34 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def open_socket(family: Family) -> socket.socket:
-    """A non-blocking raw ICMP(v6) socket that receives echo replies only, with kernel
-    receive timestamps. IcmpUnavailable when the host does not allow one."""
+SO_ATTACH_FILTER = 26
+# Classic BPF (Documentation/networking/filter.rst): keep a packet whose ICMP identifier
+# is ours, drop the rest in the kernel, before it takes room in the socket's buffer. An
+# IPv4 raw socket sees the IP header first (its length from the IHL nibble), an ICMPv6
+# one the ICMPv6 header.
+_BPF_LDX_MSH, _BPF_LDH_IND, _BPF_LDH_ABS, _BPF_JEQ, _BPF_RET = 0xB1, 0x48, 0x28, 0x15, 0x06
+
+
+def identifier_filter(family: Family, identifier: int) -> list[tuple[int, int, int, int]]:
+    """The (code, jt, jf, k) instructions that accept echo replies to ``identifier``."""
+    load = ([(_BPF_LDX_MSH, 0, 0, 0), (_BPF_LDH_IND, 0, 0, 4)] if family is Family.V4
+            else [(_BPF_LDH_ABS, 0, 0, 4)])
+    return [*load, (_BPF_JEQ, 0, 1, identifier), (_BPF_RET, 0, 0, 0xFFFF), (_BPF_RET, 0, 0, 0)]
+
+
+def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    import ctypes
+
+    code = b"".join(struct.pack("HBBI", *instruction) for instruction in program)
+    buffer = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def open_socket(family: Family, identifier: int | None = None) -> socket.socket:
+    """A non-blocking raw ICMP(v6) socket that receives echo replies only (to
+    ``identifier`` only, when given), with kernel receive timestamps. IcmpUnavailable
+    when the host does not allow one."""
     try:
         if family is Family.V4:
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -79,6 +104,8 @@ def open_socket(family: Family) -> socket.socket:
         raise IcmpUnavailable(f"cannot open a raw ICMP socket for {family}: "
                               f"{os.strerror(exc.errno or 0)}") from exc
     sock.setblocking(False)
+    if identifier is not None:
+        _attach_filter(sock, identifier_filter(family, identifier))
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
@@ -129,7 +156,7 @@ class Pinger:
             raise IcmpUnavailable(self._unavailable[family])
         if family not in self._sockets:
             try:
-                sock = open_socket(family)
+                sock = open_socket(family, self.identifier)
             except IcmpUnavailable as exc:
                 self._unavailable[family] = str(exc)
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
@@ -22,12 +23,18 @@ def clock(at: float, zone: tzinfo) -> str:
     return datetime.fromtimestamp(at, tz=zone).strftime("%H:%M:%S %Z")
 
 
+def quoted(text: str) -> str:
+    """Text from a machine or a user (an error a server sent, a URL) as inline code:
+    Slack then shows it as written — no link, no emoji, no formatting."""
+    return "`" + text.replace("`", "'") + "`"
+
+
 def _failing_line(f: Failing, zone: tzinfo) -> str:
-    what = f"`{f.check}` {family_name(f.family)}"
+    what = f"{quoted(f.check)} {family_name(f.family)}"
     if f.flapping:
         return f"• {what}: flapping (changing state on most checks)"
     return f"• {what}: down since {clock(f.since, zone)}" + (
-        f": {f.error}" if f.error else "")
+        f": {quoted(f.error)}" if f.error else "")
 
 
 def incident_text(incident: Incident, zone: tzinfo, now: float) -> str:
@@ -60,16 +67,19 @@ def _group_text(incident: Incident, zone: tzinfo, now: float) -> str:
     what = _group_what(incident)
     if incident.resolved_at is not None:
         took = human_duration(incident.resolved_at - incident.opened_at)
-        return (f":large_green_circle: {what}: resolved after {took}\n"
-                f"(opened {clock(incident.opened_at, zone)}; {', '.join(incident.members)})")
+        head = (f":large_green_circle: {what}: resolved after {took}"
+                if incident.outcome == "resolved" else
+                f":white_circle: {what}: incident closed after {took} ({incident.outcome})")
+        return f"{head}\n(opened {clock(incident.opened_at, zone)}; {_names(incident.members)})"
     still = sorted({f.check for f in incident.failing})  # a group lists machines
     lasted = human_duration(now - incident.opened_at)
     lines = [f":red_circle: *{what} down at once — host side?* (incident #{incident.id}, "
              f"since {clock(incident.opened_at, zone)}, {lasted})",
              f"Still down: {len(still)} of {len(incident.members)}: {_names(still)}"]
-    errors = sorted({f.error for f in incident.failing if f.error})
+    # The most common error: what one machine sends back cannot speak for the group.
+    errors = Counter(f.error for f in incident.failing if f.error).most_common(1)
     if errors:
-        lines.append(f"Last error: {errors[0]}")
+        lines.append(f"Most common error: {quoted(errors[0][0])}")
     lines.append("One incident for all of them; each machine's own alerts wait until it "
                  "is over. Check the bridge, its links and the host's routes (`net show`, "
                  "`doctor`).")
@@ -89,12 +99,12 @@ def recovered_reply(incident: Incident) -> str:
 
 
 def reminder_reply(incident: Incident, now: float) -> str:
-    down = ", ".join(f"`{f.check}` {family_name(f.family)}" for f in incident.failing)
+    down = ", ".join(f"{quoted(f.check)} {family_name(f.family)}" for f in incident.failing)
     return f":hourglass: Still down after {human_duration(now - incident.opened_at)}: {down}."
 
 
 def flapping_reply(failing: Sequence[Failing]) -> str:
-    checks = ", ".join(f"`{f.check}` {family_name(f.family)}" for f in failing)
+    checks = ", ".join(f"{quoted(f.check)} {family_name(f.family)}" for f in failing)
     return (f":large_orange_circle: {checks} flapping: up/down alerts for it pause until "
             "it settles.")
 
@@ -143,6 +153,15 @@ def no_such_check(machine: str, check_id: str) -> str:
 
 def not_muted(target: str) -> str:
     return f"`{target}` is not muted; `health` lists the mutes"
+
+
+def bad_check_id(raw: str) -> str:
+    return f"{raw} is not a check id: `check list NAME` shows them (c1, c2, …)"
+
+
+def too_many_checks(machine: str, limit: int) -> str:
+    return (f"`{machine}` has {limit} added checks already, the most it may have; "
+            "`check remove` one first")
 
 
 def no_address(machine: str) -> str:

@@ -13,6 +13,7 @@ Names and units follow Prometheus's naming practices (``_seconds``, ``_total``).
     ctbot_commands_total{verb}                     audited commands
     ctbot_scheduler_lag_seconds                    how late health sweeps started
     ctbot_health_sweep_seconds                     how long the last sweep took
+    ctbot_health_sweeps_skipped_total              sweeps skipped: the last still ran
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -47,6 +49,9 @@ class Metrics:
                  verb_of: Callable[[str], str]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(store, health, machines, verb_of))
+        self.sweeps_skipped = CounterMetric(
+            "ctbot_health_sweeps_skipped", "Sweeps not run because the one before was "
+            "still running.", registry=self.registry)
         self.scheduler_lag = Histogram(
             "ctbot_scheduler_lag_seconds", "How late health sweeps started after their "
             "scheduled time.", buckets=LAG_BUCKETS, registry=self.registry)

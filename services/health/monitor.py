@@ -226,7 +226,11 @@ class HealthMonitor:
         if any(t.check.kind is CheckKind.HTTP for t in others):
             import aiohttp  # only when a sweep has HTTP checks
 
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+            # As many connections as probes in flight: waiting for the pool must not eat
+            # into a probe's own timeout (aiohttp's default pool is 100).
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False,
+                connector=aiohttp.TCPConnector(limit=TCP_IN_FLIGHT, force_close=True))
 
         async def one(target: Target) -> ProbeResult:
             async with slots:
@@ -263,8 +267,13 @@ class HealthMonitor:
         posted = 0
         open_ = self.store.open_incidents()
         group = next((i for i in open_ if i.grouped), None)
-        covered = {i.scope for i in open_ if not i.grouped} | set(group.members if group else ())
+        # A group covers the machines still failing in it; one that recovered and fails
+        # again is news, and so is any machine failing after the group's first sweeps:
+        # an open group must not silence later, unrelated outages.
+        covered = {i.scope for i in open_ if not i.grouped} | (
+            {f.check for f in group.failing} if group else set())
         new = sorted(m for m in failing if m not in covered)
+        joins = group is not None and now - group.opened_at <= self._join_window
         if new and group is None:
             family = self._family_wide(new, failing, by_machine)
             if len(new) >= self.config.group_threshold or family is not None:
@@ -276,8 +285,8 @@ class HealthMonitor:
                             f" ({family})" if family else "")
                 posted += await self._post(group, now)
                 new = []
-        if new and group is not None:
-            group.members += new
+        if new and group is not None and joins:  # the same outage, seen a sweep later
+            group.members += [m for m in new if m not in group.members]
             new = []
         for name in new:
             incident = self.store.open_incident(Incident(0, name, now,
@@ -290,6 +299,12 @@ class HealthMonitor:
             posted += await self._follow(incident, now, failing, by_machine,
                                          started_flapping)
         return posted
+
+    @property
+    def _join_window(self) -> float:
+        """Seconds after a group opens in which more failing machines join it: the
+        sweeps in which the same outage crosses the other machines' thresholds."""
+        return (self.config.failure_threshold + 1) * self.config.interval
 
     def _family_wide(self, new: Sequence[str], failing: dict[str, list[Failing]],
                      by_machine: dict[str, list[CheckState]]) -> str | None:

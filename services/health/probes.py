@@ -73,8 +73,11 @@ async def _http(check: CheckSpec, address: IPAddress, host_name: str, session: A
     url = f"{parts.scheme}://{host}:{check.port}{parts.path or '/'}" + (
         f"?{parts.query}" if parts.query else "")
     context: Any = False if check.insecure else None  # aiohttp: False skips verification
-    async with session.get(url, headers={"Host": parts.netloc}, allow_redirects=False,
-                           ssl=context, server_hostname=parts.hostname) as response:
+    from yarl import URL  # aiohttp's own URL type; encoded: the path goes as written
+
+    async with session.get(URL(url, encoded=True), headers={"Host": parts.netloc},
+                           allow_redirects=False, ssl=context,
+                           server_hostname=parts.hostname) as response:
         rtt = time.monotonic() - started
         if response.status != check.expect:
             return ProbeResult(False, None, f"HTTP {response.status}, expected {check.expect}")

@@ -21,7 +21,11 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobSubmissionEvent,
+)
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -136,6 +140,9 @@ class HealthSchedule:
                                           jobstores={"default": SQLiteJobStore(store)})
         self.lags: deque[float] = deque(maxlen=1000)  # seconds late, the latest starts
         self.on_lag: Callable[[float], None] | None = None
+        self.skipped = 0  # sweeps not run because the one before was still running
+        self.on_skip: Callable[[], None] | None = None
+        self._interval = interval
         hour, minute, second = digest
         self._jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, Any]], BaseTrigger,
                                dict[str, Any]]] = [
@@ -153,6 +160,7 @@ class HealthSchedule:
         for job_id, function, _, _ in self._jobs:
             _running[job_id] = function
         self.scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
         self.scheduler.start()
         for job_id, _, trigger, options in self._jobs:
             kept = self.scheduler.get_job(job_id)
@@ -172,6 +180,16 @@ class HealthSchedule:
         log.debug("health sweep started lag=%.4fs", lag)
         if self.on_lag is not None:
             self.on_lag(lag)
+
+    def _skipped(self, event: JobSubmissionEvent) -> None:
+        if event.job_id != SWEEP:
+            return
+        self.skipped += 1
+        log.warning("health sweep skipped: the one before still runs after %gs ([health] "
+                    "interval); too many checks for the interval, or probes wait on "
+                    "timeouts", self._interval)
+        if self.on_skip is not None:
+            self.on_skip()
 
     def next_run(self, job_id: str) -> datetime | None:
         job = self.scheduler.get_job(job_id)

@@ -15,7 +15,14 @@ from services.health.config import HealthConfig
 from services.health.monitor import Alerts, HealthMonitor
 from services.health.state import State
 from services.health.store import HealthStore, Incident, Mute
-from services.health.targets import BUILT_IN, ICMP, SSH, CheckSpec, parse_check
+from services.health.targets import (
+    BUILT_IN,
+    ICMP,
+    MAX_ADDED_PER_MACHINE,
+    SSH,
+    CheckSpec,
+    parse_check,
+)
 from services.machines.records import MachineStore
 from services.nesting.records import InnerStore
 from services.network.addresses import AddressBook
@@ -65,6 +72,8 @@ class Health:
         if not addresses:
             raise InvalidInput(messages.no_address(machine))
         spec = parse_check(raw, machine, addresses, expect=expect, insecure=insecure)
+        if len(self.store.checks(machine).get(machine, [])) >= MAX_ADDED_PER_MACHINE:
+            raise InvalidInput(messages.too_many_checks(machine, MAX_ADDED_PER_MACHINE))
         return self.store.add_check(machine, spec, added_by=added_by)
 
     def checks(self, machine: str | None = None) -> dict[str, list[CheckSpec]]:

@@ -115,8 +115,7 @@ class HealthStore:
         return found
 
     def remove_check(self, machine: str, check_id: str) -> bool:
-        if not check_id.startswith("c") or not check_id[1:].isdigit():
-            return False
+        """``check_id`` as check_id() parsed it (c and ASCII digits)."""
         with self.store.transaction() as tx:
             gone = tx.execute("DELETE FROM health_checks WHERE machine = ? AND id = ?",
                               (machine, int(check_id[1:]))).rowcount
@@ -264,8 +263,8 @@ class HealthStore:
                            (target, until, reason, muted_by, time.time()))
 
     def unmute(self, target: str) -> bool:
-        if target == "all":
-            return bool(self.store.execute("DELETE FROM health_mutes").rowcount)
+        """End one mute: a machine's, or the one of every machine ("all"); a machine's
+        own mute outlives the end of "all"."""
         return bool(self.store.execute("DELETE FROM health_mutes WHERE target = ?",
                                        (target,)).rowcount)
 

@@ -84,6 +84,19 @@ class Target:
         return (self.machine, self.check.id, str(self.family))
 
 
+_CHECK_ID_RE = re.compile(r"c[0-9]{1,12}")
+MAX_ADDED_PER_MACHINE = 20
+
+
+def check_id(raw: str) -> str:
+    """An added check's id as `check list` shows it: `c` and ASCII digits (`c12`)."""
+    if raw in BUILT_IN:
+        return raw
+    if not _CHECK_ID_RE.fullmatch(raw):
+        raise InvalidInput(messages.bad_check_id(printable(raw)))
+    return raw
+
+
 def parse_check(raw: str, machine: str, addresses: dict[Family, IPAddress], *,
                 expect: int | None = None, insecure: bool = False) -> CheckSpec:
     """`tcp:PORT`, `http://HOST[:PORT]/PATH` or `https://…` for ``machine`` (id unset).

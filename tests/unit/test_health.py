@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.core.errors import InvalidInput
 from services.core.store import Store
 from services.grammar import Family
+from services.health.config import HealthConfig
 from services.health.icmp import checksum
+from services.health.messages import incident_text
+from services.health.monitor import HealthMonitor, one_line
 from services.health.state import (
+    Change,
     CheckState,
     Hold,
     State,
@@ -21,8 +26,11 @@ from services.health.state import (
     hold,
     record,
 )
-from services.health.store import HealthStore
-from services.health.targets import CheckKind, parse_check, targets_of
+from services.health.store import Failing, HealthStore, Incident
+from services.health.targets import CheckKind, check_id, parse_check, targets_of
+from services.machines.records import MachineStore
+from services.nesting.records import InnerStore
+from services.network.addresses import AddressBook
 
 T = Thresholds(failures=3, successes=2)
 ADDRESSES = {Family.V4: ipaddress.ip_address("10.0.0.2"),
@@ -160,3 +168,83 @@ def test_job_store_keeps_jobs_across_schedulers(tmp_path):
     second.remove_job("digest")
     assert second.get_jobs() == []
     second.shutdown()
+
+
+@pytest.mark.parametrize("raw", ["c²", "c٣", "3", "c", "c1 ", "c-1", "icmp2"])
+def test_check_ids_are_ascii(raw):
+    with pytest.raises(InvalidInput):
+        check_id(raw)
+    assert check_id("c12") == "c12" and check_id("icmp") == "icmp"
+
+
+class Recorder:
+    """Alerts that remember what was posted (the Slack side is bot/slack_alerts.py)."""
+
+    channel = "C0TEST"
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str | None]] = []
+        self.edits: list[tuple[str, str]] = []
+
+    async def post(self, text, *, thread_ts=None, channel=None):
+        self.posts.append((text, thread_ts))
+        return f"ts{len(self.posts)}"
+
+    async def update(self, ts, text, *, channel=None):
+        self.edits.append((ts, text))
+
+
+def monitor(tmp_path, **config) -> tuple[HealthMonitor, Recorder]:
+    store = Store(tmp_path / "db.sqlite3")
+    alerts = Recorder()
+    return HealthMonitor(HealthStore(store), machines=MachineStore(store),
+                         addresses=AddressBook(store, {}), inner=InnerStore(store),
+                         config=HealthConfig(**config), alerts=alerts), alerts
+
+
+def states_of(names, state: State, at: float) -> list[tuple[CheckState, Change]]:
+    found = []
+    for name in names:
+        for family in ("ipv4", "ipv6"):
+            check = CheckState(name, "icmp", family, state, since=at,
+                               last_error="lost" if state is State.DOWN else None)
+            found.append((check, Change(state, state)))
+    return found
+
+
+async def test_a_group_covers_one_outage_not_every_later_one(tmp_path):
+    health, alerts = monitor(tmp_path, interval=10, failure_threshold=3, group_threshold=3)
+    now = 1_000_000.0
+    names = ["a", "b", "c"]
+    await health._incidents(now, {}, states_of(names, State.DOWN, now))
+    assert len(alerts.posts) == 1 and "3 machines down at once" in alerts.posts[0][0]
+    # A sweep later, d fails too: the same outage, it joins the group.
+    await health._incidents(now + 10, {}, states_of([*names, "d"], State.DOWN, now))
+    assert len(alerts.posts) == 1 and "4 machines" in alerts.edits[-1][1]
+    # Much later, b recovered while a stays down; then b and a new e fail: news, each
+    # with an incident of its own, though the group is still open for a.
+    later = now + 3600
+    await health._incidents(later, {}, states_of(["a"], State.DOWN, now)
+                            + states_of(["b", "c", "d"], State.UP, now))
+    await health._incidents(later + 10, {}, states_of(["a", "b", "e"], State.DOWN, later)
+                            + states_of(["c", "d"], State.UP, now))
+    own = [text for text, thread in alerts.posts if thread is None and "is down" in text]
+    assert any("*b* is down" in t for t in own) and any("*e* is down" in t for t in own)
+
+
+async def test_a_group_no_longer_checked_is_not_shown_resolved(tmp_path):
+    health, alerts = monitor(tmp_path, interval=10, group_threshold=2)
+    now = 1_000_000.0
+    await health._incidents(now, {}, states_of(["a", "b"], State.DOWN, now))
+    await health._incidents(now + 10, {}, [])  # both destroyed
+    assert "resolved" not in alerts.edits[-1][1] and "no longer checked" in alerts.edits[-1][1]
+    assert ":large_green_circle:" not in alerts.edits[-1][1]
+
+
+def test_what_a_machine_sends_back_is_shown_as_code():
+    zone = ZoneInfo("UTC")
+    incident = Incident(1, "web1", 0.0, failing=[Failing(
+        "http://web1/", "ipv4", 0.0, "400, message='XTTP <!here> https://evil.example :x:`'")])
+    line = incident_text(incident, zone, 10.0).splitlines()[1]
+    assert line.endswith("`400, message='XTTP <!here> https://evil.example :x:''`"), line
+    assert one_line("a\nb\x1b[2J\u202ec") == "a b [2J c"
