@@ -36,6 +36,10 @@ def start_health(runtime: Runtime) -> HealthSchedule:
     async def prune() -> None:
         health.prune()
 
+    if config.timeout >= config.interval:
+        log.warning("[health] timeout (%gs) is not shorter than interval (%gs): a sweep "
+                    "with a silent machine takes the whole interval, and the next is "
+                    "skipped", config.timeout, config.interval)
     schedule = HealthSchedule(runtime.store, interval=config.interval,
                               digest=config.digest_time, timezone=config.timezone,
                               sweep=sweep, send_digest=digest, prune=prune)

@@ -115,7 +115,8 @@ class Runtime:
             return await nesting_checks(nesting, machines)
 
         async def monitoring_checks() -> list[Check]:
-            return await health_checks(settings.network.pools)
+            return await health_checks(settings.network.pools,
+                                       bridge=settings.network.bridge)
 
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,

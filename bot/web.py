@@ -55,9 +55,12 @@ class MetricsEndpoint:
     async def handle(self, request: web.Request) -> web.Response:
         if self._token is not None:
             # Bytes as they came (aiohttp decoded them with surrogate escapes): a header
-            # that is not UTF-8 is a wrong token, not an error.
+            # that is not UTF-8 is a wrong token, not an error. The scheme is
+            # case-insensitive (RFC 7235 §2.1), the token is compared in constant time.
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, f"Bearer {self._token}".encode()):
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token,
+                                                                       self._token.encode()):
                 log.info("metrics request rejected status=401 remote=%s", request.remote)
                 return web.Response(status=401, text="a bearer token is required\n",
                                     headers={"WWW-Authenticate": "Bearer"})

@@ -9,6 +9,7 @@ from handlers.roles import Role
 from handlers.verbs.machines import MACHINE
 from services.core.errors import InvalidInput
 from services.grammar import count, machine_ref, printable, seconds
+from services.health import messages
 from services.health.targets import check_id
 
 MAX_MUTE = 30 * 86400
@@ -28,7 +29,10 @@ def reason(raw: str) -> str:
 
 
 def status_code(raw: str) -> int:
-    return count(raw, maximum=599)
+    """An HTTP status code, 100 to 599 (RFC 9110 §15)."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) == 3 and 100 <= int(raw) <= 599):
+        raise InvalidInput(messages.bad_status(printable(raw)))
+    return int(raw)
 
 
 @verb("health", role=Role.VIEWER,
@@ -37,7 +41,8 @@ async def run_health(inv: Invocation) -> Reply:
     """Each check's state (up, down, unknown and why), last RTT, uptime over 24 h and 7 d,
     per family; open incidents and mutes. Checks run in `ctbot serve` every
     `[health] interval` seconds: ICMP and SSH over IPv4 and IPv6 for every machine, plus
-    those added with `check add`.
+    those added with `check add`. Also: `health history NAME`, `health digest`,
+    `health mute NAME|all DURATION`, `health unmute NAME|all`.
     """
     return Reply(view="health", data=inv.services.health.report(inv.args.get("NAME")))
 
@@ -60,7 +65,7 @@ async def run_health_digest(inv: Invocation) -> Reply:
 
 
 @verb("health mute", role=Role.OPERATOR, mutating=True,
-      positionals=[Positional("NAME", parse=mute_target),
+      positionals=[Positional("NAME|all", parse=mute_target),
                    Positional("DURATION", parse=lambda raw: seconds(raw, maximum=MAX_MUTE))],
       flags=[Flag("reason", "why (shown in `health` and in the state of each check)",
                   "TEXT", parse=reason)])
@@ -68,18 +73,18 @@ async def run_health_mute(inv: Invocation) -> Reply:
     """Maintenance: a machine's checks (or `all`) are UNKNOWN and never alert for
     DURATION (`30m`, `2h`, `1d`; at most 30d). `health unmute` ends it early; the checks
     then start over."""
-    mute = inv.services.health.mute(inv.args["NAME"], inv.args["DURATION"],
+    mute = inv.services.health.mute(inv.args["NAME|all"], inv.args["DURATION"],
                                     inv.args.get("reason", ""), inv.user_id)
     return Reply(view="health_muted", data=mute.to_json())
 
 
 @verb("health unmute", role=Role.OPERATOR, mutating=True,
-      positionals=[Positional("NAME", parse=mute_target)])
+      positionals=[Positional("NAME|all", parse=mute_target)])
 async def run_health_unmute(inv: Invocation) -> Reply:
     """End a mute: the machine's checks are evaluated again from the next sweep.
     `health unmute all` ends `health mute all`; machines muted by name stay muted."""
-    inv.services.health.unmute(inv.args["NAME"])
-    return Reply(view="health_unmuted", data={"target": inv.args["NAME"]})
+    inv.services.health.unmute(inv.args["NAME|all"])
+    return Reply(view="health_unmuted", data={"target": inv.args["NAME|all"]})
 
 
 @verb("check add", role=Role.OPERATOR, mutating=True,

@@ -109,6 +109,10 @@ def flapping_reply(failing: Sequence[Failing]) -> str:
             "it settles.")
 
 
+def no_result_yet() -> str:
+    return "no result yet"
+
+
 def machine_not_running() -> str:
     return "the machine is not running (it stopped outside ctbot)"
 
@@ -130,11 +134,15 @@ def bad_url(raw: str) -> str:
 
 
 def url_host(host: str, machine: str) -> str:
-    return (f"the URL's host {host} is neither `{machine.rpartition('/')[2]}` nor one of its "
-            f"addresses: a check goes to the machine `{machine}` itself")
+    return (f"the URL's host must be the machine's name `{machine.rpartition('/')[2]}`, not "
+            f"{host}: the check goes to `{machine}`'s own addresses, IPv4 and IPv6")
 
 
-def bad_status(expect: int) -> str:
+def duplicate_check(machine: str, check_id: str, label: str) -> str:
+    return f"`{machine}` has this check already: {check_id} `{label}`"
+
+
+def bad_status(expect: object) -> str:
     return f"--expect must be an HTTP status code from 100 to 599, not {expect}"
 
 
@@ -151,7 +159,10 @@ def no_such_check(machine: str, check_id: str) -> str:
             "them (icmp and ssh are built in and cannot be removed: mute them instead)")
 
 
-def not_muted(target: str) -> str:
+def not_muted(target: str, all_muted: bool) -> str:
+    if all_muted:
+        return (f"`{target}` has no mute of its own: it is muted by `health mute all`, "
+                "which `health unmute all` ends")
     return f"`{target}` is not muted; `health` lists the mutes"
 
 

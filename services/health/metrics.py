@@ -7,6 +7,7 @@ Names and units follow Prometheus's naming practices (``_seconds``, ``_total``).
     ctbot_check_up{machine,check,family}           1 up, 0 down; absent while UNKNOWN
     ctbot_check_rtt_seconds{machine,check,family}  last RTT; NaN when the last result
                                                    failed; absent while UNKNOWN
+    ctbot_check_flapping{machine,check,family}     1 while flapping
     ctbot_machines{state}                          machines by observed state
     ctbot_jobs_total{kind,outcome}                 finished jobs
     ctbot_job_duration_seconds{kind}               histogram of finished jobs' run time
@@ -86,6 +87,8 @@ class _Collector:
                                "while unknown.", labels=labels)
         rtt = GaugeMetricFamily("ctbot_check_rtt_seconds", "The last round-trip time; NaN "
                                 "when the last result failed.", labels=labels)
+        flapping = GaugeMetricFamily("ctbot_check_flapping", "1 while the check is "
+                                     "flapping (its up/down alerts paused).", labels=labels)
         names = {(m, c.id): c.label for m, checks in self.health.store.checks().items()
                  for c in checks}
         for state in self.health.monitor.states():
@@ -94,10 +97,12 @@ class _Collector:
             key = [state.machine, names.get((state.machine, state.check), state.check),
                    state.family]
             up.add_metric(key, 1.0 if state.effective is State.UP else 0.0)
+            flapping.add_metric(key, 1.0 if state.flapping else 0.0)
             rtt.add_metric(key, state.last_rtt if state.last_ok and state.last_rtt is not None
                            else math.nan)
         yield up
         yield rtt
+        yield flapping
 
     def _machines(self) -> Metric:
         counts: Counter[str] = Counter()

@@ -52,6 +52,7 @@ from services.network.addresses import AddressBook
 log = logging.getLogger(__name__)
 
 TCP_IN_FLIGHT = 256  # TCP/HTTP probes at once
+USER_AGENT = "ctbot-health/1"  # what a web server inside a machine logs
 
 
 class Alerts(Protocol):
@@ -230,6 +231,7 @@ class HealthMonitor:
             # into a probe's own timeout (aiohttp's default pool is 100).
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False,
+                headers={"User-Agent": USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=TCP_IN_FLIGHT, force_close=True))
 
         async def one(target: Target) -> ProbeResult:
@@ -337,6 +339,8 @@ class HealthMonitor:
         if current:
             if _shown(current) != _shown(incident.failing):
                 incident.failing = current
+                log.info("incident #%d %s: now %s", incident.id, incident.scope,
+                         ", ".join(f"{f.check} {f.family}" for f in current))
                 await self._edit(incident, now)
             elif incident.ts is None:
                 posted += await self._post(incident, now)

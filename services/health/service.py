@@ -72,7 +72,10 @@ class Health:
         if not addresses:
             raise InvalidInput(messages.no_address(machine))
         spec = parse_check(raw, machine, addresses, expect=expect, insecure=insecure)
-        if len(self.store.checks(machine).get(machine, [])) >= MAX_ADDED_PER_MACHINE:
+        added = self.store.checks(machine).get(machine, [])
+        if same := next((c for c in added if c.same_as(spec)), None):
+            raise InvalidInput(messages.duplicate_check(machine, same.id, same.label))
+        if len(added) >= MAX_ADDED_PER_MACHINE:
             raise InvalidInput(messages.too_many_checks(machine, MAX_ADDED_PER_MACHINE))
         return self.store.add_check(machine, spec, added_by=added_by)
 
@@ -104,7 +107,7 @@ class Health:
 
     def unmute(self, target: str) -> None:
         if not self.store.unmute(target):
-            raise NotFound(messages.not_muted(target))
+            raise NotFound(messages.not_muted(target, "all" in self.store.mutes(self.clock())))
         log.info("unmuted %s", target)
 
     # ------------------------------------------------------------------ reports
@@ -118,17 +121,22 @@ class Health:
         day = self.store.uptime(now - DAY, machine=machine)
         week = self.store.uptime(now - 7 * DAY, machine=machine)
         checks = []
-        for state in self.monitor.states():
+        every = self.monitor.states()
+        checked_at = max((s.last_at or 0.0 for s in every), default=0.0) or None
+        for state in every:
             if machine is not None and state.machine != machine:
                 continue
+            shown = state.hold is None
             checks.append({
                 "machine": state.machine, "check": state.check,
                 "label": labels.get((state.machine, state.check), state.check),
                 "family": state.family, "state": str(state.effective),
-                "reason": state.hold, "flapping": state.flapping,
+                "reason": state.hold or (messages.no_result_yet()
+                                         if state.state is State.UNKNOWN else None),
+                "flapping": state.flapping,
                 "since": state.since, "last_at": state.last_at,
-                "last_rtt": state.last_rtt if state.last_ok else None,
-                "last_error": state.last_error if state.last_ok is False else None,
+                "last_rtt": state.last_rtt if shown and state.last_ok else None,
+                "last_error": state.last_error if shown and state.last_ok is False else None,
                 "uptime_24h": day[state.key].percent if state.key in day else None,
                 "uptime_7d": week[state.key].percent if state.key in week else None,
             })
@@ -136,14 +144,19 @@ class Health:
                      if machine is None or i.scope == machine or machine in i.members]
         mutes = [m.to_json() for m in self.store.mutes(now).values()
                  if machine is None or m.target in (machine, "all")]
+        # No sweep for three intervals: `ctbot serve` is not running (or is stuck).
+        stale = checked_at is not None and now - checked_at > 3 * self.config.interval + 5
         return {"machine": machine, "checks": checks, "incidents": incidents,
                 "mutes": mutes, "interval": self.config.interval,
-                "checked_at": max((c["last_at"] or 0 for c in checks), default=None) or None}
+                "checked_at": checked_at, "stale": stale}
 
     def history(self, machine: str, days: int) -> dict[str, Any]:
         """`health history NAME`: incidents that named ``machine`` in the last ``days``."""
         now = self.clock()
         found = self.store.incidents(machine=machine, since=now - days * DAY)
+        record = self.machines.find(machine) if "/" not in machine else None
+        if record is not None:  # not those of an earlier machine of the same name
+            found = [i for i in found if i.opened_at >= record.created_at]
         if not found:
             self._addresses(machine)  # an unknown name is an error, no history is not
         return {"machine": machine, "days": days,

@@ -124,11 +124,18 @@ class HealthStore:
         return bool(gone)
 
     def forget_machine(self, machine: str) -> None:
-        """A destroyed machine: its checks and states go; its history stays."""
+        """A destroyed machine: its checks, states, mute and results go (a new machine
+        of its name starts with none); its incidents stay, as the record of what was."""
         with self.store.transaction() as tx:
             tx.execute("DELETE FROM health_checks WHERE machine = ?", (machine,))
             tx.execute("DELETE FROM health_state WHERE machine = ?", (machine,))
             tx.execute("DELETE FROM health_mutes WHERE target = ?", (machine,))
+            for (series,) in tx.execute("SELECT id FROM health_series WHERE machine = ?",
+                                        (machine,)).fetchall():
+                tx.execute("DELETE FROM health_results WHERE series = ?", (series,))
+                tx.execute("DELETE FROM health_rollups WHERE series = ?", (series,))
+            tx.execute("DELETE FROM health_series WHERE machine = ?", (machine,))
+        self._series = {k: v for k, v in self._series.items() if k[0] != machine}
 
     # ------------------------------------------------------------------ states
 

@@ -3,12 +3,11 @@
 Every machine with an address of a family gets, for that family: `icmp` (echo) and `ssh`
 (TCP connect and the server's `SSH-2.0` identification, RFC 4253 §4.2). A check added
 with `check add NAME tcp:PORT | http://NAME[:PORT]/PATH | https://…` runs for each
-family the machine has (or the one of an address written in the URL).
+family the machine has.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,16 +49,10 @@ class CheckSpec:
             return f"tcp:{self.port}"
         return self.url or str(self.kind)
 
-    @property
-    def only_family(self) -> Family | None:
-        """The family of an address written in the URL, if one is."""
-        if self.url is None:
-            return None
-        host = urlsplit(self.url).hostname or ""
-        try:
-            return Family.V4 if ipaddress.ip_address(host).version == 4 else Family.V6
-        except ValueError:
-            return None
+    def same_as(self, other: CheckSpec) -> bool:
+        """The same check, whatever its id."""
+        return (self.kind, self.port, self.url, self.expect, self.insecure) == (
+            other.kind, other.port, other.url, other.expect, other.insecure)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": str(self.kind), "label": self.label, "port": self.port,
@@ -101,8 +94,8 @@ def parse_check(raw: str, machine: str, addresses: dict[Family, IPAddress], *,
                 expect: int | None = None, insecure: bool = False) -> CheckSpec:
     """`tcp:PORT`, `http://HOST[:PORT]/PATH` or `https://…` for ``machine`` (id unset).
 
-    HOST is the machine's name (the check goes to each of its addresses, with that Host
-    header) or one of its addresses. InvalidInput on anything else."""
+    HOST is the machine's name: the check goes to each of its addresses, with that Host
+    header. InvalidInput on anything else."""
     if raw.startswith("tcp:"):
         if expect is not None or insecure:
             raise InvalidInput(messages.tcp_options())
@@ -118,15 +111,12 @@ def parse_check(raw: str, machine: str, addresses: dict[Family, IPAddress], *,
         raise InvalidInput(messages.bad_url(printable(raw))) from None
     short = machine.rpartition("/")[2]
     host = parts.hostname or ""
-    if parts.username or parts.password or parts.fragment:
+    if parts.username or parts.password or parts.fragment or given_port == 0:
         raise InvalidInput(messages.bad_url(printable(raw)))
     if host != short:
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            raise InvalidInput(messages.url_host(printable(host), machine)) from None
-        if literal not in addresses.values():
-            raise InvalidInput(messages.url_host(printable(host), machine))
+        # Not an address either: one written here would go stale at the next `net set`
+        # (and then probe whichever machine gets it next).
+        raise InvalidInput(messages.url_host(printable(host), machine))
     if not _PATH_RE.fullmatch(parts.path + ("?" + parts.query if parts.query else "")):
         raise InvalidInput(messages.bad_url(printable(raw)))
     if expect is not None and not 100 <= expect <= 599:
@@ -147,7 +137,5 @@ def targets_of(machine: str, addresses: dict[Family, IPAddress],
         if address is None:
             continue
         for check in (ICMP, SSH, *added):
-            if check.only_family not in (None, family):
-                continue
             found.append(Target(machine, check, family, address))
     return found

@@ -334,7 +334,7 @@ def _jobs(host: Host) -> dict[str, float]:
 async def test_added_checks_and_what_is_refused(host: Host, serve: Callable[..., Served]):
     served = serve()
     host.create("hc1")
-    for bad, said in (("check add hc1 http://evil.example/", "neither `hc1`"),
+    for bad, said in (("check add hc1 http://evil.example/", "must be the machine's name"),
                       ("check add hc1 tcp:99999", "port"),
                       ("check add nosuch tcp:22", "no machine"),
                       ("check remove hc1 icmp", "built in"),
@@ -349,6 +349,8 @@ async def test_added_checks_and_what_is_refused(host: Host, serve: Callable[...,
         {"id": "ssh", "kind": "ssh", "label": "ssh", "port": 22, "url": None,
          "expect": None, "insecure": False}]
     tcp = host.json("check add hc1 tcp:22")
+    again = host.ctbot("check add hc1 tcp:22")
+    assert again.returncode != 0 and "has this check already" in again.stdout + again.stderr
     http = host.json("check add hc1 http://hc1:8080/healthz")
     assert (tcp["label"], http["label"]) == ("tcp:22", "http://hc1:8080/healthz")
     opened = await served.wait(lambda c: "*hc1* is down" in c.body.get("text", ""),
@@ -365,3 +367,35 @@ async def test_added_checks_and_what_is_refused(host: Host, serve: Callable[...,
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["icmp ipv4"]["ok"] and checks["icmp ipv6"]["ok"], checks
     assert checks["ipv6 route"]["ok"], checks["ipv6 route"]
+
+
+def test_the_kernel_drops_echo_replies_to_other_identifiers():
+    """The checker's socket only ever receives replies to its own probes: others (the
+    system ping's, a machine's flood with made-up identifiers) never take its buffer."""
+    from services.grammar import Family
+    from services.health.icmp import open_socket
+
+    for family, target in ((Family.V4, "127.0.0.1"), (Family.V6, "::1")):
+        sock = open_socket(family, identifier=0x4242)
+        try:
+            pinged = subprocess.run(["ping", f"-{family.version}", "-c", "3", "-i", "0.2",
+                                     "-n", target], capture_output=True, text=True,
+                                    check=False)
+            assert pinged.returncode == 0, pinged.stderr  # the replies came, to ping
+            with pytest.raises(BlockingIOError):
+                sock.recv(256)
+        finally:
+            sock.close()
+
+
+async def test_a_machine_cannot_flood_echo_replies(host: Host):
+    """At most 200 echo replies a second (burst 400) leave a machine. Flood-pinged for
+    4 s (unlimited, the 5000 would all be answered within a second) it answers ~1200."""
+    host.create("hl1")
+    address = host.status("hl1")["ipv4"].split("/")[0]
+    flood = await asyncio.create_subprocess_exec(
+        *host.prefix, "ping", "-f", "-c", "5000", "-w", "4", "-n", "-q", address,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await flood.communicate()
+    received = int(out.decode().split(" received")[0].rsplit(" ", 1)[1])
+    assert 200 <= received <= 2000, out.decode()

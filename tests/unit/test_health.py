@@ -98,7 +98,7 @@ def test_holds_that_end_a_state_start_it_over_and_an_operation_only_pauses_it():
 @pytest.mark.parametrize("raw", [
     "tcp:0", "tcp:65536", "tcp:http", "ftp://web1/", "http://other/x", "http://web1/a b",
     "http://user@web1/", "http://web1/#frag", "http://web1:99999/", "http://10.9.9.9/",
-    "http://web1/\x1b[2J", "https://web1/" + "a" * 600, "http://web1/é",
+    "http://web1/\x1b[2J", "https://web1/" + "a" * 600, "http://web1/é", "http://web1:0/",
 ])
 def test_bad_checks_are_refused(raw):
     with pytest.raises(InvalidInput):
@@ -109,16 +109,21 @@ def test_checks_parse_and_run_per_family():
     tcp = parse_check("tcp:5432", "web1", ADDRESSES)
     assert tcp.kind is CheckKind.TCP and tcp.port == 5432 and tcp.label == "tcp:5432"
     http = parse_check("http://web1:8080/healthz?full=1", "web1", ADDRESSES, expect=204)
-    assert (http.port, http.expect, http.only_family) == (8080, 204, None)
-    literal = parse_check("https://[fd00::2]/", "web1", ADDRESSES, insecure=True)
-    assert literal.only_family is Family.V6 and literal.port == 443
+    assert (http.port, http.expect) == (8080, 204)
+    https = parse_check("https://web1/", "web1", ADDRESSES, insecure=True)
+    assert https.port == 443 and https.insecure and not https.same_as(http)
+    assert https.same_as(parse_check("https://web1/", "web1", ADDRESSES, insecure=True))
+    for literal in ("https://[fd00::2]/", "http://10.0.0.2/"):  # would go stale: refused
+        with pytest.raises(InvalidInput):
+            parse_check(literal, "web1", ADDRESSES)
     with pytest.raises(InvalidInput):
         parse_check("http://web1/", "web1", ADDRESSES, insecure=True)
     with pytest.raises(InvalidInput):
         parse_check("tcp:80", "web1", ADDRESSES, expect=200)
-    found = targets_of("web1", ADDRESSES, [literal])
+    found = targets_of("web1", ADDRESSES, [https])
     assert [(t.check.id, str(t.family)) for t in found] == [
-        ("icmp", "ipv4"), ("ssh", "ipv4"), ("icmp", "ipv6"), ("ssh", "ipv6"), ("", "ipv6")]
+        ("icmp", "ipv4"), ("ssh", "ipv4"), ("", "ipv4"), ("icmp", "ipv6"), ("ssh", "ipv6"),
+        ("", "ipv6")]
     assert parse_check("http://inner/", "outer/inner", ADDRESSES).url == "http://inner/"
 
 
