@@ -253,3 +253,19 @@ def test_what_a_machine_sends_back_is_shown_as_code():
     line = incident_text(incident, zone, 10.0).splitlines()[1]
     assert line.endswith("`400, message='XTTP <!here> https://evil.example :x:''`"), line
     assert one_line("a\nb\x1b[2J\u202ec") == "a b [2J c"
+
+
+async def test_reminders_in_the_thread_while_it_lasts(tmp_path):
+    health, alerts = monitor(tmp_path, interval=10, reminder_every=3600)
+    now = 1_000_000.0
+    await health._incidents(now, {}, states_of(["a"], State.DOWN, now))
+    assert [t for _, t in alerts.posts] == [None]
+    await health._incidents(now + 1800, {}, states_of(["a"], State.DOWN, now))
+    await health._incidents(now + 3600, {}, states_of(["a"], State.DOWN, now))
+    await health._incidents(now + 3700, {}, states_of(["a"], State.DOWN, now))
+    replies = [text for text, thread in alerts.posts if thread == "ts1"]
+    assert len(replies) == 1 and "Still down after 1h" in replies[0]
+    await health._incidents(now + 7300, {}, states_of(["a"], State.UP, now))
+    replies = [text for text, thread in alerts.posts if thread == "ts1"]
+    assert len(replies) == 2 and "Recovered" in replies[-1], replies
+    assert "*a* resolved after 2h" in alerts.edits[-1][1]
