@@ -323,7 +323,8 @@ def main() -> int:
           f"{sweep['rtt_fping_median_ms']:.3f} ms; per-address difference median "
           f"{sweep['rtt_diff_median_ms']:.3f} ms, p95 {sweep['rtt_diff_p95_ms']:.3f} ms "
           f"(target <= {TARGETS['rtt_ms']} ms)")
-    print(f"serve: {serve['checks']} checks, {serve['sweeps']} sweeps at 10 s, "
+    print(f"serve: {serve['checks']} checks ({serve['probed']} probed a sweep, "
+          f"{serve['checks_up']} went up), {serve['sweeps']} sweeps at 10 s, "
           f"median sweep {serve['sweep_took_s']:.3f} s")
     print(f"  idle RSS {serve['rss_mb']:.1f} MB (target <= {TARGETS['rss_mb']:.0f} MB)")
     print(f"  scheduler lag p95 {serve['lag_p95_s']:.4f} s over {serve['lags']} sweeps "
