@@ -37,10 +37,10 @@ def _failing_line(f: Failing, zone: tzinfo) -> str:
         f": {quoted(f.error)}" if f.error else "")
 
 
-def incident_text(incident: Incident, zone: tzinfo, now: float) -> str:
+def incident_text(incident: Incident, zone: tzinfo) -> str:
     """The incident's one message, edited in place as its failing set changes."""
     if incident.grouped:
-        return _group_text(incident, zone, now)
+        return _group_text(incident, zone)
     name = incident.scope
     if incident.resolved_at is not None:
         took = human_duration(incident.resolved_at - incident.opened_at)
@@ -51,8 +51,7 @@ def incident_text(incident: Incident, zone: tzinfo, now: float) -> str:
     flapping_only = all(f.flapping for f in incident.failing) and incident.failing
     head = (f":large_orange_circle: *{name}* is flapping" if flapping_only
             else f":red_circle: *{name}* is down")
-    lines = [f"{head} (incident #{incident.id}, since {clock(incident.opened_at, zone)}, "
-             f"{human_duration(now - incident.opened_at)})"]
+    lines = [f"{head} (incident #{incident.id}, since {clock(incident.opened_at, zone)})"]
     lines += [_failing_line(f, zone) for f in incident.failing]
     return "\n".join(lines)
 
@@ -63,7 +62,7 @@ def _group_what(incident: Incident) -> str:
     return f"{len(incident.members)} machines"
 
 
-def _group_text(incident: Incident, zone: tzinfo, now: float) -> str:
+def _group_text(incident: Incident, zone: tzinfo) -> str:
     what = _group_what(incident)
     if incident.resolved_at is not None:
         took = human_duration(incident.resolved_at - incident.opened_at)
@@ -72,9 +71,8 @@ def _group_text(incident: Incident, zone: tzinfo, now: float) -> str:
                 f":white_circle: {what}: incident closed after {took} ({incident.outcome})")
         return f"{head}\n(opened {clock(incident.opened_at, zone)}; {_names(incident.members)})"
     still = sorted({f.check for f in incident.failing})  # a group lists machines
-    lasted = human_duration(now - incident.opened_at)
     lines = [f":red_circle: *{what} down at once — host side?* (incident #{incident.id}, "
-             f"since {clock(incident.opened_at, zone)}, {lasted})",
+             f"since {clock(incident.opened_at, zone)})",
              f"Still down: {len(still)} of {len(incident.members)}: {_names(still)}"]
     # The most common error: what one machine sends back cannot speak for the group.
     errors = Counter(f.error for f in incident.failing if f.error).most_common(1)

@@ -285,7 +285,7 @@ class HealthMonitor:
                 open_.append(group)
                 log.warning("incident #%d opened: %d machines at once%s", group.id, len(new),
                             f" ({family})" if family else "")
-                posted += await self._post(group, now)
+                posted += await self._post(group)
                 new = []
         if new and group is not None and joins:  # the same outage, seen a sweep later
             group.members += [m for m in new if m not in group.members]
@@ -295,7 +295,7 @@ class HealthMonitor:
                                                          failing=failing[name]))
             log.warning("incident #%d opened: %s (%s)", incident.id, name,
                         ", ".join(f"{f.check} {f.family}" for f in failing[name]))
-            posted += await self._post(incident, now)
+            posted += await self._post(incident)
             started_flapping.discard(name)
         for incident in open_:
             posted += await self._follow(incident, now, failing, by_machine,
@@ -341,9 +341,9 @@ class HealthMonitor:
                 incident.failing = current
                 log.info("incident #%d %s: now %s", incident.id, incident.scope,
                          ", ".join(f"{f.check} {f.family}" for f in current))
-                await self._edit(incident, now)
+                await self._edit(incident)
             elif incident.ts is None:
-                posted += await self._post(incident, now)
+                posted += await self._post(incident)
             last = incident.reminded_at or incident.opened_at
             if now - last >= self.config.reminder_every:
                 incident.reminded_at = now
@@ -363,18 +363,18 @@ class HealthMonitor:
         log.warning("incident #%d %s: %s after %s", incident.id, incident.outcome,
                     incident.scope, human_duration(now - incident.opened_at))
         posted += await self._reply(incident, messages.recovered_reply(incident))
-        await self._edit(incident, now)
+        await self._edit(incident)
         self.store.update_incident(incident)
         return posted
 
     # ------------------------------------------------------------------ delivery
 
-    async def _post(self, incident: Incident, now: float) -> int:
+    async def _post(self, incident: Incident) -> int:
         self.store.update_incident(incident)
         if self.alerts is None:
             return 0
         try:
-            ts = await self.alerts.post(messages.incident_text(incident, self.zone, now))
+            ts = await self.alerts.post(messages.incident_text(incident, self.zone))
         except Exception:
             log.exception("could not post incident #%d; will try again next sweep",
                           incident.id)
@@ -383,11 +383,11 @@ class HealthMonitor:
         self.store.update_incident(incident)
         return 1
 
-    async def _edit(self, incident: Incident, now: float) -> None:
+    async def _edit(self, incident: Incident) -> None:
         if self.alerts is None or incident.ts is None:
             return
         try:
-            await self.alerts.update(incident.ts, messages.incident_text(incident, self.zone, now),
+            await self.alerts.update(incident.ts, messages.incident_text(incident, self.zone),
                                      channel=incident.channel)
         except Exception:
             log.exception("could not edit incident #%d's message", incident.id)

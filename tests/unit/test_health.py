@@ -250,7 +250,7 @@ def test_what_a_machine_sends_back_is_shown_as_code():
     zone = ZoneInfo("UTC")
     incident = Incident(1, "web1", 0.0, failing=[Failing(
         "http://web1/", "ipv4", 0.0, "400, message='XTTP <!here> https://evil.example :x:`'")])
-    line = incident_text(incident, zone, 10.0).splitlines()[1]
+    line = incident_text(incident, zone).splitlines()[1]
     assert line.endswith("`400, message='XTTP <!here> https://evil.example :x:''`"), line
     assert one_line("a\nb\x1b[2J\u202ec") == "a b [2J c"
 
