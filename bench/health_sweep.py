@@ -35,7 +35,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from tests.scenario.processes import stop  # noqa: E402
 
 LIVE, SILENT = 200, 10
 TARGETS = {"wall": 1.0, "cpu": 2.0, "rtt_ms": 1.0, "rss_mb": 80.0, "lag_p95_s": 0.5}
@@ -265,13 +266,7 @@ def serve_bench(ns: Namespaces, seconds: float) -> dict:
         }
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process, timeout=15)
         shutil.rmtree(base, ignore_errors=True)
 
 

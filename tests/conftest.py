@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tests.fakes.slack_api import FakeSlack
 
 # Read before any test runs: the autouse fixture below clears the environment.
 RUNNING_IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
@@ -19,6 +21,17 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(_ENV_PREFIXES):
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    """The local fake of Slack's Web API (tests/fakes/slack_api.py), started and stopped."""
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
 
 
 _skipped: list[str] = []

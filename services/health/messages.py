@@ -43,17 +43,21 @@ def incident_text(incident: Incident, zone: tzinfo) -> str:
         return _group_text(incident, zone)
     name = incident.scope
     if incident.resolved_at is not None:
-        took = human_duration(incident.resolved_at - incident.opened_at)
-        head = (f":large_green_circle: *{name}* resolved after {took}"
-                if incident.outcome == "resolved" else
-                f":white_circle: *{name}*: incident closed after {took} ({incident.outcome})")
-        return f"{head}\n(opened {clock(incident.opened_at, zone)})"
+        return f"{_closed(f'*{name}*', incident)}\n(opened {clock(incident.opened_at, zone)})"
     flapping_only = all(f.flapping for f in incident.failing) and incident.failing
     head = (f":large_orange_circle: *{name}* is flapping" if flapping_only
             else f":red_circle: *{name}* is down")
     lines = [f"{head} (incident #{incident.id}, since {clock(incident.opened_at, zone)})"]
     lines += [_failing_line(f, zone) for f in incident.failing]
     return "\n".join(lines)
+
+
+def _closed(what: str, incident: Incident) -> str:
+    """The first line of an incident's message once it is over."""
+    took = human_duration((incident.resolved_at or 0.0) - incident.opened_at)
+    if incident.outcome == "resolved":
+        return f":large_green_circle: {what} resolved after {took}"
+    return f":white_circle: {what}: incident closed after {took} ({incident.outcome})"
 
 
 def _group_what(incident: Incident) -> str:
@@ -65,11 +69,8 @@ def _group_what(incident: Incident) -> str:
 def _group_text(incident: Incident, zone: tzinfo) -> str:
     what = _group_what(incident)
     if incident.resolved_at is not None:
-        took = human_duration(incident.resolved_at - incident.opened_at)
-        head = (f":large_green_circle: {what}: resolved after {took}"
-                if incident.outcome == "resolved" else
-                f":white_circle: {what}: incident closed after {took} ({incident.outcome})")
-        return f"{head}\n(opened {clock(incident.opened_at, zone)}; {_names(incident.members)})"
+        return (f"{_closed(what, incident)}\n(opened {clock(incident.opened_at, zone)}; "
+                f"{_names(incident.members)})")
     still = sorted({f.check for f in incident.failing})  # a group lists machines
     lines = [f":red_circle: *{what} down at once — host side?* (incident #{incident.id}, "
              f"since {clock(incident.opened_at, zone)})",

@@ -39,16 +39,6 @@ def write_config(path: Path, fake: FakeSlack | None = None) -> Path:
     return path
 
 
-@pytest.fixture
-async def fake_slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
 @dataclass
 class SlackBot:
     url: str
