@@ -23,7 +23,9 @@ from services.health.targets import (
     CheckSpec,
     parse_check,
 )
+from services.machines import messages as machine_messages
 from services.machines.records import MachineStore
+from services.nesting import messages as nesting_messages
 from services.nesting.records import InnerStore
 from services.network.addresses import AddressBook
 
@@ -57,12 +59,12 @@ class Health:
     # ------------------------------------------------------------------ checks
 
     def _addresses(self, machine: str) -> dict[Family, IPAddress]:
-        if split_ref(machine)[1] is None and self.machines.find(machine) is None:
-            raise NotFound(f"no machine named `{machine}`; `list` shows them")
-        if split_ref(machine)[1] is not None:
-            outer, name = split_ref(machine)
-            if self.inner.get(outer, name or "") is None:
-                raise NotFound(f"no machine `{machine}`; `list --all` shows inner machines")
+        """The machine's (NAME or OUTER/INNER) addresses; NotFound if there is none."""
+        outer, inner = split_ref(machine)
+        if inner is None and self.machines.find(machine) is None:
+            raise NotFound(machine_messages.no_machine(machine))
+        if inner is not None and self.inner.get(outer, inner) is None:
+            raise NotFound(nesting_messages.no_such_inner(machine))
         return {f: i.ip for f, i in self.addresses.of(machine).items()}
 
     def add_check(self, machine: str, raw: str, *, expect: int | None, insecure: bool,
