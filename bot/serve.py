@@ -22,6 +22,7 @@ from bot.slack_progress import sync_stale_messages
 from bot.socket_mode import SocketModeTransport
 from bot.web import build_web_app
 from handlers.context import Transport
+from services.health.schedule import HealthSchedule
 from services.machines.recovery import reconcile
 
 log = logging.getLogger("ctbot")
@@ -54,8 +55,9 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     socket_mode: SocketModeTransport | None = None
     housekeeping: asyncio.Task[None] | None = None
     console: asyncio.Task[None] | None = None
-    schedule = start_health(runtime)
+    schedule: HealthSchedule | None = None
     try:
+        schedule = start_health(runtime)
         http_slack = slack_http is not None and bool(slack.signing_secret)
         if http_slack or settings.metrics.enabled:
             # The listener exists for what needs it (Slack over HTTP, /metrics); the
@@ -93,7 +95,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         return 2
     finally:
         log.info("stopping")
-        await stop_health(runtime, schedule)
+        if schedule is not None:
+            await stop_health(runtime, schedule)
         for task in (housekeeping, console):
             if task is not None:
                 task.cancel()
