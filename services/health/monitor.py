@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.grammar import Family, IPAddress, human_duration, split_ref
 from services.health import messages
 from services.health.config import HealthConfig
-from services.health.icmp import Pinger
-from services.health.probes import ProbeResult, probe
+from services.health.probes import ProbeResult
 from services.health.state import (
     Change,
     CheckState,
@@ -48,6 +47,11 @@ from services.health.targets import CheckKind, Target, targets_of
 from services.machines.records import Desired, MachineStore
 from services.nesting.records import InnerStore
 from services.network.addresses import AddressBook
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from services.health.icmp import Pinger
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +105,27 @@ class HealthMonitor:
         self.config = config
         self.alerts = alerts
         self.clock = clock
-        self.zone = ZoneInfo(config.timezone)
         self.thresholds = Thresholds(config.failure_threshold, config.success_threshold)
-        self.pinger = Pinger()
+        self._pinger: Pinger | None = None
         self._states: dict[tuple[str, str, str], CheckState] | None = None
         self._lock = asyncio.Lock()
         self.last_sweep: SweepReport | None = None
+
+    # The sockets, the probes and the time zone are for `ctbot serve`'s sweeps: a
+    # `ctbot cmd` that only reads states does not import them.
+    @property
+    def pinger(self) -> Pinger:
+        if self._pinger is None:
+            from services.health.icmp import Pinger
+
+            self._pinger = Pinger()
+        return self._pinger
+
+    @functools.cached_property
+    def zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.config.timezone)
 
     # ------------------------------------------------------------------ the sweep
 
@@ -233,6 +252,8 @@ class HealthMonitor:
                 timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False,
                 headers={"User-Agent": USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=TCP_IN_FLIGHT, force_close=True))
+
+        from services.health.probes import probe
 
         async def one(target: Target) -> ProbeResult:
             async with slots:
@@ -418,7 +439,8 @@ class HealthMonitor:
         return sorted(source.values(), key=lambda s: s.key)
 
     def close(self) -> None:
-        self.pinger.close()
+        if self._pinger is not None:
+            self._pinger.close()
 
 
 def _group_failing(members: Sequence[str], failing: dict[str, list[Failing]]
