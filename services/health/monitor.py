@@ -140,8 +140,11 @@ class HealthMonitor:
         if self._states is None:
             self._states = self.store.states()
         states = self._states
-        subjects = self._subjects(now)
+        subjects, existing = self._subjects(now)
         added = self.store.checks()
+        for name in sorted(set(added) - existing):  # destroyed (an inner, say): forget it
+            self.store.forget_machine(name)
+            del added[name]
         targets: list[tuple[Target, Subject]] = []
         for subject in subjects:
             for target in targets_of(subject.name, subject.addresses,
@@ -192,8 +195,9 @@ class HealthMonitor:
         self.last_sweep = report
         return report
 
-    def _subjects(self, now: float) -> list[Subject]:
-        """Every machine with an address, and why (if so) not to probe it now."""
+    def _subjects(self, now: float) -> tuple[list[Subject], set[str]]:
+        """Every machine with an address, and why (if so) not to probe it now; and the
+        names of all machines there are."""
         addresses = {name: {f: i.ip for f, i in by_family.items()}
                      for name, by_family in self.addresses.all().items()}
         mutes = self.store.mutes(now)
@@ -235,7 +239,7 @@ class HealthMonitor:
                 subject.hold, subject.hold_detail = Hold.MUTED, (
                     f"until {messages.clock(mute.until, self.zone)}"
                     + (f": {mute.reason}" if mute.reason else ""))
-        return [s for s in subjects if s.addresses]
+        return [s for s in subjects if s.addresses], {s.name for s in subjects}
 
     async def _probe(self, targets: Sequence[Target]) -> dict[Target, ProbeResult]:
         timeout = self.config.timeout

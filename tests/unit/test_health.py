@@ -269,3 +269,12 @@ async def test_reminders_in_the_thread_while_it_lasts(tmp_path):
     replies = [text for text, thread in alerts.posts if thread == "ts1"]
     assert len(replies) == 2 and "Recovered" in replies[-1], replies
     assert "*a* resolved after 2h" in alerts.edits[-1][1]
+
+
+async def test_a_sweep_forgets_the_checks_of_machines_that_are_gone(tmp_path):
+    health, _ = monitor(tmp_path)
+    spec = parse_check("tcp:22", "o1/gone", ADDRESSES)
+    health.store.add_check("o1/gone", spec, added_by="U0TEST")  # an inner destroyed since
+    assert "o1/gone" in health.store.checks()
+    report = await health.sweep()
+    assert report.checks == 0 and health.store.checks() == {}
