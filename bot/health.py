@@ -8,6 +8,7 @@ from bot.runtime import Runtime
 from bot.slack_alerts import SlackAlerts
 from bot.slack_app import build_web_client
 from handlers.views import render_view
+from services.core.errors import InvalidInput
 from services.health.metrics import Metrics
 from services.health.schedule import HealthSchedule
 
@@ -27,7 +28,7 @@ def start_health(runtime: Runtime) -> HealthSchedule:
     async def sweep() -> None:
         report = await health.monitor.sweep()
         log.debug("health sweep checks=%d probed=%d took=%.3fs transitions=%d posted=%d",
-                  report.checks, report.probed, report.took, len(report.transitions),
+                  report.checks, report.probed, report.took, report.transitions,
                   report.posted)
 
     async def digest() -> None:
@@ -66,7 +67,7 @@ def health_metrics(runtime: Runtime, schedule: HealthSchedule) -> Metrics:
             return "none"
         try:
             return registry.resolve(words)[0].name
-        except Exception:
+        except InvalidInput:  # audited, but no such verb
             return "unknown"
 
     metrics = Metrics(runtime.store, runtime.health, runtime.health.machines,

@@ -9,6 +9,7 @@ from services.core.doctor import Check
 from services.grammar import Family
 from services.health.icmp import IcmpUnavailable, open_socket
 from services.network.addresses import Pool
+from services.network.links import host_links
 
 
 async def health_checks(pools: dict[Family, Pool], *, bridge: str) -> list[Check]:
@@ -32,11 +33,9 @@ async def health_checks(pools: dict[Family, Pool], *, bridge: str) -> list[Check
                            timeout=10)
     routes = json.loads(shown.stdout or "[]") if shown.returncode == 0 else []
     device = routes[0].get("dev") if routes else None
-    bridge_up = (await host.run(["ip", "link", "show", "dev", bridge], check=False,
-                                timeout=10)).returncode == 0
     if device == bridge:
         ok, detail = True, f"{pool.network} is routed to {bridge}"
-    elif not bridge_up:
+    elif bridge not in await host_links():
         ok, detail = True, (f"{bridge} does not exist yet (made when a machine with an "
                             "address starts)")
     else:

@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from services.core.store import Store
 from services.health.service import Health
 from services.health.state import State
+from services.health.targets import labels_of
 from services.machines.records import MachineStore
 from services.machines.status import observe
 
@@ -89,8 +90,7 @@ class _Collector:
                                 "when the last result failed.", labels=labels)
         flapping = GaugeMetricFamily("ctbot_check_flapping", "1 while the check is "
                                      "flapping (its up/down alerts paused).", labels=labels)
-        names = {(m, c.id): c.label for m, checks in self.health.store.checks().items()
-                 for c in checks}
+        names = labels_of(self.health.store.checks())
         for state in self.health.monitor.states():
             if state.effective is State.UNKNOWN:
                 continue

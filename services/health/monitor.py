@@ -19,14 +19,12 @@ what an incident's message says is services/health/messages.py.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from services.grammar import Family, IPAddress, human_duration, split_ref
@@ -43,7 +41,7 @@ from services.health.state import (
     record,
 )
 from services.health.store import Failing, HealthStore, Incident
-from services.health.targets import CheckKind, Target, targets_of
+from services.health.targets import CheckKind, Target, labels_of, targets_of
 from services.machines.records import Desired, MachineStore
 from services.nesting.records import InnerStore
 from services.network.addresses import AddressBook
@@ -90,7 +88,7 @@ class SweepReport:
     checks: int
     probed: int
     took: float
-    transitions: list[tuple[tuple[str, str, str], str, str]] = field(default_factory=list)
+    transitions: int = 0  # checks that went UP, DOWN or UNKNOWN
     posted: int = 0
 
 
@@ -184,14 +182,13 @@ class HealthMonitor:
         report = SweepReport(now, len(targets), len(to_probe), time.monotonic() - started)
         for state, change in changes:
             if change.transition:
-                report.transitions.append((state.key, str(change.before), str(change.after)))
+                report.transitions += 1
                 log.info("check %s %s %s: %s -> %s%s", state.machine, state.check,
                          state.family, change.before, change.after,
                          f" ({state.last_error})" if state.last_error else "")
             if change.flapping_started:
                 log.info("check %s %s %s: flapping", *state.key)
-        labels = {(m, c.id): c.label for m, checks in added.items() for c in checks}
-        report.posted = await self._incidents(now, labels, changes)
+        report.posted = await self._incidents(now, labels_of(added), changes)
         self.last_sweep = report
         return report
 
@@ -491,18 +488,3 @@ def family_routable(family: Family) -> bool:
             return file.read().strip() == "0" and os.path.exists("/proc/net/if_inet6")
     except OSError:
         return False
-
-
-def has_route(address: IPAddress) -> bool:
-    """Whether the host has a route to ``address``: a UDP connect() looks the route up
-    and sends nothing (udp(7))."""
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((str(address), 9))
-    except OSError as exc:
-        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL,
-                         errno.EAFNOSUPPORT):
-            return False
-        raise
-    return True

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
@@ -138,9 +137,7 @@ class HealthSchedule:
                  prune: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         self.scheduler = AsyncIOScheduler(timezone=timezone,
                                           jobstores={"default": SQLiteJobStore(store)})
-        self.lags: deque[float] = deque(maxlen=1000)  # seconds late, the latest starts
-        self.on_lag: Callable[[float], None] | None = None
-        self.skipped = 0  # sweeps not run because the one before was still running
+        self.on_lag: Callable[[float], None] | None = None  # seconds late, each sweep
         self.on_skip: Callable[[], None] | None = None
         self._interval = interval
         hour, minute, second = digest
@@ -176,7 +173,6 @@ class HealthSchedule:
         if event.job_id != SWEEP or not event.scheduled_run_times:
             return
         lag = max(time.time() - event.scheduled_run_times[-1].timestamp(), 0.0)
-        self.lags.append(lag)
         log.debug("health sweep started lag=%.4fs", lag)
         if self.on_lag is not None:
             self.on_lag(lag)
@@ -184,16 +180,11 @@ class HealthSchedule:
     def _skipped(self, event: JobSubmissionEvent) -> None:
         if event.job_id != SWEEP:
             return
-        self.skipped += 1
         log.warning("health sweep skipped: the one before still runs after %gs ([health] "
                     "interval); too many checks for the interval, or probes wait on "
                     "timeouts", self._interval)
         if self.on_skip is not None:
             self.on_skip()
-
-    def next_run(self, job_id: str) -> datetime | None:
-        job = self.scheduler.get_job(job_id)
-        return job.next_run_time if job is not None else None
 
     def pause(self) -> None:
         if self.scheduler.running:

@@ -21,6 +21,7 @@ from services.health.targets import (
     MAX_ADDED_PER_MACHINE,
     SSH,
     CheckSpec,
+    labels_of,
     parse_check,
 )
 from services.machines import messages as machine_messages
@@ -83,14 +84,14 @@ class Health:
 
     def checks(self, machine: str | None = None) -> dict[str, list[CheckSpec]]:
         """Every machine's checks, built-in first (NotFound for an unknown ``machine``)."""
+        if machine is not None:
+            self._addresses(machine)
         names = [machine] if machine else sorted(
             [r.name for r in self.machines.all()] + [i.ref for i in self.inner.list()])
         added = self.store.checks(machine)
-        found = {}
-        for name in names:
-            addresses = self._addresses(name)
-            found[name] = ([ICMP, SSH] if addresses else []) + added.get(name, [])
-        return found
+        addressed = self.addresses.all()  # one read for every machine
+        return {name: ([ICMP, SSH] if addressed.get(name) else []) + added.get(name, [])
+                for name in names}
 
     def remove_check(self, machine: str, check_id: str) -> None:
         self._addresses(machine)
@@ -119,7 +120,7 @@ class Health:
         if machine is not None:
             self._addresses(machine)
         now = self.clock()
-        labels = self._labels()
+        labels = labels_of(self.store.checks())
         day = self.store.uptime(now - DAY, machine=machine)
         week = self.store.uptime(now - 7 * DAY, machine=machine)
         checks = []
@@ -191,10 +192,6 @@ class Health:
                           for i in self.store.incidents(since=now - DAY)],
             "slowest": [{"machine": k[0], "family": k[2], "rtt": rtt} for rtt, k in rtts],
         }
-
-    def _labels(self) -> dict[tuple[str, str], str]:
-        return {(m, c.id): c.label for m, checks in self.store.checks().items()
-                for c in checks}
 
     async def post_digest(self, render: Callable[[dict[str, Any]], str]) -> bool:
         """Post the digest to the channel (False without one)."""

@@ -91,7 +91,6 @@ class Change:
     before: State
     after: State
     flapping_started: bool = False
-    flapping_stopped: bool = False
 
     @property
     def transition(self) -> bool:
@@ -136,20 +135,16 @@ def record(check: CheckState, *, ok: bool, rtt: float | None, error: str | None,
             check.flapping = True
         elif check.flapping and percent < FLAP_STOP:
             check.flapping = False
-    return Change(before, check.state, flapping_started=check.flapping and not was_flapping,
-                  flapping_stopped=was_flapping and not check.flapping)
+    return Change(before, check.state, flapping_started=check.flapping and not was_flapping)
 
 
 def hold(check: CheckState, reason: Hold | str, *, at: float, ends_state: bool) -> Change:
     """Hold a check UNKNOWN. ``ends_state``: forget its state and counters (it starts over
     when the hold ends); otherwise it resumes where it was."""
     before = check.state
-    if check.hold is None or check.hold != str(reason):
-        check.hold = str(reason)
+    check.hold = str(reason)
     if ends_state and (check.state is not State.UNKNOWN or check.recent):
-        stopped = check.flapping
         check.state, check.since = State.UNKNOWN, at
         check.fails = check.oks = 0
         check.recent, check.flapping = "", False
-        return Change(before, State.UNKNOWN, flapping_stopped=stopped)
-    return Change(before, before)
+    return Change(before, check.state)

@@ -9,6 +9,7 @@ family the machine has.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -126,6 +127,11 @@ def parse_check(raw: str, machine: str, addresses: dict[Family, IPAddress], *,
         raise InvalidInput(messages.insecure_needs_https())
     return CheckSpec("", CheckKind.HTTP, port=given_port or (443 if https else 80), url=raw,
                      expect=expect or 200, insecure=insecure)
+
+
+def labels_of(added: Mapping[str, Sequence[CheckSpec]]) -> dict[tuple[str, str], str]:
+    """(machine, check id) → how messages and metrics name an added check."""
+    return {(machine, c.id): c.label for machine, checks in added.items() for c in checks}
 
 
 def targets_of(machine: str, addresses: dict[Family, IPAddress],
