@@ -44,6 +44,9 @@ from services.ssh.access import SshAccess
 from services.ssh.checks import ssh_checks
 from services.ssh.part import SshPart
 from services.ssh.store import SshStore
+from services.webhooks.checks import webhook_checks
+from services.webhooks.service import Webhooks
+from services.webhooks.store import DeliveryStore
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Runtime:
     jobs: JobRunner
     machines: Machines
     health: Health
+    webhooks: Webhooks
     dispatcher: Dispatcher
     drift: list[str] = field(default_factory=list)
 
@@ -118,20 +122,26 @@ class Runtime:
             return await health_checks(settings.network.pools,
                                        bridge=settings.network.bridge)
 
+        async def hook_checks() -> list[Check]:
+            return await webhook_checks(settings.webhooks)
+
+        webhooks = Webhooks(settings.webhooks, DeliveryStore(store))
+
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
             machines=machines, images=images, networking=networking, ssh=ssh, inner=inner,
-            health=health,
+            health=health, webhooks=webhooks,
             doctor=Doctor([host_checks, net_checks, access_checks, container_checks,
-                           nested_checks, monitoring_checks]),
+                           nested_checks, monitoring_checks, hook_checks]),
         )
         for job in jobs.recover_interrupted():
             log.warning("marked interrupted job_id=%d kind=%s requested_by=%s", job.id,
                         job.kind, job.requested_by)
         drift = await reconcile(machines)
         return cls(settings=settings, store=store, jobs=jobs, machines=machines,
-                   health=health, dispatcher=Dispatcher(services), drift=drift)
+                   health=health, webhooks=webhooks, dispatcher=Dispatcher(services),
+                   drift=drift)
 
     async def close(self) -> None:
         self.health.close()

@@ -16,11 +16,12 @@ from bot.health import health_metrics, start_health, stop_health
 from bot.logs import configure_logging
 from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.slack_app import SlackBolt, build_bolt_app
+from bot.slack_app import SlackBolt, build_bolt_app, build_web_client
 from bot.slack_guard import SlackRequestGuard
 from bot.slack_progress import sync_stale_messages
 from bot.socket_mode import SocketModeTransport
 from bot.web import build_web_app
+from bot.webhooks import RuleError, WebhookEndpoints, check_rules, secrets_of
 from handlers.context import Transport
 from services.health.schedule import HealthSchedule
 from services.machines.recovery import reconcile
@@ -42,7 +43,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         settings.state_dir / "ctbot.log"
         if with_console and level != "debug" and not settings.log_to_stderr else None)
     configure_logging(level, secrets=slack.secrets + tuple(
-        t for t in (settings.metrics.token,) if t), path=log_file)
+        t for t in (settings.metrics.token,) if t) + secrets_of(settings.webhooks),
+        path=log_file)
     runtime = await Runtime.open(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -56,22 +58,30 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     housekeeping: asyncio.Task[None] | None = None
     console: asyncio.Task[None] | None = None
     schedule: HealthSchedule | None = None
+    webhooks: WebhookEndpoints | None = None
     try:
+        if settings.webhooks:
+            check_rules(settings.webhooks, runtime.dispatcher.services.registry)
+            webhooks = WebhookEndpoints(runtime, client=build_web_client(slack)
+                                        if slack.bot_token else None)
+            await webhooks.start()
         schedule = start_health(runtime)
         http_slack = slack_http is not None and bool(slack.signing_secret)
-        if http_slack or settings.metrics.enabled:
-            # The listener exists for what needs it (Slack over HTTP, /metrics); the
-            # console and Socket Mode alone never take a port.
+        if http_slack or settings.metrics.enabled or webhooks is not None:
+            # The listener exists for what needs it (Slack over HTTP, /metrics,
+            # webhooks); the console and Socket Mode alone never take a port.
             metrics = health_metrics(runtime, schedule) if settings.metrics.enabled else None
             runner = await _listen(settings, build_web_app(
                 bolt_app=slack_http.app if http_slack and slack_http else None,
                 guard=SlackRequestGuard(slack.signing_secret)
                 if http_slack and slack.signing_secret else None,
                 metrics=metrics.render if metrics else None,
-                metrics_token=settings.metrics.token))
-        log.info("started slack_http=%s socket_mode=%s console=%s config=%s state=%s",
-                 "on" if slack_http else "off", "on" if slack.socket_mode_enabled else "off",
-                 "on" if with_console else "off", settings.source, settings.database_path)
+                metrics_token=settings.metrics.token, webhooks=webhooks))
+        log.info("started slack_http=%s socket_mode=%s console=%s webhooks=%d config=%s "
+                 "state=%s", "on" if slack_http else "off",
+                 "on" if slack.socket_mode_enabled else "off",
+                 "on" if with_console else "off", len(settings.webhooks), settings.source,
+                 settings.database_path)
         if slack.socket_mode_enabled and slack.app_token:
             slack_socket = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
             socket_mode = SocketModeTransport(slack_socket.app, slack.app_token,
@@ -90,7 +100,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
             log.warning("no Slack credentials and --no-console: only housekeeping runs")
         await stop.wait()
         return 0
-    except ListenError as exc:
+    except (ListenError, RuleError) as exc:
         print(f"ctbot: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -104,6 +114,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
             await socket_mode.stop()
         if runner is not None:
             await runner.cleanup()  # no new requests; then let started commands finish
+        if webhooks is not None:
+            await webhooks.drain()
         for bolt in (slack_http, slack_socket):
             if bolt is not None:
                 await bolt.close()
@@ -145,6 +157,7 @@ async def _housekeeping(runtime: Runtime, slack: SlackBolt | None) -> None:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             runtime.jobs.recover_interrupted()
+            runtime.webhooks.store.prune()
             await reconcile(runtime.machines)
         except Exception:
             log.exception("housekeeping failed; retrying in a minute")

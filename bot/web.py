@@ -1,5 +1,5 @@
 """Our aiohttp app: ``POST /slack/events`` (Bolt behind bot/slack_guard.py), ``GET /healthz``,
-``GET /metrics`` (Prometheus, when enabled)."""
+``GET /metrics`` (Prometheus, when enabled), ``/hooks/NAME`` (bot/webhooks.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.slack_guard import SlackRequestGuard
+from bot.webhooks import WebhookEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,12 @@ METRICS_TYPE = "text/plain; version=0.0.4"  # Prometheus's text exposition forma
 def build_web_app(*, bolt_app: AsyncApp | None = None,
                   guard: SlackRequestGuard | None = None,
                   metrics: Callable[[], bytes] | None = None,
-                  metrics_token: str | None = None) -> web.Application:
+                  metrics_token: str | None = None,
+                  webhooks: WebhookEndpoints | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if webhooks is not None:
+        webhooks.add_routes(app)
     if metrics is not None:
         app.router.add_get("/metrics", MetricsEndpoint(metrics, metrics_token).handle)
     if bolt_app is not None:

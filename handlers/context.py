@@ -21,6 +21,7 @@ from services.machines.lifecycle import Machines
 from services.nesting.inner import InnerMachines
 from services.network.service import Networking
 from services.ssh.access import SshAccess
+from services.webhooks.service import Webhooks
 
 
 class Transport(StrEnum):
@@ -49,6 +50,10 @@ class CommandRequest:
     confirmed: bool = False  # --yes on the CLI, the button in Slack
     observer: JobObserver | None = None  # where job progress goes while a verb waits
     wants_text: bool = True  # False for `--json`: the view is never rendered
+    # A webhook's command: its words as rendered (values as QuotedWord, never options
+    # or verbs; ``text`` is then how they read) and the role its config gives it.
+    words: tuple[str, ...] | None = None
+    run_as: Role | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class Services:
     ssh: SshAccess
     inner: InnerMachines
     health: Health
+    webhooks: Webhooks
     doctor: Doctor
 
 

@@ -22,6 +22,7 @@ from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
 from handlers.roles import Role, is_slack_user_id
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, PermissionDenied, UserError
+from services.grammar import QuotedWord
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,14 @@ class Dispatcher:
         if looks_like_private_key(request.text):
             # Refused before anything keeps the text: not the audit, not a job, not a log.
             self.services.audit.record(
-                user_id=request.user_id, role=self.role_of(request.user_id, request.transport),
+                user_id=request.user_id,
+                role=self.role_of(request.user_id, request.transport, request.run_as),
                 transport=request.transport, command=messages.PRIVATE_KEY_REDACTED,
                 outcome=Outcome.USER_ERROR, detail="refused: a private key",
                 correlation_id=request.correlation_id)
             raise InvalidInput(messages.private_key_pasted())
-        words = split_words(request.text)
+        words = list(request.words) if request.words is not None \
+            else split_words(request.text)
         if not words:
             words = ["help"]
         words, typed_yes = _take_yes(words)
@@ -78,8 +81,14 @@ class Dispatcher:
             if request.transport not in TYPED_CONFIRMATION:
                 raise InvalidInput("in Slack, confirm with the Confirm button, not `--yes`")
             request = replace(request, confirmed=True)
-        verb, rest = self.services.registry.resolve(words)
-        role = self.role_of(request.user_id, request.transport)
+        # The verb is what the sender wrote, never a value put in (a webhook's field).
+        written = next((i for i, w in enumerate(words) if isinstance(w, QuotedWord)),
+                       len(words))
+        if written == 0:
+            raise InvalidInput("the command must start with its verb, written out")
+        verb, rest = self.services.registry.resolve(words[:written])
+        rest = [*rest, *words[written:]]
+        role = self.role_of(request.user_id, request.transport, request.run_as)
         try:
             args = parse_args(verb.name, verb.signature, rest)
         except InvalidInput as exc:
@@ -115,9 +124,13 @@ class Dispatcher:
             chain = functools.partial(middleware, inv, chain)
         return await chain()
 
-    def role_of(self, user_id: str, transport: Transport) -> Role:
+    def role_of(self, user_id: str, transport: Transport,
+                run_as: Role | None = None) -> Role:
         """The caller's role. Over Slack only Slack's user ids count: a payload naming
-        "local" (the host's own admin) or anything else gets no role."""
+        "local" (the host's own admin) or anything else gets no role. A webhook has the
+        role its config gives it (``run_as``), and no other."""
+        if transport is Transport.WEBHOOK:
+            return run_as or Role.NONE
         if transport in SLACK_TRANSPORTS and not is_slack_user_id(user_id):
             return Role.NONE
         return self.services.roles.role_of(user_id)
@@ -157,11 +170,15 @@ TYPED_CONFIRMATION = frozenset({Transport.CLI, Transport.CONSOLE})
 
 
 def _take_yes(words: list[str]) -> tuple[list[str], bool]:
-    """Remove a `--yes` given before any `--` pass-through."""
-    end = words.index("--") if "--" in words else len(words)
-    if "--yes" not in words[:end]:
+    """Remove a `--yes` given before any `--` pass-through (a value put in by a webhook,
+    QuotedWord, is neither)."""
+    def written(word: str, text: str) -> bool:
+        return word == text and not isinstance(word, QuotedWord)
+
+    end = next((i for i, w in enumerate(words) if written(w, "--")), len(words))
+    if not any(written(w, "--yes") for w in words[:end]):
         return words, False
-    return [w for i, w in enumerate(words) if not (i < end and w == "--yes")], True
+    return [w for i, w in enumerate(words) if not (i < end and written(w, "--yes"))], True
 
 
 def _with_visibility(reply: Reply, visibility: Visibility) -> Reply:

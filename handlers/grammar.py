@@ -7,6 +7,9 @@ Words are split shlex-style (single and double quotes, backslash escapes). Slack
 "smarten" a typed ``--`` into an em dash and HTML-escape ``&<>``; the Slack transport
 undoes that before the text reaches this parser.
 
+A webhook's command comes as words already, its substituted values as QuotedWord
+(services/webhooks/commands.py): those are values only, never options or verbs.
+
 Each positional and each flag that takes a value carries its parser (from
 services/grammar.py), so a verb receives typed values: a bad one is refused here, before
 the verb, the audit of its effects, or any job.
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.errors import InvalidInput
+from services.grammar import QuotedWord
 
 MAX_COMMAND_LENGTH = 20000  # a 16 KiB public key (`key add`) must fit
 
@@ -140,13 +144,15 @@ def parse_args(verb: str, signature: Signature, words: Sequence[str]) -> ParsedA
     i = 0
     while i < len(words):
         word = words[i]
-        if word == "--":
+        if isinstance(word, QuotedWord):  # a value a webhook put in: never an option
+            positional_values.append(word)
+        elif word == "--":
             if signature.passthrough is None:
                 raise InvalidInput(f"`{verb}` takes no arguments after `--`",
                                    hint=f"usage: {signature.usage(verb)}")
             passthrough = tuple(words[i + 1:])
             break
-        if word.startswith("--") and len(word) > 2:
+        elif word.startswith("--") and len(word) > 2:
             name, eq, inline_value = word[2:].partition("=")
             spec = flags_by_name.get(name)
             if spec is None and name in ("json", "as"):

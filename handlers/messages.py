@@ -17,7 +17,10 @@ def internal_error(correlation_id: str) -> str:
             f"under `{correlation_id}`.")
 
 
-def needs_confirmation(usage: str) -> str:
+def needs_confirmation(usage: str, *, webhook: bool = False) -> str:
+    if webhook:
+        return (f"`{usage}` cannot be undone: a webhook rule runs it only with "
+                "`confirm = true` in its config")
     return (f"`{usage}` cannot be undone. Confirm to go ahead (the button in Slack, "
             "`--yes` on the command line or in the console).")
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from handlers import messages
-from handlers.context import Invocation, Reply
+from handlers.context import Invocation, Reply, Transport
 from services.core.audit import Outcome
 from services.core.errors import PermissionDenied, UserError
 
@@ -59,7 +59,8 @@ async def authorize(inv: Invocation, call_next: Next) -> Reply:
 async def confirm(inv: Invocation, call_next: Next) -> Reply:
     if inv.verb.confirm and not inv.request.confirmed:
         return Reply(
-            message=messages.needs_confirmation(inv.request.text.strip()),
+            message=messages.needs_confirmation(inv.request.text.strip(),
+                                                webhook=inv.request.transport is Transport.WEBHOOK),
             outcome=Outcome.USER_ERROR,
             needs_confirmation=True,
             data={"error": "confirmation required", "needs_confirmation": True},

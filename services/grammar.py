@@ -442,6 +442,17 @@ MAX_FROM_NETWORKS = 16
 _NETWORK_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")
 
 
+_CHANNEL_RE = re.compile(r"[CGD][A-Z0-9]{8,12}|#[a-z0-9_\-]{1,80}")
+
+
+def slack_channel(raw: str) -> str:
+    """A channel as chat.postMessage takes it: an id (C…, G…, D…) or ``#name``."""
+    if not _CHANNEL_RE.fullmatch(raw):
+        raise InvalidInput(f"must be a channel id like C0123456789 or a #name, not "
+                           f"{printable(raw)}")
+    return raw
+
+
 def user(raw: str) -> str:
     """A person, by immutable id: ``local``, a Slack user id (``U012ABCDEF``, ``W…``) or a
     Slack mention as Slack sends it (``<@U012ABCDEF|ana>``) → the id. Display names are
@@ -495,3 +506,50 @@ def github_login(raw: str) -> str:
     if not _GITHUB_LOGIN_RE.fullmatch(raw) or "--" in raw:
         raise InvalidInput(f"{printable(raw)} is not a GitHub login")
     return raw
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+_WEBHOOK_NAME_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
+# GitHub's X-GitHub-Delivery is a UUID, Standard Webhooks' webhook-id e.g. msg_2b…, an
+# Idempotency-Key (IETF draft-ietf-httpapi-idempotency-key-header) any token: printable
+# ASCII without spaces, quotes or backslashes, at most 128 characters.
+_DELIVERY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~+=@/-]{0,127}")
+_ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+
+
+def webhook_name(raw: str) -> str:
+    """A webhook's name, the NAME of ``/hooks/NAME``: 1–32 lowercase letters, digits and
+    hyphens, starting with a letter."""
+    return _name(raw, _WEBHOOK_NAME_RE, "webhook name", "1–32 lowercase letters, digits "
+                 "and hyphens, starting with a letter", 32)
+
+
+def delivery_id_or_none(raw: str) -> str | None:
+    """A delivery id as a sender sends it, or None when it is not one."""
+    return raw if _DELIVERY_ID_RE.fullmatch(raw) else None
+
+
+def delivery_id(raw: str) -> str:
+    if delivery_id_or_none(raw) is None:
+        raise InvalidInput(f"{printable(raw)} is not a delivery id (1–128 letters, digits "
+                           "and ._:~+=@/-)")
+    return raw
+
+
+def env_name(raw: str) -> str:
+    """An environment variable's name: uppercase letters, digits and _ (POSIX.1-2017
+    §8.1, the portable subset), not starting with a digit."""
+    if not _ENV_NAME_RE.fullmatch(raw):
+        raise InvalidInput(f"{printable(raw)} is not an environment variable name "
+                           "(A–Z, 0–9 and _, not starting with a digit)")
+    return raw
+
+
+class QuotedWord(str):
+    """A word of a command line that is a value and nothing else: a field a webhook
+    substituted into its command. The command grammar (handlers/grammar.py) binds it to
+    a positional or an option's value, never reads it as a verb, an option, ``--`` or
+    ``--yes``."""
+
+    __slots__ = ()

@@ -9,7 +9,7 @@ time lives in the store. A bad value fails at start with the key's name and the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from services.nesting.config import NestingConfig
 from services.network.addresses import Pool
 from services.network.config import NetworkConfig
 from services.ssh.config import SshConfig
+from services.webhooks.config import ConfigError, WebhookConfig, parse_webhooks
 
 __all__ = ["DEFAULT_IMAGE_PACKAGES", "ListenAddress", "Settings", "SettingsError",
            "SlackSettings", "load_settings", "parse_listen"]
@@ -74,6 +75,7 @@ class Settings:
     health: HealthConfig
     metrics: MetricsConfig
     log_level: str
+    webhooks: tuple[WebhookConfig, ...] = ()
     log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
     source: str = "built-in defaults"
 
@@ -106,8 +108,15 @@ def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
             raise SettingsError("--config", f"cannot read {path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError("--config", f"{path} is not valid TOML: {exc}") from exc
-    return build(read(SECTIONS, raw, env), _environment(env),
-                 source=str(path) if path else "built-in defaults")
+    webhooks: tuple[WebhookConfig, ...] = ()
+    if "webhooks" in raw:
+        try:
+            webhooks = parse_webhooks(raw.pop("webhooks"), env)
+        except ConfigError as exc:
+            raise SettingsError(exc.where, exc.problem) from None
+    settings = build(read(SECTIONS, raw, env), _environment(env),
+                     source=str(path) if path else "built-in defaults")
+    return replace(settings, webhooks=webhooks) if webhooks else settings
 
 
 def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,

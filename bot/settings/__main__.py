@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.settings.schema import example_config, markdown_table
-from bot.settings.sections import ENVIRONMENT, EXAMPLE_HEADER, SECTIONS
+from bot.settings.sections import ENVIRONMENT, EXAMPLE_FOOTER, EXAMPLE_HEADER, SECTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE_START = "<!-- settings table: python -m bot.settings table -->"
@@ -17,11 +17,12 @@ TABLE_END = "<!-- end of settings table -->"
 
 def main(argv: list[str]) -> int:
     if argv == ["example"]:
-        sys.stdout.write(example_config(EXAMPLE_HEADER, SECTIONS))
+        sys.stdout.write(example_config(EXAMPLE_HEADER, SECTIONS, EXAMPLE_FOOTER))
     elif argv == ["table"]:
         sys.stdout.write(markdown_table(SECTIONS, ENVIRONMENT))
     elif argv == ["update"]:
-        REPO.joinpath("ctbot.example.toml").write_text(example_config(EXAMPLE_HEADER, SECTIONS))
+        REPO.joinpath("ctbot.example.toml").write_text(
+            example_config(EXAMPLE_HEADER, SECTIONS, EXAMPLE_FOOTER))
         readme = REPO / "README.md"
         text = readme.read_text()
         start = text.index(TABLE_START) + len(TABLE_START) + 1

@@ -130,8 +130,9 @@ def toml_literal(value: TomlValue) -> str:
     return str(value)
 
 
-def example_config(header: str, sections: Sequence[Section]) -> str:
-    """The example config: every key with its default and documentation."""
+def example_config(header: str, sections: Sequence[Section], footer: str = "") -> str:
+    """The example config: every key with its default and documentation; ``footer``
+    is appended as comments."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
     for section in sections:
         lines += ["", f"# {section.doc}", f"[{section.name}]"]
@@ -143,6 +144,8 @@ def example_config(header: str, sections: Sequence[Section]) -> str:
                 lines.append(f"# {key.name} = {toml_literal(key.derived)}")
             else:
                 lines.append(f"{key.name} = {toml_literal(key.default)}")
+    if footer:
+        lines += ["", *(f"# {line}".rstrip() for line in footer.splitlines())]
     return "\n".join(lines) + "\n"
 
 

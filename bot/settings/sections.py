@@ -161,12 +161,7 @@ def pool(family: Family) -> Callable[[str], Any]:
 
 def slack_channel(value: str) -> str | None:
     """A channel id (C…, G…) or #name, as chat.postMessage takes it; "" for none."""
-    if value == "":
-        return None
-    if re.fullmatch(r"[CGD][A-Z0-9]{8,12}", value) or re.fullmatch(r"#[a-z0-9_\-]{1,80}",
-                                                                    value):
-        return value
-    raise ValueError(f"must be a channel id like C0123456789 or a #name, not {value!r}")
+    return None if value == "" else grammar.slack_channel(value)
 
 
 def whole_number(low: int, high: int) -> Callable[[object], int]:
@@ -341,6 +336,29 @@ SECTIONS: tuple[Section, ...] = (
             "always; or an absolute path.", log_destination, env="CTBOT_LOG_FILE"),
     )),
 )
+
+# [[webhooks]] entries are tables of their own (services/webhooks/config.py checks them);
+# the example shows one, commented out.
+EXAMPLE_FOOTER = """\
+Webhooks: POST /hooks/NAME runs ctbot commands for other systems (README, "Webhooks").
+Each entry: name, auth (github | standard | bearer), secret_env (an environment
+variable's NAME, or two while rotating), run_as (viewer | operator | admin), channel
+(optional), max_body (optional, default "1M"), and rules: when (header.NAME /
+payload.PATH = a value, a list of values, or "glob:PATTERN"), do (a command template:
+each {{ value }} is one argument), concurrency (parallel | serial | skip-if-running |
+coalesce; default serial), confirm (destructive verbs need true), channel (optional).
+
+[[webhooks]]
+name = "ci"
+auth = "github"
+secret_env = ["CTBOT_HOOK_CI", "CTBOT_HOOK_CI_NEXT"]
+run_as = "operator"
+channel = "C0123ABCD"
+[[webhooks.rules]]
+when = { "header.X-GitHub-Event" = "push", "payload.ref" = ["refs/heads/main"] }
+do = "restart {{ payload.repository.name }}"
+concurrency = "serial"
+confirm = false"""
 
 ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("SLACK_BOT_TOKEN", "Bot User OAuth Token (`xoxb-…`): both Slack modes.", "xoxb-"),

@@ -13,9 +13,10 @@ from handlers.verbs import (
     machines,
     network,
     ssh,
+    webhooks,
 )
 
 
 def default_registry() -> Registry:
     return Registry.from_modules(core, jobs, machines, images, network, ssh, docker, health,
-                                 host)
+                                 host, webhooks)

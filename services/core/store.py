@@ -273,6 +273,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX scheduler_jobs_next ON scheduler_jobs (next_run_time);
     """,
+    # 14: webhook deliveries, by the sender's delivery id (kept 7 days: a duplicate is
+    # answered with the first one's result and runs nothing)
+    """
+    CREATE TABLE webhook_deliveries (
+        webhook       TEXT    NOT NULL,
+        delivery_id   TEXT    NOT NULL,
+        received_at   REAL    NOT NULL,
+        state         TEXT    NOT NULL,
+        rule          INTEGER,
+        command       TEXT,
+        job_id        INTEGER,
+        outcome       TEXT,
+        result        TEXT,
+        superseded_by TEXT,
+        finished_at   REAL,
+        PRIMARY KEY (webhook, delivery_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (webhook, received_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

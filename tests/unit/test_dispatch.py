@@ -35,6 +35,8 @@ from services.network.service import Networking
 from services.ssh.access import SshAccess
 from services.ssh.config import SshConfig
 from services.ssh.store import SshStore
+from services.webhooks.service import Webhooks
+from services.webhooks.store import DeliveryStore
 
 
 @verb("poke", role=Role.OPERATOR, mutating=True,
@@ -87,6 +89,7 @@ def dispatcher(tmp_path) -> Dispatcher:
                                health=Health(HealthStore(store), machines=records,
                                              addresses=networking.addresses,
                                              inner=InnerStore(store), config=HealthConfig()),
+                               webhooks=Webhooks((), DeliveryStore(store)),
                                doctor=Doctor([])))
 
 

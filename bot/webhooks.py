@@ -1,0 +1,407 @@
+"""``POST /hooks/NAME`` and ``GET /hooks/NAME/deliveries/ID``: other systems run ctbot
+commands, each delivery once.
+
+A POST is, in order: the body read within the webhook's limit (413), its signature
+checked on the raw bytes (bot/signatures.py: 401 bad, 400 malformed), the delivery
+claimed by its id (a copy gets 200 and the first one's state; nothing runs), the JSON
+read (400), the first matching rule's command rendered (services/webhooks/commands.py)
+and handed to the rule's lane (services/webhooks/lanes.py). The answer, 202, goes out
+as soon as the command has become a job, has finished, or has waited ``ACK_BUDGET``
+seconds — whichever is first — with the delivery's id, state and job. The command runs
+through the same dispatcher as chat (parser, role ``run_as``, confirmation, audit as
+``webhook:NAME``); its job's progress and its result go to the rule's channel.
+
+The body is never logged, nor quoted in an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import signatures
+from bot.runtime import Runtime, new_correlation_id
+from bot.slack_progress import SlackJobMessage
+from handlers.context import Catalog, CommandRequest, Transport
+from handlers.grammar import split_words
+from handlers.roles import Role
+from services.core.audit import Outcome
+from services.core.errors import UserError
+from services.core.jobs import Job, JobObserver
+from services.grammar import delivery_id_or_none
+from services.webhooks import messages
+from services.webhooks.commands import Command, matching_rule, render
+from services.webhooks.config import Auth, Rule, WebhookConfig
+from services.webhooks.lanes import Admission, Lane
+from services.webhooks.store import DeliveryState
+
+log = logging.getLogger(__name__)
+
+ACK_BUDGET = 1.0  # seconds a POST waits for its command to become a job (or finish)
+DRAIN_SECONDS = 10.0
+FORM = "application/x-www-form-urlencoded"
+
+
+class RuleError(Exception):
+    """A rule that can never run as configured (unknown verb, role, confirmation)."""
+
+
+def check_rules(configs: Sequence[WebhookConfig], registry: Catalog) -> None:
+    """Every rule's verb exists, its ``run_as`` role may run it, and a destructive one
+    has ``confirm = true``: said at start, not at the first delivery. Raises RuleError
+    naming the webhook and the rule."""
+    for config in configs:
+        role = Role(config.run_as)
+        for rule in config.rules:
+            where = f"[[webhooks]] {config.name} rules[{rule.number}] do"
+            try:
+                verb, _ = registry.resolve(split_words(rule.verb_text))
+            except UserError as exc:
+                raise RuleError(f"{where}: {exc}") from None
+            if not role.allows(verb.role):
+                raise RuleError(f"{where}: `{verb.name}` needs the {verb.role} role; the "
+                                f"webhook runs as {role} (run_as)")
+            if verb.confirm and not rule.confirm:
+                raise RuleError(f"{where}: `{verb.name}` cannot be undone: set "
+                                "`confirm = true` on the rule to let a webhook run it")
+
+
+@dataclass
+class InFlight:
+    """A delivery between its POST and its end, as the POST's answer needs it."""
+
+    answerable: asyncio.Event = field(default_factory=asyncio.Event)
+    state: DeliveryState = DeliveryState.QUEUED
+    job_id: int | None = None
+
+
+class DeliveryObserver:
+    """Hears of the delivery's job: records its id, lets the POST answer, and passes
+    progress on to the channel's one message (when there is a channel)."""
+
+    def __init__(self, endpoint: WebhookEndpoints, config: WebhookConfig, delivery_id: str,
+                 flight: InFlight, chat: SlackJobMessage | None) -> None:
+        self._endpoint = endpoint
+        self._config = config
+        self._delivery_id = delivery_id
+        self._flight = flight
+        self.chat = chat
+
+    async def job_changed(self, job: Job) -> None:
+        if self._flight.job_id is None:
+            self._flight.job_id = job.id
+            self._endpoint.deliveries.update(self._config.name, self._delivery_id,
+                                             job_id=job.id)
+            self._flight.answerable.set()
+        if self.chat is not None:
+            await self.chat.job_changed(job)
+
+
+class WebhookEndpoints:
+    """The webhook routes of one serve, with their lanes and deliveries in flight."""
+
+    def __init__(self, runtime: Runtime, *, client: AsyncWebClient | None) -> None:
+        self._runtime = runtime
+        self._client = client
+        self._configs = {c.name: c for c in runtime.settings.webhooks}
+        self.deliveries = runtime.webhooks.store
+        self._lanes = {(c.name, r.number): Lane(r.concurrency)
+                       for c in self._configs.values() for r in c.rules}
+        self._flights: dict[tuple[str, str], InFlight] = {}
+        self._posts: set[asyncio.Task[None]] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/hooks/{name}", self.post)
+        app.router.add_get("/hooks/{name}/deliveries/{delivery_id:.+}", self.get)
+
+    async def start(self) -> None:
+        interrupted = self.deliveries.interrupt_unfinished()
+        if interrupted:
+            log.warning("webhook deliveries interrupted by the last stop count=%d "
+                        "(a redelivery runs them)", interrupted)
+        for config in self._configs.values():
+            if not config.secrets:
+                log.warning("webhook refuses every request webhook=%s reason=%r",
+                            config.name, messages.no_secret(config.name, config.secret_env))
+            log.info("webhook ready path=%s auth=%s run_as=%s rules=%d", config.path,
+                     config.auth, config.run_as, len(config.rules))
+
+    async def drain(self) -> None:
+        """At stop: running commands finish (bounded), waiting ones are recorded as
+        interrupted (a redelivery runs them)."""
+        for (name, _), lane in self._lanes.items():
+            for delivery_id in await lane.drain(DRAIN_SECONDS):
+                self.deliveries.update(name, delivery_id, state=DeliveryState.INTERRUPTED,
+                                       result="ctbot stopped before it ran; redeliver it "
+                                              "to run it")
+        if self._posts:
+            await asyncio.wait(set(self._posts), timeout=DRAIN_SECONDS)
+
+    # ------------------------------------------------------------------ requests
+
+    async def post(self, request: web.Request) -> web.Response:
+        config, refusal = self._config_of(request)
+        if config is None:
+            return refusal
+        raw = await _read_bounded(request, config.max_body)
+        if raw is None:
+            return self._refuse(request, config, 413,
+                                f"the body is over this webhook's limit of "
+                                f"{config.max_body} bytes (max_body)")
+        verdict = signatures.verify(config.auth, config.secrets, raw, request.headers,
+                                    now=time.time())
+        if not verdict.accepted:
+            return self._refuse(request, config, verdict.status, verdict.reason)
+        delivery_id = str(verdict.delivery_id)
+        try:
+            payload = _payload(raw, form=config.auth is Auth.GITHUB
+                               and request.content_type == FORM)
+        except ValueError as exc:
+            return self._refuse(request, config, 400, str(exc))
+        first = self.deliveries.claim(config.name, delivery_id)
+        if first is not None:
+            log.info("webhook delivery duplicate webhook=%s delivery=%s state=%s",
+                     config.name, delivery_id, first.state)
+            return web.json_response({**self._answer(config, delivery_id, first.state,
+                                                     job_id=first.job_id),
+                                      "duplicate": True, "result": first.result},
+                                     status=200)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        rule = matching_rule(config.rules, headers, payload)
+        if rule is None:
+            self.deliveries.update(config.name, delivery_id, state=DeliveryState.NO_MATCH,
+                                   result=messages.no_rule())
+            log.info("webhook delivery webhook=%s delivery=%s state=no-match", config.name,
+                     delivery_id)
+            return web.json_response({**self._answer(config, delivery_id,
+                                                     DeliveryState.NO_MATCH),
+                                      "result": messages.no_rule()}, status=202)
+        try:
+            command = render(rule, payload=payload, headers=headers, webhook=config.name,
+                             delivery=delivery_id)
+        except UserError as exc:
+            return self._refused_command(config, rule, delivery_id, str(exc))
+        return await self._admit(config, rule, delivery_id, command)
+
+    async def get(self, request: web.Request) -> web.Response:
+        config, refusal = self._config_of(request)
+        if config is None:
+            return refusal
+        raw = await _read_bounded(request, config.max_body)
+        verdict = signatures.verify(config.auth, config.secrets, raw or b"", request.headers,
+                                    now=time.time())
+        if raw is None or not verdict.accepted:
+            return self._refuse(request, config, verdict.status if raw is not None else 413,
+                                verdict.reason)
+        delivery_id = delivery_id_or_none(request.match_info["delivery_id"])
+        found = self.deliveries.get(config.name, delivery_id) if delivery_id else None
+        if found is None:
+            return web.json_response({"error": "no such delivery (they are kept 7 days)"},
+                                     status=404)
+        job = None
+        if found.job_id is not None:
+            job = self._runtime.jobs.store.get(found.job_id).to_json()
+        return web.json_response({**found.to_json(), "job": job,
+                                  "status_url": self._status_url(config, found.id)})
+
+    # ------------------------------------------------------------------ running
+
+    async def _admit(self, config: WebhookConfig, rule: Rule, delivery_id: str,
+                     command: Command) -> web.Response:
+        flight = InFlight()
+        key = (config.name, delivery_id)
+        self._flights[key] = flight
+        self.deliveries.update(config.name, delivery_id, state=DeliveryState.QUEUED,
+                               rule=rule.number, command=command.text)
+
+        async def work() -> None:
+            try:
+                await self._run(config, rule, delivery_id, command, flight)
+            finally:
+                self._flights.pop(key, None)
+                flight.answerable.set()
+
+        admitted = self._lanes[(config.name, rule.number)].admit(delivery_id, work)
+        if admitted.admission is Admission.FULL:
+            self._flights.pop(key, None)
+            self.deliveries.forget(config.name, delivery_id)
+            log.warning("webhook delivery refused webhook=%s delivery=%s rule=%d "
+                        "reason=too many waiting", config.name, delivery_id, rule.number)
+            return web.json_response({"error": "too many deliveries are waiting for this "
+                                      "rule; retry later"}, status=503,
+                                     headers={"Retry-After": "30"})
+        if admitted.admission is Admission.SKIPPED:
+            self._flights.pop(key, None)
+            result = messages.skipped(admitted.other)
+            self.deliveries.update(config.name, delivery_id, state=DeliveryState.SKIPPED,
+                                   result=result)
+            log.info("webhook delivery webhook=%s delivery=%s rule=%d state=skipped "
+                     "running=%s", config.name, delivery_id, rule.number, admitted.other)
+            return web.json_response({**self._answer(config, delivery_id,
+                                                     DeliveryState.SKIPPED, rule=rule,
+                                                     command=command), "result": result},
+                                     status=202)
+        if admitted.other is not None:  # coalesce: the one waiting is replaced
+            self._flights.pop((config.name, admitted.other), None)
+            self.deliveries.update(config.name, admitted.other,
+                                   state=DeliveryState.COALESCED, superseded_by=delivery_id,
+                                   result=messages.coalesced(delivery_id))
+        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=%s command=%s",
+                 config.name, delivery_id, rule.number, admitted.admission,
+                 json.dumps(command.text))
+        if admitted.admission is Admission.RUNNING:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flight.answerable.wait(), ACK_BUDGET)
+        return web.json_response(self._answer(config, delivery_id, flight.state, rule=rule,
+                                              command=command, job_id=flight.job_id),
+                                 status=202)
+
+    async def _run(self, config: WebhookConfig, rule: Rule, delivery_id: str,
+                   command: Command, flight: InFlight) -> None:
+        started = time.monotonic()
+        flight.state = DeliveryState.RUNNING
+        self.deliveries.update(config.name, delivery_id, state=DeliveryState.RUNNING)
+        channel = rule.channel or config.channel
+        chat = (SlackJobMessage(self._client, channel, jobs=self._runtime.jobs.store)
+                if self._client is not None and channel else None)
+        observer: JobObserver = DeliveryObserver(self, config, delivery_id, flight, chat)
+        reply = await self._runtime.dispatcher.dispatch(CommandRequest(
+            text=command.text, words=command.words, user_id=f"webhook:{config.name}",
+            transport=Transport.WEBHOOK, correlation_id=new_correlation_id(),
+            channel_id=channel, confirmed=rule.confirm, observer=observer,
+            run_as=Role(config.run_as)))
+        flight.state = DeliveryState.SUCCEEDED if reply.ok else DeliveryState.FAILED
+        text = reply.text
+        self.deliveries.update(config.name, delivery_id, state=flight.state,
+                               outcome=str(reply.outcome), result=text)
+        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=%s job=%s ms=%.1f",
+                 config.name, delivery_id, rule.number, flight.state,
+                 reply.job_id or "-", (time.monotonic() - started) * 1000)
+        if channel and self._client is not None and not (chat is not None and chat.posted):
+            self._post(channel, messages.posted_result(config.name, delivery_id,
+                                                       command.text, text))
+
+    def _refused_command(self, config: WebhookConfig, rule: Rule, delivery_id: str,
+                         reason: str) -> web.Response:
+        """A rule matched but its command cannot be made: recorded, audited, posted."""
+        self.deliveries.update(config.name, delivery_id, state=DeliveryState.FAILED,
+                               rule=rule.number, outcome=str(Outcome.USER_ERROR),
+                               result=reason)
+        self._runtime.dispatcher.services.audit.record(
+            user_id=f"webhook:{config.name}", role=config.run_as,
+            transport=Transport.WEBHOOK, command=f"(rule {rule.number}: {rule.do})",
+            outcome=Outcome.USER_ERROR, detail=reason,
+            correlation_id=new_correlation_id())
+        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=failed reason=%r",
+                 config.name, delivery_id, rule.number, reason)
+        channel = rule.channel or config.channel
+        if channel and self._client is not None:
+            self._post(channel, messages.posted_result(config.name, delivery_id,
+                                                       f"rule {rule.number}", reason))
+        return web.json_response({**self._answer(config, delivery_id, DeliveryState.FAILED,
+                                                 rule=rule), "result": reason}, status=202)
+
+    def _post(self, channel: str, text: str) -> None:
+        assert self._client is not None
+        client = self._client
+
+        async def post() -> None:
+            try:
+                await client.chat_postMessage(channel=channel,
+                                              text=html.escape(text, quote=False),
+                                              unfurl_links=False, unfurl_media=False)
+            except Exception as exc:
+                log.warning("webhook result not posted channel=%s error=%s", channel, exc)
+
+        task = asyncio.create_task(post(), name="webhook-post")
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
+
+    # ------------------------------------------------------------------ answers
+
+    def _config_of(self, request: web.Request) -> tuple[WebhookConfig | None, web.Response]:
+        config = self._configs.get(request.match_info["name"])
+        if config is None:
+            return None, web.json_response({"error": "no such webhook"}, status=404)
+        if not config.secrets:
+            log.warning("webhook request refused webhook=%s status=503 reason=%r",
+                        config.name, messages.no_secret(config.name, config.secret_env))
+            return None, web.json_response(
+                {"error": "this webhook has no secret configured on the ctbot side"},
+                status=503)
+        return config, web.Response()
+
+    def _refuse(self, request: web.Request, config: WebhookConfig, status: int,
+                reason: str) -> web.Response:
+        log.info("webhook request rejected webhook=%s status=%d reason=%r remote=%s",
+                 config.name, status, reason, request.remote)
+        return web.json_response({"error": reason}, status=status)
+
+    def _answer(self, config: WebhookConfig, delivery_id: str, state: DeliveryState, *,
+                rule: Rule | None = None, command: Command | None = None,
+                job_id: int | None = None) -> dict[str, Any]:
+        return {"webhook": config.name, "delivery": delivery_id, "state": str(state),
+                "rule": rule.number if rule else None,
+                "command": command.text if command else None, "job": job_id,
+                "status_url": self._status_url(config, delivery_id)}
+
+    @staticmethod
+    def _status_url(config: WebhookConfig, delivery_id: str) -> str:
+        return f"{config.path}/deliveries/{urllib.parse.quote(delivery_id, safe='')}"
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` bytes (read no further)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _payload(raw: bytes, *, form: bool) -> Any:
+    """The JSON payload: the body, or in GitHub's form encoding (``form``: its
+    ``payload=…`` field); an empty body is ``{}``. Any other Content-Type is read as
+    JSON (curl's -d sends a form type). Raises ValueError saying what is wrong, never
+    quoting the body."""
+    if not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the body is not UTF-8") from None
+    if form:
+        fields = urllib.parse.parse_qs(text, max_num_fields=10)
+        values = fields.get("payload")
+        if not values or len(values) != 1:
+            raise ValueError("a form body needs exactly one `payload` field (GitHub's "
+                             "application/x-www-form-urlencoded)")
+        text = values[0]
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" \
+            if isinstance(exc, json.JSONDecodeError) else ""
+        raise ValueError(f"the body is not JSON{where}") from None
+
+
+def secrets_of(configs: Iterable[WebhookConfig]) -> tuple[str, ...]:
+    """Every webhook secret as set, for the log's redaction."""
+    return tuple(s for c in configs for s in c.secret_texts)
+

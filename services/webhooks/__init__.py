@@ -1,0 +1,1 @@
+"""Generic signed webhooks: other systems drive ctbot through the same commands as chat."""

@@ -1,0 +1,201 @@
+"""From a delivery to a command: which rule matches, and its ``do`` template rendered
+into words.
+
+Templates render in jinja2's ImmutableSandboxedEnvironment (no attribute of Python's
+internals, no mutation of the payload). Every ``{{ … }}`` becomes ONE word of the command
+(a QuotedWord): the template is split into words first, the values are put into their
+words after, so a value holding spaces, quotes, ``--yes``, ``; reboot``, a newline or
+``{{ 7*7 }}`` stays one argument, is never read as an option or a verb, and is never
+rendered again. The verb itself must be written in the template, before the first ``{``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from services.core.errors import InvalidInput
+from services.grammar import QuotedWord
+from services.webhooks.config import Condition, Rule
+
+if TYPE_CHECKING:
+    import jinja2
+
+MAX_COMMAND_LENGTH = 20000  # the chat grammar's own bound (handlers/grammar.py)
+MAX_VALUE_LENGTH = 4096
+# A value's place in the rendered text: private-use code points (Unicode §23.5) that a
+# template cannot contain (check_template refuses them) around the value in hex.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_MARK_RE = re.compile(f"{_OPEN}([0-9a-f]*){_CLOSE}")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A rendered command: its words (values as QuotedWord) and how it reads."""
+
+    words: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """Shell-quoted, every substituted value in single quotes: what the audit log,
+        the channel and `webhooks` show."""
+        return " ".join(_quote_always(w) if isinstance(w, QuotedWord) else shlex.quote(w)
+                        for w in self.words)
+
+
+def matching_rule(rules: Sequence[Rule], headers: Mapping[str, str],
+                  payload: object) -> Rule | None:
+    """The first rule whose every condition holds. ``headers`` are looked up by their
+    name in lowercase (HTTP field names are case-insensitive, RFC 9110 §5.1)."""
+    for rule in rules:
+        if all(_holds(c, headers, payload) for c in rule.when):
+            return rule
+    return None
+
+
+def _holds(condition: Condition, headers: Mapping[str, str], payload: object) -> bool:
+    if condition.source == "header":
+        found: object = headers.get(condition.path[0])
+        if found is None:
+            return False
+    else:
+        found = lookup(payload, condition.path)
+        if found is _MISSING:
+            return False
+    return any(_matches(expected, found) for expected in condition.values)
+
+
+def _matches(expected: object, found: object) -> bool:
+    if isinstance(expected, str) and expected.startswith("glob:"):
+        return isinstance(found, str) and fnmatch.fnmatchcase(found, expected[5:])
+    # Exact and typed: "1" is not 1, true is not 1 (as JSON tells them apart).
+    return type(expected) is type(found) and expected == found
+
+
+_MISSING = object()
+
+
+def lookup(payload: object, path: Sequence[str]) -> object:
+    """``payload`` at a dotted path (a number picks a list item), or _MISSING."""
+    node = payload
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def check_template(source: str) -> None:
+    """Whether ``source`` can be a rule's ``do``; raises InvalidInput saying why not."""
+    import jinja2
+
+    if _OPEN in source or _CLOSE in source:
+        raise InvalidInput("contains a private-use character (U+E000/U+E001)")
+    if not source.split("{", 1)[0].split():
+        raise InvalidInput("must start with the verb, written out (e.g. \"restart "
+                           "{{ payload.repository.name }}\"): a payload never picks it")
+    try:
+        literal = shlex.split(source.split("{", 1)[0] if "{" in source else source)
+    except ValueError as exc:
+        raise InvalidInput(f"cannot read it: {str(exc).lower()}") from None
+    if "--yes" in literal or "--yes" in source.split():
+        raise InvalidInput("`--yes` has no place here: set `confirm = true` on the rule")
+    try:
+        _environment().from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidInput(f"template error on line {exc.lineno}: {exc.message}") from None
+
+
+def render(rule: Rule, *, payload: object, headers: Mapping[str, str], webhook: str,
+           delivery: str) -> Command:
+    """The rule's command for one delivery; raises InvalidInput saying what is wrong
+    (a missing field, a value that is a list, unsafe template code)."""
+    import jinja2
+    from jinja2.exceptions import SecurityError
+
+    try:
+        text = _template(rule.do).render(payload=payload, headers=dict(headers),
+                                         webhook=webhook, delivery=delivery)
+    except SecurityError as exc:
+        raise InvalidInput(f"the rule's template was refused by the sandbox: {exc}") from None
+    except jinja2.UndefinedError as exc:
+        raise InvalidInput(f"the rule's template cannot be rendered for this delivery: "
+                           f"{exc.message}") from None
+    except (jinja2.TemplateError, _NotAValue, TypeError, ValueError) as exc:
+        raise InvalidInput(f"the rule's template failed: {exc}") from None
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidInput(f"the rule's command cannot be read: {str(exc).lower()}") from None
+    command = Command(tuple(_fill(word) for word in words))
+    if len(command.text) > MAX_COMMAND_LENGTH:
+        raise InvalidInput(f"the rule's command is too long ({len(command.text)} characters, "
+                           f"at most {MAX_COMMAND_LENGTH})")
+    return command
+
+
+def _fill(word: str) -> str:
+    if _OPEN not in word:
+        return word
+    return QuotedWord(_MARK_RE.sub(lambda m: bytes.fromhex(m.group(1)).decode(), word))
+
+
+class _NotAValue(ValueError):
+    pass
+
+
+def _mark(value: Any) -> str:
+    """jinja2's ``finalize``: every ``{{ … }}`` result, as a marked place for one value."""
+    import jinja2
+
+    if isinstance(value, jinja2.Undefined):  # a missing field, or what the sandbox refused
+        value._fail_with_undefined_error()
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str | int | float):
+        text = str(value)
+    elif value is None:
+        raise _NotAValue("a `{{ … }}` gave null; use `| default('…')` for a field that "
+                         "may be missing or null")
+    else:
+        raise _NotAValue(f"a `{{{{ … }}}}` gave a {type(value).__name__}, not one value; "
+                         "pick a field of it")
+    if len(text) > MAX_VALUE_LENGTH:
+        raise _NotAValue(f"a value has {len(text)} characters (at most {MAX_VALUE_LENGTH})")
+    return _OPEN + text.encode().hex() + _CLOSE
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class PayloadEnvironment(ImmutableSandboxedEnvironment):
+        # `payload.items` is the field "items", not dict.items: a JSON object's keys
+        # come first, and only its keys.
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            if isinstance(obj, dict):
+                if attribute in obj:
+                    return obj[attribute]
+                return self.undefined(obj=obj, name=attribute)
+            return super().getattr(obj, attribute)
+
+    return PayloadEnvironment(undefined=jinja2.StrictUndefined, finalize=_mark,
+                              autoescape=False, keep_trailing_newline=False)
+
+
+@cache
+def _template(source: str) -> jinja2.Template:
+    return _environment().from_string(source)
+
+
+def _quote_always(word: str) -> str:
+    return "'" + word.replace("'", "'\"'\"'") + "'"
