@@ -89,7 +89,7 @@ def test_example_config_documents_and_loads_every_key():
     settings = load_settings(example, {})
     assert settings.source == str(example)
     text = example.read_text()
-    from bot.settings.sections import EXAMPLE_HEADER, SECTIONS
+    from bot.settings.sections import EXAMPLE_FOOTER, EXAMPLE_HEADER, SECTIONS
 
     for section in SECTIONS:
         assert f"[{section.name}]" in text
@@ -97,8 +97,16 @@ def test_example_config_documents_and_loads_every_key():
             assert f"{key.name} =" in text, f"{section.name}.{key.name} undocumented"
     from bot.settings.schema import example_config
 
-    assert text == example_config(EXAMPLE_HEADER, SECTIONS), \
+    assert text == example_config(EXAMPLE_HEADER, SECTIONS, EXAMPLE_FOOTER), \
         "ctbot.example.toml is stale: python -m bot.settings example > ctbot.example.toml"
+    # The commented [[webhooks]] example is a working entry once uncommented.
+    import tomllib
+
+    from services.webhooks.config import parse_webhooks
+
+    block = EXAMPLE_FOOTER[EXAMPLE_FOOTER.index("[[webhooks]]"):]
+    (hook,) = parse_webhooks(tomllib.loads(block)["webhooks"], {})
+    assert hook.name == "ci" and hook.rules[0].do.startswith("restart ")
 
 
 def test_readme_settings_table_matches_the_declarations():

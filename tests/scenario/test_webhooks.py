@@ -1,0 +1,431 @@
+"""Webhooks over a real socket: ctbot's web app with its webhook routes, the real
+dispatcher, real jobs and SQLite, results posted to a local fake Slack.
+
+Two test verbs stand in for machine work: `nap TAG` (a job that sleeps and records
+when it started and ended) and `echo WORD [--loud]` (says what it received)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot.runtime import Runtime
+from bot.settings import load_settings
+from bot.web import build_web_app
+from bot.webhooks import WebhookEndpoints, check_rules
+from handlers.context import Invocation, Reply
+from handlers.grammar import Flag, Positional
+from handlers.jobs import run_job
+from handlers.registry import Registry, verb
+from handlers.roles import Role
+from handlers.verbs import core, jobs, webhooks
+from services.core.job_runner import JobContext
+from tests.fakes.slack_api import FakeSlack
+
+GITHUB_SECRET = "gh-" + secrets.token_hex(16)
+STANDARD_KEY = secrets.token_bytes(32)
+STANDARD_SECRET = "whsec_" + base64.b64encode(STANDARD_KEY).decode()
+BEARER_TOKEN = "tok-" + secrets.token_hex(16)
+CHANNEL = "C0HOOKS01"
+
+CONFIG = f'''
+[slack]
+response_origins = ["http://127.0.0.1"]
+
+[[webhooks]]
+name = "ci"
+auth = "github"
+secret_env = ["HOOK_CI", "HOOK_CI_NEXT"]
+run_as = "operator"
+channel = "{CHANNEL}"
+max_body = "4K"
+[[webhooks.rules]]
+when = {{ "header.X-GitHub-Event" = "push", "payload.ref" = ["refs/heads/main"] }}
+do = "nap {{{{ payload.repository.name }}}}"
+concurrency = "serial"
+[[webhooks.rules]]
+when = {{ "header.X-GitHub-Event" = "ping" }}
+do = "echo {{{{ payload.zen }}}}"
+concurrency = "parallel"
+
+[[webhooks]]
+name = "deploy"
+auth = "standard"
+secret_env = "HOOK_DEPLOY"
+run_as = "operator"
+[[webhooks.rules]]
+when = {{ "payload.type" = "glob:deploy.*" }}
+do = "echo {{{{ payload.target }}}} --loud"
+concurrency = "parallel"
+
+[[webhooks]]
+name = "alerts"
+auth = "bearer"
+secret_env = "HOOK_ALERTS"
+run_as = "operator"
+[[webhooks.rules]]
+when = {{ "payload.mode" = "skip" }}
+do = "nap {{{{ payload.tag }}}}"
+concurrency = "skip-if-running"
+[[webhooks.rules]]
+when = {{ "payload.mode" = "coalesce" }}
+do = "nap {{{{ payload.tag }}}}"
+concurrency = "coalesce"
+[[webhooks.rules]]
+when = {{ "payload.mode" = "count" }}
+do = "nap {{{{ payload.tag }}}} --seconds 0"
+concurrency = "parallel"
+
+[[webhooks]]
+name = "unset"
+auth = "bearer"
+secret_env = "HOOK_NEVER_SET"
+run_as = "viewer"
+[[webhooks.rules]]
+do = "whoami"
+'''
+
+NAPS: list[tuple[str, str, float]] = []  # (event, tag, monotonic time)
+
+
+@verb("nap", role=Role.OPERATOR, mutating=True, positionals=[Positional("TAG")],
+      flags=[Flag("seconds", "how long", "S", parse=float)])
+async def run_nap(inv: Invocation) -> Reply:
+    """Sleep as a job (a stand-in for a restart)."""
+    return await run_job(inv, "test.nap", {"tag": inv.args["TAG"],
+                                           "seconds": inv.args.get("seconds", 0.3)})
+
+
+async def nap_job(ctx: JobContext) -> str:
+    NAPS.append(("start", ctx.args["tag"], time.monotonic()))
+    await ctx.progress(f"napping {ctx.args['tag']}")
+    await asyncio.sleep(ctx.args["seconds"])
+    NAPS.append(("end", ctx.args["tag"], time.monotonic()))
+    return f"napped {ctx.args['tag']}"
+
+
+@verb("echo", role=Role.OPERATOR, positionals=[Positional("WORD")],
+      flags=[Flag("loud", "shout")])
+async def run_echo(inv: Invocation) -> Reply:
+    """Say what was received."""
+    data = {"word": inv.args["WORD"], "loud": bool(inv.args.get("loud"))}
+    return Reply(data=data, message=json.dumps(data))
+
+
+@dataclass
+class Hooks:
+    url: str
+    runtime: Runtime
+    fake: FakeSlack
+    session: aiohttp.ClientSession
+    log_path: Path
+
+    async def post(self, name: str, body: bytes, headers: dict[str, str]
+                   ) -> tuple[int, dict[str, Any]]:
+        async with self.session.post(f"{self.url}/hooks/{name}", data=body,
+                                     headers=headers) as response:
+            return response.status, await response.json()
+
+    async def github(self, event: str, payload: object, *, delivery: str | None = None,
+                     secret: str = GITHUB_SECRET) -> tuple[int, dict[str, Any]]:
+        body = json.dumps(payload).encode()
+        return await self.post("ci", body, github_headers(body, event, delivery, secret))
+
+    async def bearer(self, payload: object, **headers: str) -> tuple[int, dict[str, Any]]:
+        return await self.post("alerts", json.dumps(payload).encode(), {
+            "Authorization": f"Bearer {BEARER_TOKEN}", "Content-Type": "application/json",
+            **headers})
+
+    async def delivery(self, name: str, delivery_id: str, headers: dict[str, str]
+                       ) -> tuple[int, dict[str, Any]]:
+        async with self.session.get(f"{self.url}/hooks/{name}/deliveries/{delivery_id}",
+                                    headers=headers) as response:
+            return response.status, await response.json()
+
+    async def finished(self, name: str, delivery_id: str, headers: dict[str, str],
+                       timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = await self.delivery(name, delivery_id, headers)
+            assert status == 200, body
+            if body["state"] not in ("received", "queued", "running"):
+                return body
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"delivery {delivery_id} did not finish: {body}")
+
+    def audited(self, user: str) -> list[str]:
+        return [e.command for e in self.runtime.dispatcher.services.audit.latest(1000)
+                if e.user_id == user][::-1]
+
+
+def github_headers(body: bytes, event: str, delivery: str | None = None,
+                   secret: str = GITHUB_SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or secrets.token_hex(8),
+            "X-Hub-Signature-256": f"sha256={digest}", "Content-Type": "application/json"}
+
+
+def standard_headers(body: bytes, msg_id: str, *, key: bytes = STANDARD_KEY,
+                     at: float | None = None) -> dict[str, str]:
+    ts = str(int(time.time() if at is None else at))
+    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {"webhook-id": msg_id, "webhook-timestamp": ts,
+            "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+            "Content-Type": "application/json"}
+
+
+BEARER = {"Authorization": f"Bearer {BEARER_TOKEN}"}
+
+
+@pytest.fixture
+async def hooks(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Hooks]:
+    NAPS.clear()
+    config = tmp_path / "ctbot.toml"
+    config.write_text(CONFIG)
+    log_path = tmp_path / "ctbot.log"
+    handler = logging.FileHandler(log_path)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    settings = load_settings(config, {
+        "CTBOT_STATE_DIR": str(tmp_path / "state"), "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_API_URL": fake_slack.api_url, "HOOK_CI": GITHUB_SECRET,
+        "HOOK_DEPLOY": STANDARD_SECRET, "HOOK_ALERTS": BEARER_TOKEN})
+    registry = Registry.from_modules(core, jobs, webhooks, sys.modules[__name__])
+    runtime = await Runtime.open(settings, registry=registry)
+    runtime.jobs.register("test.nap", nap_job)
+    check_rules(settings.webhooks, registry)
+    from bot.slack_app import build_web_client
+
+    endpoints = WebhookEndpoints(runtime, client=build_web_client(settings.slack))
+    await endpoints.start()
+    runner = web.AppRunner(build_web_app(webhooks=endpoints), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    session = aiohttp.ClientSession()
+    try:
+        yield Hooks(f"http://127.0.0.1:{runner.addresses[0][1]}", runtime, fake_slack,
+                    session, log_path)
+    finally:
+        await session.close()
+        await runner.cleanup()
+        await endpoints.drain()
+        await runtime.close()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+# ---------------------------------------------------------------------------- GitHub
+
+async def test_a_push_runs_its_command_reports_to_the_channel_and_runs_once(hooks: Hooks):
+    push = {"ref": "refs/heads/main", "repository": {"name": "web1"}}
+    status, answer = await hooks.github("push", push, delivery="push-1")
+    assert status == 202, answer
+    assert answer["state"] in ("running", "succeeded") and isinstance(answer["job"], int)
+    assert answer["command"] == "nap 'web1'"
+    assert answer["status_url"] == "/hooks/ci/deliveries/push-1"
+    done = await hooks.finished("ci", "push-1", github_headers(b"", "status", "push-1"))
+    assert done["state"] == "succeeded" and done["job"]["state"] == "succeeded"
+    assert "napped web1" in done["result"]
+    # The job's one message in the channel, edited to its end.
+    final = await hooks.fake.wait_for(lambda c: c.method in ("chat.postMessage",
+                                                             "chat.update")
+                                      and "succeeded" in json.dumps(c.body), timeout=10)
+    assert final[-1].body["channel"] == CHANNEL
+    # GitHub redelivers with the same X-GitHub-Delivery: answered, nothing runs.
+    status, again = await hooks.github("push", push, delivery="push-1")
+    assert status == 200 and again["duplicate"] is True and again["job"] == answer["job"]
+    await asyncio.sleep(0.3)
+    assert [e for e in NAPS if e[0] == "start"] == [NAPS[0]]
+    assert hooks.audited("webhook:ci") == ["nap 'web1'"]
+    entry = hooks.runtime.dispatcher.services.audit.latest(1)[0]
+    assert (entry.role, entry.transport, entry.detail) == ("operator", "webhook",
+                                                           f"job #{answer['job']}")
+
+
+async def test_no_rule_matched_is_202_and_recorded(hooks: Hooks):
+    status, answer = await hooks.github("push", {"ref": "refs/heads/dev",
+                                                 "repository": {"name": "web1"}},
+                                        delivery="dev-1")
+    assert status == 202 and answer["state"] == "no-match"
+    assert answer["result"] == "no rule matched"
+    _, recorded = await hooks.delivery("ci", "dev-1", github_headers(b"", "x", "dev-1"))
+    assert recorded["state"] == "no-match"
+    assert NAPS == [] and hooks.audited("webhook:ci") == []
+
+
+async def test_github_refusals(hooks: Hooks):
+    body = json.dumps({"zen": "hi"}).encode()
+    bad = {**github_headers(body, "ping"), "X-Hub-Signature-256": "sha256=" + "0" * 64}
+    assert (await hooks.post("ci", body, bad))[0] == 401
+    wrong_secret = github_headers(body, "ping", secret="another-secret-0123456789")
+    assert (await hooks.post("ci", body, wrong_secret))[0] == 401
+    sha1_only = {k: v for k, v in github_headers(body, "ping").items()
+                 if k != "X-Hub-Signature-256"} | {"X-Hub-Signature": "sha1=" + "0" * 40}
+    status, answer = await hooks.post("ci", body, sha1_only)
+    assert status == 401 and "sha1" in answer["error"]
+    big = json.dumps({"zen": "x" * 5000}).encode()
+    assert (await hooks.post("ci", big, github_headers(big, "ping")))[0] == 413
+    not_json = b"zen=hi"
+    status, answer = await hooks.post("ci", not_json, github_headers(not_json, "ping"))
+    assert status == 400 and answer["error"].startswith("the body is not JSON")
+    assert (await hooks.post("nope", body, github_headers(body, "ping")))[0] == 404
+    # a webhook whose secret is not set refuses everything, with or without a token
+    assert (await hooks.post("unset", b"{}", {"Authorization": "Bearer anything"}))[0] == 503
+    # Nothing ran, nothing refused was recorded as a delivery, the body is not in the log.
+    assert hooks.audited("webhook:ci") == []
+    assert hooks.runtime.webhooks.store.latest("ci", 10) == []
+    assert "xxxxxxxxxx" not in hooks.log_path.read_text()
+
+
+async def test_githubs_form_encoding_is_read(hooks: Hooks):
+    from urllib.parse import urlencode
+
+    body = urlencode({"payload": json.dumps({"zen": "Design for failure."})}).encode()
+    headers = {**github_headers(body, "ping"),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    status, answer = await hooks.post("ci", body, headers)
+    assert status == 202 and answer["state"] == "succeeded", answer
+    assert answer["command"] == "echo 'Design for failure.'"
+
+
+async def test_status_of_a_delivery_needs_the_same_auth(hooks: Hooks):
+    await hooks.github("ping", {"zen": "a"}, delivery="ping-1")
+    assert (await hooks.delivery("ci", "ping-1", {}))[0] == 401
+    status, found = await hooks.delivery("ci", "ping-1", github_headers(b"", "x", "ping-1"))
+    assert status == 200 and found["state"] == "succeeded" and found["rule"] == 2
+    assert (await hooks.delivery("ci", "nope", github_headers(b"", "x", "nope")))[0] == 404
+    # one webhook's secret reads none of another's deliveries
+    assert (await hooks.delivery("alerts", "ping-1", {
+        "Authorization": f"Bearer {GITHUB_SECRET}"}))[0] == 401
+
+
+# ---------------------------------------------------------------------------- injection
+
+@pytest.mark.parametrize("value", ["--yes", "x; reboot", "a\nrestart web1", "{{ 7*7 }}",
+                                   "{{ ''.__class__ }}", "--loud", "--"])
+async def test_a_field_is_one_literal_argument(hooks: Hooks, value: str):
+    body = json.dumps({"type": "deploy.done", "target": value}).encode()
+    status, answer = await hooks.post("deploy", body, standard_headers(body, "msg_" +
+                                                                       secrets.token_hex(6)))
+    assert status == 202 and answer["state"] == "succeeded", answer
+    _, found = await hooks.delivery("deploy", answer["delivery"], standard_headers(
+        b"", "msg_" + secrets.token_hex(6)))
+    # `echo` received exactly the field as its WORD, and --loud only from the template.
+    assert json.loads(found["result"]) == {"word": value, "loud": True}
+
+
+# ---------------------------------------------------------------------------- Standard
+
+async def test_standard_webhooks(hooks: Hooks):
+    body = json.dumps({"type": "deploy.started", "target": "web1"}).encode()
+    good = standard_headers(body, "msg_good")
+    assert (await hooks.post("deploy", body, good))[0] == 202
+    wrong = standard_headers(body, "msg_wrong", key=secrets.token_bytes(32))
+    assert (await hooks.post("deploy", body, wrong))[0] == 401
+    old = standard_headers(body, "msg_old", at=time.time() - 301)
+    status, answer = await hooks.post("deploy", body, old)
+    assert status == 401 and "300 s" in answer["error"]
+    other_id = {**standard_headers(body, "msg_other"), "webhook-id": "msg_forged"}
+    assert (await hooks.post("deploy", body, other_id))[0] == 401
+    again = standard_headers(body, "msg_good")  # a retry: new timestamp, same id
+    status, answer = await hooks.post("deploy", body, again)
+    assert status == 200 and answer["duplicate"] is True
+    assert hooks.audited("webhook:deploy") == ["echo 'web1' --loud"]
+
+
+# ---------------------------------------------------------------------------- once
+
+async def test_100_concurrent_copies_run_once(hooks: Hooks):
+    payload = {"mode": "count", "tag": "once"}
+    results = await asyncio.gather(*(hooks.bearer(payload, **{"Idempotency-Key": "k-1"})
+                                     for _ in range(100)))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 99 + [202]
+    assert {answer["delivery"] for _, answer in results} == {"k-1"}
+    await hooks.finished("alerts", "k-1", BEARER)
+    assert [e[1] for e in NAPS if e[0] == "start"] == ["once"]
+    assert hooks.audited("webhook:alerts") == ["nap 'once' --seconds 0"]
+
+
+async def test_bearer_without_a_key_is_deduplicated_by_body(hooks: Hooks):
+    first = await hooks.bearer({"mode": "count", "tag": "body"})
+    second = await hooks.bearer({"mode": "count", "tag": "body"})
+    assert (first[0], second[0]) == (202, 200)
+    assert second[1]["delivery"] == first[1]["delivery"]
+
+
+# ---------------------------------------------------------------------------- lanes
+
+async def test_serial_rule_runs_five_deliveries_one_at_a_time_in_order(hooks: Hooks):
+    for n in range(5):
+        status, answer = await hooks.github("push", {"ref": "refs/heads/main",
+                                                     "repository": {"name": f"m{n}"}},
+                                            delivery=f"serial-{n}")
+        assert status == 202
+        assert answer["state"] == ("running" if n == 0 else "queued"), answer
+    for n in range(5):
+        done = await hooks.finished("ci", f"serial-{n}",
+                                    github_headers(b"", "x", f"serial-{n}"))
+        assert done["state"] == "succeeded"
+    assert [(event, tag) for event, tag, _ in NAPS] == [
+        x for n in range(5) for x in (("start", f"m{n}"), ("end", f"m{n}"))]
+
+
+async def test_skip_if_running_records_later_ones_as_skipped(hooks: Hooks):
+    first = await hooks.bearer({"mode": "skip", "tag": "a"})
+    later = [await hooks.bearer({"mode": "skip", "tag": t}) for t in ("b", "c")]
+    assert first[1]["state"] == "running"
+    for status, answer in later:
+        assert status == 202 and answer["state"] == "skipped"
+        assert first[1]["delivery"] in answer["result"]
+        _, found = await hooks.delivery("alerts", answer["delivery"], BEARER)
+        assert found["state"] == "skipped"
+    await hooks.finished("alerts", first[1]["delivery"], BEARER)
+    assert [tag for event, tag, _ in NAPS if event == "start"] == ["a"]
+    # once it is done, the rule runs again
+    status, answer = await hooks.bearer({"mode": "skip", "tag": "d"})
+    assert answer["state"] == "running"
+
+
+async def test_coalesce_runs_the_newest_waiting_delivery(hooks: Hooks):
+    answers = [(await hooks.bearer({"mode": "coalesce", "tag": t}))[1] for t in "abcd"]
+    assert [a["state"] for a in answers] == ["running", "queued", "queued", "queued"]
+    await hooks.finished("alerts", answers[3]["delivery"], BEARER)
+    for replaced, newer in ((1, 2), (2, 3)):
+        _, found = await hooks.delivery("alerts", answers[replaced]["delivery"], BEARER)
+        assert found["state"] == "coalesced"
+        assert found["superseded_by"] == answers[newer]["delivery"]
+    assert [tag for event, tag, _ in NAPS if event == "start"] == ["a", "d"]
+
+
+# ---------------------------------------------------------------------------- the verb
+
+async def test_webhooks_verb_lists_endpoints_and_deliveries(hooks: Hooks):
+    await hooks.github("ping", {"zen": "z"}, delivery="listed-1")
+    from handlers.context import CommandRequest, Transport
+
+    reply = await hooks.runtime.dispatcher.dispatch(CommandRequest(
+        text="webhooks", user_id="local", transport=Transport.CLI, correlation_id="c-t"))
+    assert reply.ok, reply.text
+    text = reply.text
+    assert "POST /hooks/ci  (github, runs as operator, results to C0HOOKS01)" in text
+    assert "listed-1  succeeded  rule 2  `echo 'z'`" in text
+    assert "refuses every request: HOOK_NEVER_SET not set" in text
+    assert "HOOK_CI set (HOOK_CI_NEXT unset)" in text
+    assert GITHUB_SECRET not in text and BEARER_TOKEN not in text
