@@ -92,6 +92,14 @@ do = "nap {{{{ payload.tag }}}} --seconds 0"
 concurrency = "parallel"
 
 [[webhooks]]
+name = "vector"
+auth = "github"
+secret_env = "HOOK_VECTOR"
+run_as = "viewer"
+[[webhooks.rules]]
+do = "whoami"
+
+[[webhooks]]
 name = "unset"
 auth = "bearer"
 secret_env = "HOOK_NEVER_SET"
@@ -204,7 +212,8 @@ async def hooks(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Hooks]:
     settings = load_settings(config, {
         "CTBOT_STATE_DIR": str(tmp_path / "state"), "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_API_URL": fake_slack.api_url, "HOOK_CI": GITHUB_SECRET,
-        "HOOK_DEPLOY": STANDARD_SECRET, "HOOK_ALERTS": BEARER_TOKEN})
+        "HOOK_DEPLOY": STANDARD_SECRET, "HOOK_ALERTS": BEARER_TOKEN,
+        "HOOK_VECTOR": "It's a Secret to Everybody"})
     registry = Registry.from_modules(core, jobs, webhooks, sys.modules[__name__])
     runtime = await Runtime.open(settings, registry=registry)
     runtime.jobs.register("test.nap", nap_job)
@@ -256,6 +265,17 @@ async def test_a_push_runs_its_command_reports_to_the_channel_and_runs_once(hook
     entry = hooks.runtime.dispatcher.services.audit.latest(1)[0]
     assert (entry.role, entry.transport, entry.detail) == ("operator", "webhook",
                                                            f"job #{answer['job']}")
+
+
+async def test_githubs_published_test_vector_over_the_socket(hooks: Hooks):
+    """GitHub Docs' vector: its signature passes (the body, "Hello, World!", is then
+    refused as not JSON); one changed digit fails the signature."""
+    signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    headers = {"X-Hub-Signature-256": signature, "X-GitHub-Delivery": "vector-1"}
+    status, answer = await hooks.post("vector", b"Hello, World!", headers)
+    assert (status, answer["error"]) == (400, "the body is not JSON at line 1 column 1")
+    tampered = {**headers, "X-Hub-Signature-256": signature[:-1] + "8"}
+    assert (await hooks.post("vector", b"Hello, World!", tampered))[0] == 401
 
 
 async def test_no_rule_matched_is_202_and_recorded(hooks: Hooks):
