@@ -24,7 +24,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +44,7 @@ from services.webhooks import messages
 from services.webhooks.commands import Command, matching_rule, render
 from services.webhooks.config import Auth, Rule, WebhookConfig
 from services.webhooks.lanes import Admission, Lane
-from services.webhooks.store import DeliveryState
+from services.webhooks.store import Delivery, DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,14 @@ class WebhookEndpoints:
         self.deliveries = runtime.webhooks.store
         self._lanes = {(c.name, r.number): Lane(r.concurrency)
                        for c in self._configs.values() for r in c.rules}
+        # A rule whose verb changes something answers with its job: its POST waits (at
+        # most ACK_BUDGET) for the command to become one, and its start is recorded
+        # before it runs (after a crash it is never run twice). A rule that only reads
+        # answers at once; after a crash mid-run it may run again, which changes nothing.
+        registry = runtime.dispatcher.services.registry
+        self._mutating = {
+            (c.name, r.number): registry.resolve(split_words(r.verb_text))[0].mutating
+            for c in self._configs.values() for r in c.rules}
         self._flights: dict[tuple[str, str], InFlight] = {}
         self._posts: set[asyncio.Task[None]] = set()
 
@@ -126,10 +134,14 @@ class WebhookEndpoints:
         app.router.add_get("/hooks/{name}/deliveries/{delivery_id:.+}", self.get)
 
     async def start(self) -> None:
-        interrupted = self.deliveries.interrupt_unfinished()
+        """Before the listener opens: deliveries whose command was running when ctbot
+        last stopped are marked interrupted; queued ones are taken up again, in order."""
+        interrupted = self.deliveries.interrupt_running()
         if interrupted:
             log.warning("webhook deliveries interrupted by the last stop count=%d "
-                        "(a redelivery runs them)", interrupted)
+                        "(their commands' jobs say how far they got)", interrupted)
+        for delivery, words in self.deliveries.queued():
+            self._resume(delivery, words)
         for config in self._configs.values():
             if not config.secrets:
                 log.warning("webhook refuses every request webhook=%s reason=%r",
@@ -138,13 +150,13 @@ class WebhookEndpoints:
                      config.auth, config.run_as, len(config.rules))
 
     async def drain(self) -> None:
-        """At stop: running commands finish (bounded), waiting ones are recorded as
-        interrupted (a redelivery runs them)."""
-        for (name, _), lane in self._lanes.items():
-            for delivery_id in await lane.drain(DRAIN_SECONDS):
-                self.deliveries.update(name, delivery_id, state=DeliveryState.INTERRUPTED,
-                                       result="ctbot stopped before it ran; redeliver it "
-                                              "to run it")
+        """At stop: running commands finish (bounded); waiting ones stay queued in the
+        store and run at the next start."""
+        for (name, number), lane in self._lanes.items():
+            waiting = await lane.drain(DRAIN_SECONDS)
+            if waiting:
+                log.info("webhook deliveries left queued for the next start webhook=%s "
+                         "rule=%d count=%d", name, number, len(waiting))
         if self._posts:
             await asyncio.wait(set(self._posts), timeout=DRAIN_SECONDS)
 
@@ -169,29 +181,16 @@ class WebhookEndpoints:
                                and request.content_type == FORM)
         except ValueError as exc:
             return self._refuse(request, config, 400, str(exc))
-        first = self.deliveries.claim(config.name, delivery_id)
-        if first is not None:
-            log.info("webhook delivery duplicate webhook=%s delivery=%s state=%s",
-                     config.name, delivery_id, first.state)
-            return web.json_response({**self._answer(config, delivery_id, first.state,
-                                                     job_id=first.job_id),
-                                      "duplicate": True, "result": first.result},
-                                     status=200)
         headers = {k.lower(): v for k, v in request.headers.items()}
         rule = matching_rule(config.rules, headers, payload)
         if rule is None:
-            self.deliveries.update(config.name, delivery_id, state=DeliveryState.NO_MATCH,
-                                   result=messages.no_rule())
-            log.info("webhook delivery webhook=%s delivery=%s state=no-match", config.name,
-                     delivery_id)
-            return web.json_response({**self._answer(config, delivery_id,
-                                                     DeliveryState.NO_MATCH),
-                                      "result": messages.no_rule()}, status=202)
+            return self._settled(config, delivery_id, DeliveryState.NO_MATCH, None,
+                                 messages.no_rule())
         try:
             command = render(rule, payload=payload, headers=headers, webhook=config.name,
                              delivery=delivery_id)
         except UserError as exc:
-            return self._refused_command(config, rule, delivery_id, str(exc))
+            return self._settled(config, delivery_id, DeliveryState.FAILED, rule, str(exc))
         return await self._admit(config, rule, delivery_id, command)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -209,6 +208,10 @@ class WebhookEndpoints:
         if found is None:
             return web.json_response({"error": "no such delivery (they are kept 7 days)"},
                                      status=404)
+        flight = self._flights.get((config.name, found.id))
+        if flight is not None and not found.state.finished:
+            found = replace(found, state=flight.state)  # a read-only command's start is
+            #                                              not written down
         job = None
         if found.job_id is not None:
             job = self._runtime.jobs.store.get(found.job_id).to_json()
@@ -219,11 +222,52 @@ class WebhookEndpoints:
 
     async def _admit(self, config: WebhookConfig, rule: Rule, delivery_id: str,
                      command: Command) -> web.Response:
-        flight = InFlight()
+        lane = self._lanes[(config.name, rule.number)]
+        # Decided, recorded and admitted in one step of the event loop (no await between):
+        # the state stored is what the lane then does.
+        admitted = lane.admission()
+        if admitted.admission is Admission.FULL:
+            log.warning("webhook delivery refused webhook=%s delivery=%s rule=%d "
+                        "reason=too many waiting", config.name, delivery_id, rule.number)
+            return web.json_response({"error": "too many deliveries are waiting for this "
+                                      "rule; retry later"}, status=503,
+                                     headers={"Retry-After": "30"})
+        state = DeliveryState(str(admitted.admission))
+        skipped = messages.skipped(admitted.other) if state is DeliveryState.SKIPPED else None
+        first = self.deliveries.claim(
+            config.name, delivery_id, state=state, rule=rule.number, command=command.text,
+            words=_stored(rule, command) if state is DeliveryState.QUEUED else None,
+            result=skipped)
+        if first is not None:
+            return self._duplicate(config, delivery_id, first)
+        if skipped is not None:
+            log.info("webhook delivery webhook=%s delivery=%s rule=%d state=skipped "
+                     "running=%s", config.name, delivery_id, rule.number, admitted.other)
+            return web.json_response({**self._answer(config, delivery_id, state, rule=rule,
+                                                     command=command), "result": skipped},
+                                     status=202)
+        flight = self._enter(config, rule, delivery_id, command, state, lane)
+        if admitted.other is not None:  # coalesce: the one that waited is replaced
+            self._flights.pop((config.name, admitted.other), None)
+            self.deliveries.update(config.name, admitted.other,
+                                   state=DeliveryState.COALESCED, superseded_by=delivery_id,
+                                   result=messages.coalesced(delivery_id))
+        log.debug("webhook delivery webhook=%s delivery=%s rule=%d state=%s command=%s",
+                  config.name, delivery_id, rule.number, state, json.dumps(command.text))
+        if state is DeliveryState.RUNNING and self._mutating[(config.name, rule.number)]:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ACK_BUDGET):
+                    await flight.answerable.wait()
+        return web.json_response(self._answer(config, delivery_id, flight.state, rule=rule,
+                                              command=command, job_id=flight.job_id),
+                                 status=202)
+
+    def _enter(self, config: WebhookConfig, rule: Rule, delivery_id: str, command: Command,
+               state: DeliveryState, lane: Lane) -> InFlight:
+        """Hand a recorded delivery to its rule's lane."""
+        flight = InFlight(state=state)
         key = (config.name, delivery_id)
         self._flights[key] = flight
-        self.deliveries.update(config.name, delivery_id, state=DeliveryState.QUEUED,
-                               rule=rule.number, command=command.text)
 
         async def work() -> None:
             try:
@@ -232,46 +276,37 @@ class WebhookEndpoints:
                 self._flights.pop(key, None)
                 flight.answerable.set()
 
-        admitted = self._lanes[(config.name, rule.number)].admit(delivery_id, work)
-        if admitted.admission is Admission.FULL:
-            self._flights.pop(key, None)
-            self.deliveries.forget(config.name, delivery_id)
-            log.warning("webhook delivery refused webhook=%s delivery=%s rule=%d "
-                        "reason=too many waiting", config.name, delivery_id, rule.number)
-            return web.json_response({"error": "too many deliveries are waiting for this "
-                                      "rule; retry later"}, status=503,
-                                     headers={"Retry-After": "30"})
-        if admitted.admission is Admission.SKIPPED:
-            self._flights.pop(key, None)
-            result = messages.skipped(admitted.other)
-            self.deliveries.update(config.name, delivery_id, state=DeliveryState.SKIPPED,
-                                   result=result)
-            log.info("webhook delivery webhook=%s delivery=%s rule=%d state=skipped "
-                     "running=%s", config.name, delivery_id, rule.number, admitted.other)
-            return web.json_response({**self._answer(config, delivery_id,
-                                                     DeliveryState.SKIPPED, rule=rule,
-                                                     command=command), "result": result},
-                                     status=202)
-        if admitted.other is not None:  # coalesce: the one waiting is replaced
-            self._flights.pop((config.name, admitted.other), None)
-            self.deliveries.update(config.name, admitted.other,
-                                   state=DeliveryState.COALESCED, superseded_by=delivery_id,
-                                   result=messages.coalesced(delivery_id))
-        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=%s command=%s",
-                 config.name, delivery_id, rule.number, admitted.admission,
-                 json.dumps(command.text))
-        if admitted.admission is Admission.RUNNING:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flight.answerable.wait(), ACK_BUDGET)
-        return web.json_response(self._answer(config, delivery_id, flight.state, rule=rule,
-                                              command=command, job_id=flight.job_id),
-                                 status=202)
+        lane.admit(delivery_id, work)
+        return flight
+
+    def _resume(self, delivery: Delivery, words: str | None) -> None:
+        """A delivery that was queued when ctbot stopped: run it now, unless its rule
+        changed meanwhile (then it is interrupted, saying so)."""
+        config = self._configs.get(delivery.webhook)
+        rule = next((r for r in config.rules if r.number == delivery.rule), None) \
+            if config is not None else None
+        stored = json.loads(words) if words else None
+        if config is None or rule is None or stored is None or stored["do"] != rule.do:
+            self.deliveries.update(delivery.webhook, delivery.id,
+                                   state=DeliveryState.INTERRUPTED,
+                                   result="ctbot stopped before it ran, and its rule is no "
+                                          "longer in the config as it was; redeliver it "
+                                          "to run it under the current rules")
+            return
+        command = Command.from_json(stored["words"])
+        self._enter(config, rule, delivery.id, command, DeliveryState.QUEUED,
+                    self._lanes[(config.name, rule.number)])
+        log.info("webhook delivery taken up again webhook=%s delivery=%s rule=%d",
+                 config.name, delivery.id, rule.number)
 
     async def _run(self, config: WebhookConfig, rule: Rule, delivery_id: str,
                    command: Command, flight: InFlight) -> None:
         started = time.monotonic()
+        if flight.state is DeliveryState.QUEUED and self._mutating[(config.name,
+                                                                    rule.number)]:
+            # Its turn came: recorded as it starts, so that a crash does not run it again.
+            self.deliveries.update(config.name, delivery_id, state=DeliveryState.RUNNING)
         flight.state = DeliveryState.RUNNING
-        self.deliveries.update(config.name, delivery_id, state=DeliveryState.RUNNING)
         channel = rule.channel or config.channel
         chat = (SlackJobMessage(self._client, channel, jobs=self._runtime.jobs.store)
                 if self._client is not None and channel else None)
@@ -292,25 +327,37 @@ class WebhookEndpoints:
             self._post(channel, messages.posted_result(config.name, delivery_id,
                                                        command.text, text))
 
-    def _refused_command(self, config: WebhookConfig, rule: Rule, delivery_id: str,
-                         reason: str) -> web.Response:
-        """A rule matched but its command cannot be made: recorded, audited, posted."""
-        self.deliveries.update(config.name, delivery_id, state=DeliveryState.FAILED,
-                               rule=rule.number, outcome=str(Outcome.USER_ERROR),
-                               result=reason)
-        self._runtime.dispatcher.services.audit.record(
-            user_id=f"webhook:{config.name}", role=config.run_as,
-            transport=Transport.WEBHOOK, command=f"(rule {rule.number}: {rule.do})",
-            outcome=Outcome.USER_ERROR, detail=reason,
-            correlation_id=new_correlation_id())
-        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=failed reason=%r",
-                 config.name, delivery_id, rule.number, reason)
-        channel = rule.channel or config.channel
-        if channel and self._client is not None:
-            self._post(channel, messages.posted_result(config.name, delivery_id,
-                                                       f"rule {rule.number}", reason))
-        return web.json_response({**self._answer(config, delivery_id, DeliveryState.FAILED,
-                                                 rule=rule), "result": reason}, status=202)
+    def _settled(self, config: WebhookConfig, delivery_id: str, state: DeliveryState,
+                 rule: Rule | None, result: str) -> web.Response:
+        """A delivery that ends as it comes: no rule matched, or the rule's command
+        cannot be made (recorded, audited and posted like a refused command)."""
+        first = self.deliveries.claim(config.name, delivery_id, state=state,
+                                      rule=rule.number if rule else None, result=result)
+        if first is not None:
+            return self._duplicate(config, delivery_id, first)
+        log.info("webhook delivery webhook=%s delivery=%s rule=%s state=%s reason=%r",
+                 config.name, delivery_id, rule.number if rule else "-", state, result)
+        if rule is not None:
+            self._runtime.dispatcher.services.audit.record(
+                user_id=f"webhook:{config.name}", role=config.run_as,
+                transport=Transport.WEBHOOK, command=f"(rule {rule.number}: {rule.do})",
+                outcome=Outcome.USER_ERROR, detail=result,
+                correlation_id=new_correlation_id())
+            channel = rule.channel or config.channel
+            if channel and self._client is not None:
+                self._post(channel, messages.posted_result(config.name, delivery_id,
+                                                           f"rule {rule.number}", result))
+        return web.json_response({**self._answer(config, delivery_id, state, rule=rule),
+                                  "result": result}, status=202)
+
+    def _duplicate(self, config: WebhookConfig, delivery_id: str,
+                   first: Delivery) -> web.Response:
+        log.info("webhook delivery duplicate webhook=%s delivery=%s state=%s", config.name,
+                 delivery_id, first.state)
+        return web.json_response({**self._answer(config, delivery_id, first.state,
+                                                 job_id=first.job_id),
+                                  "rule": first.rule, "command": first.command,
+                                  "duplicate": True, "result": first.result}, status=200)
 
     def _post(self, channel: str, text: str) -> None:
         assert self._client is not None
@@ -399,6 +446,12 @@ def _payload(raw: bytes, *, form: bool) -> Any:
         where = f" at line {exc.lineno} column {exc.colno}" \
             if isinstance(exc, json.JSONDecodeError) else ""
         raise ValueError(f"the body is not JSON{where}") from None
+
+
+def _stored(rule: Rule, command: Command) -> str:
+    """What a queued delivery keeps to run after a restart: its words, and the rule's
+    template they came from (a changed rule does not run old words)."""
+    return json.dumps({"do": rule.do, "words": command.to_json()})
 
 
 def secrets_of(configs: Iterable[WebhookConfig]) -> tuple[str, ...]:

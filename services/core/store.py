@@ -274,7 +274,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scheduler_jobs_next ON scheduler_jobs (next_run_time);
     """,
     # 14: webhook deliveries, by the sender's delivery id (kept 7 days: a duplicate is
-    # answered with the first one's result and runs nothing)
+    # answered with the first one's result and runs nothing); a queued one keeps its
+    # command's words, so that it still runs after a restart
     """
     CREATE TABLE webhook_deliveries (
         webhook       TEXT    NOT NULL,
@@ -283,6 +284,7 @@ MIGRATIONS: tuple[str, ...] = (
         state         TEXT    NOT NULL,
         rule          INTEGER,
         command       TEXT,
+        words         TEXT,
         job_id        INTEGER,
         outcome       TEXT,
         result        TEXT,

@@ -36,6 +36,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
         autoescape=False,  # we render plain text and config files, never HTML
+        auto_reload=False,  # templates ship with ctbot: no stat() of the file per render
     )
     from services.grammar import human_duration
 

@@ -12,6 +12,7 @@ rendered again. The verb itself must be written in the template, before the firs
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,15 @@ class Command:
     """A rendered command: its words (values as QuotedWord) and how it reads."""
 
     words: tuple[str, ...]
+
+    def to_json(self) -> str:
+        """The words, each with whether it is a value (a QuotedWord), as JSON."""
+        return json.dumps([[w, isinstance(w, QuotedWord)] for w in self.words])
+
+    @classmethod
+    def from_json(cls, text: str) -> Command:
+        return cls(tuple(QuotedWord(w) if quoted else str(w)
+                         for w, quoted in json.loads(text)))
 
     @property
     def text(self) -> str:

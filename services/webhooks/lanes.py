@@ -24,7 +24,7 @@ from services.webhooks.config import Concurrency
 log = logging.getLogger(__name__)
 
 PARALLEL_LIMIT = 8
-MAX_WAITING = 1000
+MAX_WAITING = 10_000  # per rule; each waits as a few hundred bytes (and a row)
 
 Work = Callable[[], Coroutine[Any, Any, None]]
 
@@ -53,21 +53,29 @@ class Lane:
     def busy(self) -> bool:
         return bool(self._running or self._waiting)
 
-    def admit(self, delivery_id: str, work: Work) -> Admitted:
-        """Start ``work`` now, queue it, or refuse it, as the policy says."""
+    def admission(self) -> Admitted:
+        """What ``admit`` would do now (nothing changes): a delivery is recorded with
+        its state before it is admitted, in the same step of the event loop."""
         if len(self._running) < self._limit and not self._waiting:
-            self._start(delivery_id, work)
             return Admitted(Admission.RUNNING)
         if self.policy is Concurrency.SKIP_IF_RUNNING:
             return Admitted(Admission.SKIPPED, next(iter(self._running), None))
         if self.policy is Concurrency.COALESCE and self._waiting:
-            replaced, _ = self._waiting.pop()
-            self._waiting.append((delivery_id, work))
-            return Admitted(Admission.QUEUED, replaced)
+            return Admitted(Admission.QUEUED, self._waiting[-1][0])
         if len(self._waiting) >= MAX_WAITING:
             return Admitted(Admission.FULL)
-        self._waiting.append((delivery_id, work))
         return Admitted(Admission.QUEUED)
+
+    def admit(self, delivery_id: str, work: Work) -> Admitted:
+        """Start ``work`` now, queue it, or refuse it, as the policy says."""
+        admitted = self.admission()
+        if admitted.admission is Admission.RUNNING:
+            self._start(delivery_id, work)
+        elif admitted.admission is Admission.QUEUED:
+            if admitted.other is not None:  # coalesce: the one waiting is replaced
+                self._waiting.pop()
+            self._waiting.append((delivery_id, work))
+        return admitted
 
     def _start(self, delivery_id: str, work: Work) -> None:
         task = asyncio.create_task(work(), name=f"webhook-delivery-{delivery_id}")
@@ -84,7 +92,8 @@ class Lane:
             self._start(next_id, work)
 
     async def drain(self, timeout: float) -> list[str]:
-        """Let what runs finish (bounded); drop what waits. Returns the dropped ids."""
+        """Let what runs finish (bounded); drop what waits (it stays queued in the store
+        and runs at the next start). Returns the dropped ids."""
         dropped = [delivery_id for delivery_id, _ in self._waiting]
         self._waiting.clear()
         tasks = list(self._running.values())

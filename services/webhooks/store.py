@@ -63,7 +63,7 @@ class Delivery:
 _COLUMNS = ("webhook, delivery_id, received_at, state, rule, command, job_id, outcome, "
             "result, superseded_by, finished_at")
 _UPDATABLE = {"state", "rule", "command", "job_id", "outcome", "result", "superseded_by",
-              "finished_at"}
+              "finished_at", "words"}
 
 
 class DeliveryStore:
@@ -71,28 +71,32 @@ class DeliveryStore:
         self._store = store
         self._clock = clock
 
-    def claim(self, webhook: str, delivery_id: str) -> Delivery | None:
-        """Record a new delivery and return None, or return the one already recorded
-        under this id (a duplicate: run nothing). A delivery that was interrupted before
-        it finished is claimed again: its redelivery runs it."""
+    def claim(self, webhook: str, delivery_id: str, *, state: DeliveryState,
+              rule: int | None = None, command: str | None = None,
+              words: str | None = None, result: str | None = None) -> Delivery | None:
+        """Record a new delivery as it starts out (its rule, command and state known)
+        and return None; or return the one already recorded under this id (a duplicate:
+        run nothing). A delivery that was interrupted before it finished is claimed
+        again: its redelivery runs it. One INSERT on the common path."""
         now = self._clock()
+        values = (now, str(state), rule, command, words,
+                  _bounded(result) if result is not None else None,
+                  now if state.finished else None)
+        inserted = self._store.execute(
+            "INSERT INTO webhook_deliveries (webhook, delivery_id, received_at, state, rule,"
+            " command, words, result, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", (webhook, delivery_id, *values)).rowcount
+        if inserted:
+            return None
         with self._store.transaction() as tx:
-            inserted = tx.execute(
-                "INSERT INTO webhook_deliveries (webhook, delivery_id, received_at, state) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (webhook, delivery_id, now, DeliveryState.RECEIVED)).rowcount
-            if inserted:
-                return None
             row = tx.execute(f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE webhook = ? "
                              "AND delivery_id = ?", (webhook, delivery_id)).fetchone()
-            if row["state"] == DeliveryState.INTERRUPTED:
-                tx.execute("UPDATE webhook_deliveries SET received_at = ?, state = ?, "
-                           "rule = NULL, command = NULL, job_id = NULL, outcome = NULL, "
-                           "result = NULL, finished_at = NULL WHERE webhook = ? AND "
-                           "delivery_id = ?",
-                           (now, DeliveryState.RECEIVED, webhook, delivery_id))
-                return None
-            return _delivery(row)
+            if row is not None and row["state"] != DeliveryState.INTERRUPTED:
+                return _delivery(row)
+            tx.execute("INSERT OR REPLACE INTO webhook_deliveries (webhook, delivery_id, "
+                       "received_at, state, rule, command, words, result, finished_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (webhook, delivery_id, *values))
+            return None
 
     def update(self, webhook: str, delivery_id: str, **fields: Any) -> None:
         """Set columns of a delivery (``state=…``, ``job_id=…``); a finished state
@@ -103,6 +107,7 @@ class DeliveryStore:
         state = fields.get("state")
         if state is not None and DeliveryState(state).finished:
             fields.setdefault("finished_at", self._clock())
+            fields["words"] = None  # kept only while it may still have to run
         if "result" in fields and fields["result"] is not None:
             fields["result"] = _bounded(str(fields["result"]))
         assignments = ", ".join(f"{column} = ?" for column in fields)
@@ -134,14 +139,21 @@ class DeliveryStore:
                                  (webhook, since))
         return {r["state"]: r["n"] for r in rows}
 
-    def interrupt_unfinished(self) -> int:
-        """At start: deliveries a previous ctbot took on and did not finish."""
+    def interrupt_running(self) -> int:
+        """At start: deliveries whose command a previous ctbot started and did not see
+        finish (what it did is in the audit log and its job). Queued ones stay queued."""
         return self._store.execute(
-            "UPDATE webhook_deliveries SET state = ?, finished_at = ?, result = "
-            "'ctbot stopped before this delivery finished; redeliver it to run it' "
-            "WHERE state IN (?, ?, ?)",
+            "UPDATE webhook_deliveries SET state = ?, finished_at = ?, words = NULL, "
+            "result = 'ctbot stopped while its command ran; see its job, or redeliver it "
+            "to run it again' WHERE state IN (?, ?)",
             (DeliveryState.INTERRUPTED, self._clock(), DeliveryState.RECEIVED,
-             DeliveryState.QUEUED, DeliveryState.RUNNING)).rowcount
+             DeliveryState.RUNNING)).rowcount
+
+    def queued(self) -> list[tuple[Delivery, str | None]]:
+        """Deliveries waiting to run, oldest first, with their stored words."""
+        rows = self._store.query(f"SELECT {_COLUMNS}, words FROM webhook_deliveries WHERE "
+                                 "state = ? ORDER BY received_at", (DeliveryState.QUEUED,))
+        return [(_delivery(r), r["words"]) for r in rows]
 
     def prune(self) -> int:
         """Delete deliveries older than the retention; returns how many."""

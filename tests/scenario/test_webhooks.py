@@ -142,6 +142,7 @@ class Hooks:
     fake: FakeSlack
     session: aiohttp.ClientSession
     log_path: Path
+    endpoints: WebhookEndpoints
 
     async def post(self, name: str, body: bytes, headers: dict[str, str]
                    ) -> tuple[int, dict[str, Any]]:
@@ -227,13 +228,17 @@ async def hooks(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Hooks]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     session = aiohttp.ClientSession()
+    hooks: Hooks | None = None
     try:
-        yield Hooks(f"http://127.0.0.1:{runner.addresses[0][1]}", runtime, fake_slack,
-                    session, log_path)
+        hooks = Hooks(f"http://127.0.0.1:{runner.addresses[0][1]}", runtime, fake_slack,
+                      session, log_path, endpoints)
+        yield hooks
     finally:
         await session.close()
         await runner.cleanup()
         await endpoints.drain()
+        if hooks is not None and hooks.endpoints is not endpoints:  # a test restarted them
+            await hooks.endpoints.drain()
         await runtime.close()
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -320,15 +325,19 @@ async def test_githubs_form_encoding_is_read(hooks: Hooks):
     headers = {**github_headers(body, "ping"),
                "Content-Type": "application/x-www-form-urlencoded"}
     status, answer = await hooks.post("ci", body, headers)
-    assert status == 202 and answer["state"] == "succeeded", answer
-    assert answer["command"] == "echo 'Design for failure.'"
+    assert status == 202 and answer["command"] == "echo 'Design for failure.'", answer
+    done = await hooks.finished("ci", answer["delivery"], github_headers(b"", "x", "f"))
+    assert json.loads(done["result"]) == {"word": "Design for failure.", "loud": False}
 
 
 async def test_status_of_a_delivery_needs_the_same_auth(hooks: Hooks):
-    await hooks.github("ping", {"zen": "a"}, delivery="ping-1")
+    status, answer = await hooks.github("ping", {"zen": "a"}, delivery="ping-1")
+    # A read-only command: answered at once, its result follows in the status.
+    assert status == 202 and answer["state"] in ("running", "queued") and answer["job"] is None
     assert (await hooks.delivery("ci", "ping-1", {}))[0] == 401
-    status, found = await hooks.delivery("ci", "ping-1", github_headers(b"", "x", "ping-1"))
-    assert status == 200 and found["state"] == "succeeded" and found["rule"] == 2
+    found = await hooks.finished("ci", "ping-1", github_headers(b"", "x", "ping-1"))
+    assert found["state"] == "succeeded" and found["rule"] == 2
+    assert found["status_url"] == "/hooks/ci/deliveries/ping-1"
     assert (await hooks.delivery("ci", "nope", github_headers(b"", "x", "nope")))[0] == 404
     # one webhook's secret reads none of another's deliveries
     assert (await hooks.delivery("alerts", "ping-1", {
@@ -343,8 +352,8 @@ async def test_a_field_is_one_literal_argument(hooks: Hooks, value: str):
     body = json.dumps({"type": "deploy.done", "target": value}).encode()
     status, answer = await hooks.post("deploy", body, standard_headers(body, "msg_" +
                                                                        secrets.token_hex(6)))
-    assert status == 202 and answer["state"] == "succeeded", answer
-    _, found = await hooks.delivery("deploy", answer["delivery"], standard_headers(
+    assert status == 202, answer
+    found = await hooks.finished("deploy", answer["delivery"], standard_headers(
         b"", "msg_" + secrets.token_hex(6)))
     # `echo` received exactly the field as its WORD, and --loud only from the template.
     assert json.loads(found["result"]) == {"word": value, "loud": True}
@@ -366,6 +375,7 @@ async def test_standard_webhooks(hooks: Hooks):
     again = standard_headers(body, "msg_good")  # a retry: new timestamp, same id
     status, answer = await hooks.post("deploy", body, again)
     assert status == 200 and answer["duplicate"] is True
+    await hooks.finished("deploy", "msg_good", standard_headers(b"", "msg_status"))
     assert hooks.audited("webhook:deploy") == ["echo 'web1' --loud"]
 
 
@@ -407,6 +417,29 @@ async def test_serial_rule_runs_five_deliveries_one_at_a_time_in_order(hooks: Ho
         x for n in range(5) for x in (("start", f"m{n}"), ("end", f"m{n}"))]
 
 
+async def test_queued_deliveries_run_after_a_restart_in_order(hooks: Hooks):
+    """Accepted is a promise: deliveries still waiting when ctbot stops are kept (with
+    their command's words) and run when it starts again, in the order they came."""
+    for n in range(3):
+        await hooks.github("push", {"ref": "refs/heads/main",
+                                    "repository": {"name": f"r{n}"}}, delivery=f"restart-{n}")
+    await hooks.endpoints.drain()  # what `ctbot serve` does on SIGTERM
+    assert [tag for event, tag, _ in NAPS if event == "start"] == ["r0"]
+    _, waiting = await hooks.delivery("ci", "restart-2", github_headers(b"", "x", "r"))
+    assert waiting["state"] == "queued"
+    from bot.slack_app import build_web_client
+
+    again = WebhookEndpoints(hooks.runtime,
+                             client=build_web_client(hooks.runtime.settings.slack))
+    await again.start()  # the next start, before its listener opens
+    hooks.endpoints = again
+    for n in (1, 2):
+        assert (await hooks.finished("ci", f"restart-{n}",
+                                     github_headers(b"", "x", "r")))["state"] == "succeeded"
+    assert [tag for event, tag, _ in NAPS if event == "start"] == ["r0", "r1", "r2"]
+    assert hooks.audited("webhook:ci") == ["nap 'r0'", "nap 'r1'", "nap 'r2'"]
+
+
 async def test_skip_if_running_records_later_ones_as_skipped(hooks: Hooks):
     first = await hooks.bearer({"mode": "skip", "tag": "a"})
     later = [await hooks.bearer({"mode": "skip", "tag": t}) for t in ("b", "c")]
@@ -438,6 +471,7 @@ async def test_coalesce_runs_the_newest_waiting_delivery(hooks: Hooks):
 
 async def test_webhooks_verb_lists_endpoints_and_deliveries(hooks: Hooks):
     await hooks.github("ping", {"zen": "z"}, delivery="listed-1")
+    await hooks.finished("ci", "listed-1", github_headers(b"", "x", "listed-1"))
     from handlers.context import CommandRequest, Transport
 
     reply = await hooks.runtime.dispatcher.dispatch(CommandRequest(
