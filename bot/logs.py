@@ -9,6 +9,8 @@ not log them in the first place.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from collections.abc import Iterable
@@ -38,10 +40,27 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class _LoopQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread as they are: formatting, masking and the
+    write happen there, not on the event loop."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The message is made now (its arguments may change later); the rest is left.
+        record.msg, record.args = record.getMessage(), None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(level: str, *, secrets: Iterable[str] = (),
-                      stream: TextIO | None = None, path: Path | None = None) -> None:
+                      stream: TextIO | None = None, path: Path | None = None,
+                      threaded: bool = False) -> None:
     """Log at ``level`` to ``path`` (appended, created 0600 in an existing or new
-    directory) or to ``stream`` (stderr by default)."""
+    directory) or to ``stream`` (stderr by default). ``threaded``: lines are written
+    by a thread of their own (logging.handlers.QueueListener, as the logging cookbook
+    advises for asyncio programs), so a slow disk or pipe never blocks the event loop;
+    ``stop_logging`` flushes it."""
     handler: logging.Handler
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -50,14 +69,32 @@ def configure_logging(level: str, *, secrets: Iterable[str] = (),
     else:
         handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(KeyValueFormatter(secrets))
+    stop_logging()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
         old.close()
-    root.addHandler(handler)
+    if threaded:
+        global _listener
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        _listener = logging.handlers.QueueListener(records, handler)
+        _listener.start()
+        root.addHandler(_LoopQueueHandler(records))
+    else:
+        root.addHandler(handler)
     root.setLevel(level.upper())
     # Slack's libraries log request bodies and tokens at INFO/DEBUG, APScheduler two
     # lines per job run (every health sweep); keep them quiet unless we are debugging.
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("slack_bolt", "slack_sdk", "aiohttp.access", "asyncio", "apscheduler"):
         logging.getLogger(name).setLevel(quiet)
+
+
+def stop_logging() -> None:
+    """Write what the writer thread still holds and stop it (after ``threaded``)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        for handler in _listener.handlers:
+            handler.close()
+        _listener = None

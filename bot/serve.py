@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bot.console import ConsoleAlerts, run_console
 from bot.health import health_metrics, start_health, stop_health
-from bot.logs import configure_logging
+from bot.logs import configure_logging, stop_logging
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack_app import SlackBolt, build_bolt_app, build_web_client
@@ -44,7 +44,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         if with_console and level != "debug" and not settings.log_to_stderr else None)
     configure_logging(level, secrets=slack.secrets + tuple(
         t for t in (settings.metrics.token,) if t) + secrets_of(settings.webhooks),
-        path=log_file)
+        path=log_file, threaded=True)
     runtime = await Runtime.open(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,6 +123,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+        stop_logging()
 
 
 class ListenError(Exception):
