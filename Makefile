@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Everything ctbot needs from Debian, in one list (the machine features add theirs here).
 APT_PACKAGES := python3 python3-venv python3-pip ca-certificates \
 	systemd-container debootstrap util-linux mount iputils-ping iproute2 nftables \
-	openssh-client busybox-static python3-seccomp
+	openssh-client busybox-static python3-seccomp curl openssl
 
 .PHONY: run test lint system-deps venv clean
 
