@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 ACK_BUDGET = 1.0  # seconds a POST waits for its command to become a job (or finish)
 DRAIN_SECONDS = 10.0
 FORM = "application/x-www-form-urlencoded"
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "x-hub-signature",
+                                "x-hub-signature-256", "webhook-signature"})
 
 
 class RuleError(Exception):
@@ -181,7 +183,9 @@ class WebhookEndpoints:
                                and request.content_type == FORM)
         except ValueError as exc:
             return self._refuse(request, config, 400, str(exc))
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        # What rules and templates see of the headers: never the credentials.
+        headers = {k.lower(): v for k, v in request.headers.items()
+                   if k.lower() not in CREDENTIAL_HEADERS}
         rule = matching_rule(config.rules, headers, payload)
         if rule is None:
             return self._settled(config, delivery_id, DeliveryState.NO_MATCH, None,
@@ -252,8 +256,8 @@ class WebhookEndpoints:
             self.deliveries.update(config.name, admitted.other,
                                    state=DeliveryState.COALESCED, superseded_by=delivery_id,
                                    result=messages.coalesced(delivery_id))
-        log.debug("webhook delivery webhook=%s delivery=%s rule=%d state=%s command=%s",
-                  config.name, delivery_id, rule.number, state, json.dumps(command.text))
+        log.debug("webhook delivery webhook=%s delivery=%s rule=%d state=%s", config.name,
+                  delivery_id, rule.number, state)
         if state is DeliveryState.RUNNING and self._mutating[(config.name, rule.number)]:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ACK_BUDGET):

@@ -87,6 +87,10 @@ when = {{ "payload.mode" = "coalesce" }}
 do = "nap {{{{ payload.tag }}}}"
 concurrency = "coalesce"
 [[webhooks.rules]]
+when = {{ "payload.mode" = "leak" }}
+do = "echo {{{{ headers.authorization | default('none') }}}}/{{{{ headers['x-trace'] }}}}"
+concurrency = "parallel"
+[[webhooks.rules]]
 when = {{ "payload.mode" = "count" }}
 do = "nap {{{{ payload.tag }}}} --seconds 0"
 concurrency = "parallel"
@@ -357,6 +361,15 @@ async def test_a_field_is_one_literal_argument(hooks: Hooks, value: str):
         b"", "msg_" + secrets.token_hex(6)))
     # `echo` received exactly the field as its WORD, and --loud only from the template.
     assert json.loads(found["result"]) == {"word": value, "loud": True}
+
+
+async def test_templates_never_see_the_credentials(hooks: Hooks):
+    """A rule that names the Authorization header gets nothing from it."""
+    status, answer = await hooks.bearer({"mode": "leak"}, **{"X-Trace": "t-1"})
+    assert status == 202
+    done = await hooks.finished("alerts", answer["delivery"], BEARER)
+    assert json.loads(done["result"])["word"] == "none/t-1"
+    assert BEARER_TOKEN not in json.dumps(done) + "".join(hooks.audited("webhook:alerts"))
 
 
 # ---------------------------------------------------------------------------- Standard
