@@ -125,7 +125,7 @@ class Runtime:
         async def hook_checks() -> list[Check]:
             return await webhook_checks(settings.webhooks)
 
-        webhooks = Webhooks(settings.webhooks, DeliveryStore(store))
+        webhooks = Webhooks(settings.webhooks, DeliveryStore(store), source=settings.source)
 
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,

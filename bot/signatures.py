@@ -69,8 +69,10 @@ def slack_v0(secret: bytes, raw_body: bytes, headers: Mapping[str, str], *,
     return Verdict(200, "ok")
 
 
-def github(secrets: Sequence[bytes], raw_body: bytes, headers: Mapping[str, str]) -> Verdict:
-    """GitHub's ``X-Hub-Signature-256`` over the body; the id is ``X-GitHub-Delivery``."""
+def github(secrets: Sequence[bytes], raw_body: bytes, headers: Mapping[str, str], *,
+           delivery: bool = True) -> Verdict:
+    """GitHub's ``X-Hub-Signature-256`` over the body; the id is ``X-GitHub-Delivery``
+    (required unless ``delivery`` is False: a status read, signed over its path)."""
     signature = headers.get("X-Hub-Signature-256", "")
     if not signature:
         if headers.get("X-Hub-Signature"):
@@ -81,10 +83,12 @@ def github(secrets: Sequence[bytes], raw_body: bytes, headers: Mapping[str, str]
         return Verdict(401, "malformed X-Hub-Signature-256 (expected sha256=64 hex digits)")
     if not _any_hmac_matches(secrets, raw_body, bytes.fromhex(signature[7:])):
         return Verdict(401, "bad signature")
-    delivery = delivery_id_or_none(headers.get("X-GitHub-Delivery", ""))
-    if delivery is None:
+    if not delivery:
+        return Verdict(200, "ok")
+    delivery_id = delivery_id_or_none(headers.get("X-GitHub-Delivery", ""))
+    if delivery_id is None:
         return Verdict(400, "missing or malformed X-GitHub-Delivery")
-    return Verdict(200, "ok", delivery)
+    return Verdict(200, "ok", delivery_id)
 
 
 def standard(keys: Sequence[bytes], raw_body: bytes, headers: Mapping[str, str], *,
@@ -119,9 +123,11 @@ def bearer(tokens: Sequence[bytes], raw_body: bytes, headers: Mapping[str, str])
     # is not UTF-8 is a wrong token, not an error. The scheme is case-insensitive
     # (RFC 7235 §2.1).
     given = headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    if not given:
+        return Verdict(401, "missing Authorization: Bearer TOKEN")
     scheme, _, token = given.partition(b" ")
-    if scheme.lower() != b"bearer" or not token:
-        return Verdict(401, "missing Authorization: Bearer")
+    if scheme.lower() != b"bearer" or not token.strip():
+        return Verdict(401, "malformed Authorization header: expected `Bearer TOKEN`")
     matched = False
     for expected in tokens:  # every token compared: the time does not say which matched
         matched |= hmac.compare_digest(token.strip(), expected)
@@ -145,6 +151,20 @@ def verify(auth: Auth, secrets: Sequence[bytes], raw_body: bytes,
     if auth is Auth.STANDARD:
         return standard(secrets, raw_body, headers, now=now)
     return bearer(secrets, raw_body, headers)
+
+
+def verify_read(auth: Auth, secrets: Sequence[bytes], path: str, headers: Mapping[str, str],
+                *, now: float) -> Verdict:
+    """A status read (``GET /hooks/NAME/deliveries/ID``), signed as a delivery whose body
+    is the request's path — so a captured signature reads that delivery only: GitHub's
+    scheme without X-GitHub-Delivery, Standard Webhooks' with any fresh webhook-id and
+    its timestamp window, bearer as it is."""
+    signed = path.encode()
+    if auth is Auth.GITHUB:
+        return github(secrets, signed, headers, delivery=False)
+    if auth is Auth.STANDARD:
+        return standard(secrets, signed, headers, now=now)
+    return bearer(secrets, b"", headers)
 
 
 def _any_hmac_matches(secrets: Sequence[bytes], message: bytes, digest: bytes) -> bool:

@@ -34,14 +34,14 @@ from bot import signatures
 from bot.runtime import Runtime, new_correlation_id
 from bot.slack_progress import SlackJobMessage
 from handlers.context import Catalog, CommandRequest, Transport
-from handlers.grammar import split_words
+from handlers.grammar import parse_args, split_words
 from handlers.roles import Role
 from services.core.audit import Outcome
 from services.core.errors import UserError
 from services.core.jobs import Job, JobObserver
-from services.grammar import delivery_id_or_none
+from services.grammar import QuotedWord, delivery_id_or_none
 from services.webhooks import messages
-from services.webhooks.commands import Command, matching_rule, render
+from services.webhooks.commands import Command, matching_rule, render, shape, why_no_rule
 from services.webhooks.config import Auth, Rule, WebhookConfig
 from services.webhooks.lanes import Admission, Lane
 from services.webhooks.store import Delivery, DeliveryState
@@ -60,13 +60,14 @@ class RuleError(Exception):
 
 
 def check_rules(configs: Sequence[WebhookConfig], registry: Catalog) -> None:
-    """Every rule's verb exists, its ``run_as`` role may run it, and a destructive one
-    has ``confirm = true``: said at start, not at the first delivery. Raises RuleError
-    naming the webhook and the rule."""
+    """Every rule's verb exists, its ``run_as`` role may run it, a destructive one has
+    ``confirm = true``, and its options and arguments fit the verb (each ``{{ … }}`` one
+    value; skipped for templates with ``{% … %}``): said at start, not at the first
+    delivery. Raises RuleError naming the webhook and the rule."""
     for config in configs:
         role = Role(config.run_as)
         for rule in config.rules:
-            where = f"[[webhooks]] {config.name} rules[{rule.number}] do"
+            where = f"config: [[webhooks]] {config.name} rules[{rule.number}] do"
             try:
                 verb, _ = registry.resolve(split_words(rule.verb_text))
             except UserError as exc:
@@ -77,6 +78,21 @@ def check_rules(configs: Sequence[WebhookConfig], registry: Catalog) -> None:
             if verb.confirm and not rule.confirm:
                 raise RuleError(f"{where}: `{verb.name}` cannot be undone: set "
                                 "`confirm = true` on the rule to let a webhook run it")
+            words = shape(rule.do)
+            if words is None:
+                continue
+            # The verb's own grammar with every value accepted: what is checked here
+            # is the shape (options, how many arguments), not the delivery's values.
+            loose = replace(verb.signature, positionals=tuple(
+                replace(p, parse=str) for p in verb.signature.positionals), flags=tuple(
+                replace(f, parse=str) for f in verb.signature.flags))
+            written = next((i for i, w in enumerate(words) if isinstance(w, QuotedWord)),
+                           len(words))
+            rest = [*words[len(verb.name.split()):written], *words[written:]]
+            try:
+                parse_args(verb.name, loose, rest)
+            except UserError as exc:
+                raise RuleError(f"{where}: {exc}") from None
 
 
 @dataclass
@@ -86,6 +102,7 @@ class InFlight:
     answerable: asyncio.Event = field(default_factory=asyncio.Event)
     state: DeliveryState = DeliveryState.QUEUED
     job_id: int | None = None
+    result: str | None = None
 
 
 class DeliveryObserver:
@@ -145,9 +162,17 @@ class WebhookEndpoints:
         for delivery, words in self.deliveries.queued():
             self._resume(delivery, words)
         for config in self._configs.values():
+            for problem in config.secret_problems:
+                log.warning("webhook secret not used webhook=%s reason=%r", config.name,
+                            problem)
             if not config.secrets:
                 log.warning("webhook refuses every request webhook=%s reason=%r",
                             config.name, messages.no_secret(config.name, config.secret_env))
+            channels = {r.channel or config.channel for r in config.rules} - {None}
+            if channels and self._client is None:
+                log.warning("webhook results not posted webhook=%s reason=%r", config.name,
+                            messages.no_channel_client(config.name,
+                                                       ", ".join(sorted(map(str, channels)))))
             log.info("webhook ready path=%s auth=%s run_as=%s rules=%d", config.path,
                      config.auth, config.run_as, len(config.rules))
 
@@ -179,8 +204,11 @@ class WebhookEndpoints:
             return self._refuse(request, config, verdict.status, verdict.reason)
         delivery_id = str(verdict.delivery_id)
         try:
+            # GitHub's form type carries `payload=…`; a JSON body sent with curl -d's
+            # default form type is read as the JSON it is.
             payload = _payload(raw, form=config.auth is Auth.GITHUB
-                               and request.content_type == FORM)
+                               and request.content_type == FORM
+                               and raw.startswith(b"payload="))
         except ValueError as exc:
             return self._refuse(request, config, 400, str(exc))
         # What rules and templates see of the headers: never the credentials.
@@ -189,7 +217,7 @@ class WebhookEndpoints:
         rule = matching_rule(config.rules, headers, payload)
         if rule is None:
             return self._settled(config, delivery_id, DeliveryState.NO_MATCH, None,
-                                 messages.no_rule())
+                                 why_no_rule(config.rules, headers, payload))
         try:
             command = render(rule, payload=payload, headers=headers, webhook=config.name,
                              delivery=delivery_id)
@@ -201,13 +229,12 @@ class WebhookEndpoints:
         config, refusal = self._config_of(request)
         if config is None:
             return refusal
-        raw = await _read_bounded(request, config.max_body)
-        verdict = signatures.verify(config.auth, config.secrets, raw or b"", request.headers,
-                                    now=time.time())
-        if raw is None or not verdict.accepted:
-            return self._refuse(request, config, verdict.status if raw is not None else 413,
-                                verdict.reason)
         delivery_id = delivery_id_or_none(request.match_info["delivery_id"])
+        path = f"{config.path}/deliveries/{request.match_info['delivery_id']}"
+        verdict = signatures.verify_read(config.auth, config.secrets, path, request.headers,
+                                         now=time.time())
+        if not verdict.accepted:
+            return self._refuse(request, config, verdict.status, verdict.reason)
         found = self.deliveries.get(config.name, delivery_id) if delivery_id else None
         if found is None:
             return web.json_response({"error": "no such delivery (they are kept 7 days)"},
@@ -262,9 +289,11 @@ class WebhookEndpoints:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ACK_BUDGET):
                     await flight.answerable.wait()
-        return web.json_response(self._answer(config, delivery_id, flight.state, rule=rule,
-                                              command=command, job_id=flight.job_id),
-                                 status=202)
+        answer = self._answer(config, delivery_id, flight.state, rule=rule, command=command,
+                              job_id=flight.job_id)
+        if flight.result is not None:  # it finished before the answer went out
+            answer["result"] = flight.result
+        return web.json_response(answer, status=202)
 
     def _enter(self, config: WebhookConfig, rule: Rule, delivery_id: str, command: Command,
                state: DeliveryState, lane: Lane) -> InFlight:
@@ -321,7 +350,7 @@ class WebhookEndpoints:
             channel_id=channel, confirmed=rule.confirm, observer=observer,
             run_as=Role(config.run_as)))
         flight.state = DeliveryState.SUCCEEDED if reply.ok else DeliveryState.FAILED
-        text = reply.text
+        text = flight.result = reply.text
         self.deliveries.update(config.name, delivery_id, state=flight.state,
                                outcome=str(reply.outcome), result=text)
         log.info("webhook delivery webhook=%s delivery=%s rule=%d state=%s job=%s ms=%.1f",

@@ -23,5 +23,5 @@ async def run_webhooks(inv: Invocation) -> Reply:
         webhooks.config(name)  # NotFound names the configured ones
     data = webhooks.summary(last=inv.args.get("last", 5))
     if name is not None:
-        data = {"webhooks": [w for w in data["webhooks"] if w["name"] == name]}
+        data = {**data, "webhooks": [w for w in data["webhooks"] if w["name"] == name]}
     return Reply(view="webhooks", data=data)

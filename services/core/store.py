@@ -292,7 +292,7 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at   REAL,
         PRIMARY KEY (webhook, delivery_id)
     ) WITHOUT ROWID;
-    CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (webhook, received_at);
+    CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
     """,
 )
 

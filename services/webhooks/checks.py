@@ -13,11 +13,13 @@ async def webhook_checks(configs: Sequence[WebhookConfig]) -> list[Check]:
     checks = []
     for config in configs:
         name = f"webhook {config.name} secret"
-        if not config.secrets:
+        if config.secret_problems:
+            checks.append(Check(name, False, "; ".join(config.secret_problems),
+                                messages.secret_recipe(config)))
+        elif not config.secrets:
             checks.append(Check(name, False, messages.no_secret(config.name,
                                                                 config.secret_env),
-                                f"set {config.secret_env[0]} in ctbot's environment (e.g. "
-                                "`openssl rand -hex 32`, the same value as the sender's)"))
+                                messages.secret_recipe(config)))
         elif config.unset_env:
             set_ = [n for n in config.secret_env if n not in config.unset_env]
             checks.append(Check(name, True, f"{', '.join(set_)} set; "

@@ -69,15 +69,39 @@ def matching_rule(rules: Sequence[Rule], headers: Mapping[str, str],
 
 
 def _holds(condition: Condition, headers: Mapping[str, str], payload: object) -> bool:
+    found = _found(condition, headers, payload)
+    return found is not _MISSING and any(_matches(expected, found)
+                                         for expected in condition.values)
+
+
+def _found(condition: Condition, headers: Mapping[str, str], payload: object) -> object:
     if condition.source == "header":
-        found: object = headers.get(condition.path[0])
-        if found is None:
-            return False
-    else:
-        found = lookup(payload, condition.path)
-        if found is _MISSING:
-            return False
-    return any(_matches(expected, found) for expected in condition.values)
+        return headers.get(condition.path[0], _MISSING)
+    return lookup(payload, condition.path)
+
+
+MAX_SHOWN = 60
+
+
+def why_no_rule(rules: Sequence[Rule], headers: Mapping[str, str], payload: object) -> str:
+    """Why each rule did not match: its first condition that failed, with what the
+    delivery had (shortened; JSON, so a string shows as one)."""
+    reasons = []
+    for rule in rules:
+        for condition in rule.when:
+            found = _found(condition, headers, payload)
+            if found is _MISSING:
+                reasons.append(f"rule {rule.number}: {condition.key} is not in the delivery")
+                break
+            if not any(_matches(expected, found) for expected in condition.values):
+                wanted = " | ".join(json.dumps(v) for v in condition.values)
+                shown = json.dumps(found, ensure_ascii=True)
+                if len(shown) > MAX_SHOWN:
+                    shown = shown[:MAX_SHOWN] + "…"
+                reasons.append(f"rule {rule.number}: {condition.key} is {shown}, "
+                               f"not {wanted}")
+                break
+    return "no rule matched (" + "; ".join(reasons) + ")" if reasons else "no rule matched"
 
 
 def _matches(expected: object, found: object) -> bool:
@@ -122,6 +146,19 @@ def check_template(source: str) -> None:
         _environment().from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise InvalidInput(f"template error on line {exc.lineno}: {exc.message}") from None
+
+
+def shape(source: str) -> tuple[str, ...] | None:
+    """The words a template makes, each ``{{ … }}`` standing as one value ("value"); None
+    when ``{% … %}`` blocks make the words depend on the delivery."""
+    if "{%" in source:
+        return None
+    marked = re.sub(r"{{.*?}}", lambda _m: _OPEN + b"value".hex() + _CLOSE, source,
+                    flags=re.S)
+    try:
+        return tuple(_fill(word) for word in shlex.split(marked))
+    except ValueError:
+        return None
 
 
 def render(rule: Rule, *, payload: object, headers: Mapping[str, str], webhook: str,
@@ -195,7 +232,10 @@ def _environment() -> jinja2.Environment:
             if isinstance(obj, dict):
                 if attribute in obj:
                     return obj[attribute]
-                return self.undefined(obj=obj, name=attribute)
+                fields = ", ".join(sorted(str(k) for k in obj)[:12]) or "none"
+                return self.undefined(hint=f"the field `{attribute}` is not in this "
+                                      f"delivery (there: {fields})", obj=obj,
+                                      name=attribute)
             return super().getattr(obj, attribute)
 
     return PayloadEnvironment(undefined=jinja2.StrictUndefined, finalize=_mark,

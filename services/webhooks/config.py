@@ -103,6 +103,9 @@ class WebhookConfig:
     secrets: tuple[bytes, ...] = field(default=(), repr=False)  # keys of those set
     secret_texts: tuple[str, ...] = field(default=(), repr=False)  # as set: for redaction
     unset_env: tuple[str, ...] = ()  # secret variables not set (doctor, start-up log)
+    # Secret variables set to something that cannot be a secret of this scheme, and why
+    # (never the value): not used; doctor and the start-up log say so.
+    secret_problems: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
@@ -169,7 +172,10 @@ def _webhook(entry: dict[str, Any], number: int, env: Mapping[str, str]) -> Webh
     if len(rules_raw) > MAX_RULES:
         raise ConfigError(f"{where} rules", f"at most {MAX_RULES} rules")
     rules = tuple(_rule(r, n, f"{where} rules[{n}]") for n, r in enumerate(rules_raw, 1))
+    # A secret is the environment's business, not the file's: a bad one is reported
+    # (doctor, the start-up log, 503 if none is usable) and never stops other commands.
     secrets: list[bytes] = []
+    problems: list[str] = []
     for variable in names:
         value = env.get(variable, "").strip()
         if not value:
@@ -177,13 +183,14 @@ def _webhook(entry: dict[str, Any], number: int, env: Mapping[str, str]) -> Webh
         try:
             secrets.append(secret_key(auth, value))
         except ValueError as exc:
-            raise ConfigError(f"{where} secret_env {variable}", str(exc)) from None
+            problems.append(f"{variable} {exc}")
     return WebhookConfig(name=name, auth=auth, secret_env=tuple(names), run_as=run_as,
                          rules=rules, channel=channel, max_body=max_body,
                          secrets=tuple(secrets),
                          secret_texts=tuple(env[n].strip() for n in names
                                             if env.get(n, "").strip()),
-                         unset_env=tuple(n for n in names if not env.get(n, "").strip()))
+                         unset_env=tuple(n for n in names if not env.get(n, "").strip()),
+                         secret_problems=tuple(problems))
 
 
 def _rule(entry: dict[str, Any], number: int, where: str) -> Rule:
@@ -236,10 +243,11 @@ def secret_key(auth: Auth, value: str) -> bytes:
         try:
             key = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("is not a Standard Webhooks secret (whsec_ then base64)") from None
+            raise ValueError("is not a Standard Webhooks secret (base64, usually after "
+                             "whsec_: `echo whsec_$(openssl rand -base64 32)`)") from None
         if not 24 <= len(key) <= 64:
             raise ValueError(f"is {len(key)} bytes after base64; Standard Webhooks secrets "
-                             "are 24 to 64 bytes")
+                             "are 24 to 64 bytes (`echo whsec_$(openssl rand -base64 32)`)")
         return key
     if len(value) < 16:
         raise ValueError(f"is {len(value)} characters; use at least 16 (e.g. "

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.grammar import printable
+from services.webhooks.config import Auth, WebhookConfig
 
 
-def unknown_webhook(name: str, known: Sequence[str]) -> str:
+def unknown_webhook(name: str, known: Sequence[str], source: str) -> str:
     if not known:
-        return (f"no webhook {printable(name)}: none is configured (add a [[webhooks]] "
-                "entry to the settings file; see the README's Webhooks section)")
+        return (f"no webhook {printable(name)}: the settings read ({source}) have no "
+                "[[webhooks]] entry; give `--config FILE` (or CTBOT_CONFIG) as `ctbot "
+                "serve` has it")
     return f"no webhook {printable(name)}; configured: {', '.join(known)}"
 
 
@@ -22,6 +24,20 @@ def unknown_delivery(name: str, delivery_id: str) -> str:
 def no_secret(name: str, variables: Sequence[str]) -> str:
     return (f"webhook `{name}` refuses every request: its secret is not set "
             f"({' or '.join(variables)} in ctbot's environment)")
+
+
+def secret_recipe(config: WebhookConfig) -> str:
+    """How to make and set a secret of the webhook's scheme."""
+    make = ("echo whsec_$(openssl rand -base64 32)" if config.auth is Auth.STANDARD
+            else "openssl rand -hex 32")
+    return (f"set {config.secret_env[0]} in the environment `ctbot serve` runs with, to "
+            f"the value the sender has (a new one: `{make}`); doctor checks the "
+            "environment it runs in")
+
+
+def no_channel_client(name: str, channel: str) -> str:
+    return (f"webhook `{name}` names channel {channel}, but SLACK_BOT_TOKEN is not set: "
+            "results stay in the log, GET …/deliveries/ID and `webhooks`")
 
 
 def posted_result(name: str, delivery_id: str, command: str, text: str) -> str:
@@ -37,5 +53,3 @@ def coalesced(newer: str) -> str:
     return f"coalesced: delivery {newer} came while this one waited, and runs instead"
 
 
-def no_rule() -> str:
-    return "no rule matched"

@@ -14,25 +14,28 @@ from services.webhooks.store import Delivery, DeliveryStore
 
 class Webhooks:
     def __init__(self, configs: Sequence[WebhookConfig], store: DeliveryStore, *,
+                 source: str = "built-in defaults",
                  clock: Callable[[], float] = time.time) -> None:
         self.configs = {c.name: c for c in configs}
         self.store = store
+        self.source = source  # the settings file they came from, as `webhooks` says
         self._clock = clock
 
     def config(self, name: str) -> WebhookConfig:
         found = self.configs.get(name)
         if found is None:
-            raise NotFound(messages.unknown_webhook(name, sorted(self.configs)))
+            raise NotFound(messages.unknown_webhook(name, sorted(self.configs), self.source))
         return found
 
     def summary(self, *, last: int = 5) -> dict[str, Any]:
         """``{"webhooks": [{name, path, auth, run_as, channel, secret_set, rules: [...],
         last_24h: {state: n}, deliveries: [Delivery.to_json(), …]}]}``."""
         since = self._clock() - 86400
-        return {"webhooks": [{
+        return {"settings": self.source, "webhooks": [{
             "name": c.name, "path": c.path, "auth": str(c.auth), "run_as": c.run_as,
             "channel": c.channel, "max_body": c.max_body, "secret_env": list(c.secret_env),
             "secret_set": bool(c.secrets), "unset_env": list(c.unset_env),
+            "secret_problems": list(c.secret_problems),
             "rules": [{"number": r.number, "when": {k.key: list(k.values) for k in r.when},
                        "do": r.do, "concurrency": str(r.concurrency), "confirm": r.confirm,
                        "channel": r.channel or c.channel} for r in c.rules],

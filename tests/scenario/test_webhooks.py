@@ -164,17 +164,20 @@ class Hooks:
             "Authorization": f"Bearer {BEARER_TOKEN}", "Content-Type": "application/json",
             **headers})
 
-    async def delivery(self, name: str, delivery_id: str, headers: dict[str, str]
-                       ) -> tuple[int, dict[str, Any]]:
-        async with self.session.get(f"{self.url}/hooks/{name}/deliveries/{delivery_id}",
-                                    headers=headers) as response:
+    async def delivery(self, name: str, delivery_id: str,
+                       headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """GET the delivery's status, signed as the README says: over its path."""
+        path = f"/hooks/{name}/deliveries/{delivery_id}"
+        if headers is None:
+            headers = read_headers(name, path)
+        async with self.session.get(f"{self.url}{path}", headers=headers) as response:
             return response.status, await response.json()
 
-    async def finished(self, name: str, delivery_id: str, headers: dict[str, str],
+    async def finished(self, name: str, delivery_id: str,
                        timeout: float = 10) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status, body = await self.delivery(name, delivery_id, headers)
+            status, body = await self.delivery(name, delivery_id)
             assert status == 200, body
             if body["state"] not in ("received", "queued", "running"):
                 return body
@@ -203,6 +206,16 @@ def standard_headers(body: bytes, msg_id: str, *, key: bytes = STANDARD_KEY,
 
 
 BEARER = {"Authorization": f"Bearer {BEARER_TOKEN}"}
+
+
+def read_headers(name: str, path: str) -> dict[str, str]:
+    """A status read's credentials: the webhook's scheme over the request's path."""
+    if name == "deploy":
+        return standard_headers(path.encode(), "msg_" + secrets.token_hex(6))
+    if name == "alerts":
+        return dict(BEARER)
+    digest = hmac.new(GITHUB_SECRET.encode(), path.encode(), hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}"}
 
 
 @pytest.fixture
@@ -257,7 +270,7 @@ async def test_a_push_runs_its_command_reports_to_the_channel_and_runs_once(hook
     assert answer["state"] in ("running", "succeeded") and isinstance(answer["job"], int)
     assert answer["command"] == "nap 'web1'"
     assert answer["status_url"] == "/hooks/ci/deliveries/push-1"
-    done = await hooks.finished("ci", "push-1", github_headers(b"", "status", "push-1"))
+    done = await hooks.finished("ci", "push-1")
     assert done["state"] == "succeeded" and done["job"]["state"] == "succeeded"
     assert "napped web1" in done["result"]
     # The job's one message in the channel, edited to its end.
@@ -292,9 +305,13 @@ async def test_no_rule_matched_is_202_and_recorded(hooks: Hooks):
                                                  "repository": {"name": "web1"}},
                                         delivery="dev-1")
     assert status == 202 and answer["state"] == "no-match"
-    assert answer["result"] == "no rule matched"
-    _, recorded = await hooks.delivery("ci", "dev-1", github_headers(b"", "x", "dev-1"))
+    assert answer["result"].startswith("no rule matched (rule 1: payload.ref")
+    _, recorded = await hooks.delivery("ci", "dev-1")
     assert recorded["state"] == "no-match"
+    # …and says why: each rule's first condition that failed, with what came.
+    assert recorded["result"] == ('no rule matched (rule 1: payload.ref is "refs/heads/dev", '
+                                  'not "refs/heads/main"; rule 2: header.X-GitHub-Event is '
+                                  '"push", not "ping")')
     assert NAPS == [] and hooks.audited("webhook:ci") == []
 
 
@@ -330,7 +347,7 @@ async def test_githubs_form_encoding_is_read(hooks: Hooks):
                "Content-Type": "application/x-www-form-urlencoded"}
     status, answer = await hooks.post("ci", body, headers)
     assert status == 202 and answer["command"] == "echo 'Design for failure.'", answer
-    done = await hooks.finished("ci", answer["delivery"], github_headers(b"", "x", "f"))
+    done = await hooks.finished("ci", answer["delivery"])
     assert json.loads(done["result"]) == {"word": "Design for failure.", "loud": False}
 
 
@@ -339,10 +356,13 @@ async def test_status_of_a_delivery_needs_the_same_auth(hooks: Hooks):
     # A read-only command: answered at once, its result follows in the status.
     assert status == 202 and answer["state"] in ("running", "queued") and answer["job"] is None
     assert (await hooks.delivery("ci", "ping-1", {}))[0] == 401
-    found = await hooks.finished("ci", "ping-1", github_headers(b"", "x", "ping-1"))
+    found = await hooks.finished("ci", "ping-1")
     assert found["state"] == "succeeded" and found["rule"] == 2
     assert found["status_url"] == "/hooks/ci/deliveries/ping-1"
-    assert (await hooks.delivery("ci", "nope", github_headers(b"", "x", "nope")))[0] == 404
+    assert (await hooks.delivery("ci", "nope"))[0] == 404
+    # A read is signed over its own path: one captured status request reads no other.
+    other = read_headers("ci", "/hooks/ci/deliveries/push-1")
+    assert (await hooks.delivery("ci", "ping-1", other))[0] == 401
     # one webhook's secret reads none of another's deliveries
     assert (await hooks.delivery("alerts", "ping-1", {
         "Authorization": f"Bearer {GITHUB_SECRET}"}))[0] == 401
@@ -357,8 +377,7 @@ async def test_a_field_is_one_literal_argument(hooks: Hooks, value: str):
     status, answer = await hooks.post("deploy", body, standard_headers(body, "msg_" +
                                                                        secrets.token_hex(6)))
     assert status == 202, answer
-    found = await hooks.finished("deploy", answer["delivery"], standard_headers(
-        b"", "msg_" + secrets.token_hex(6)))
+    found = await hooks.finished("deploy", answer["delivery"])
     # `echo` received exactly the field as its WORD, and --loud only from the template.
     assert json.loads(found["result"]) == {"word": value, "loud": True}
 
@@ -367,7 +386,7 @@ async def test_templates_never_see_the_credentials(hooks: Hooks):
     """A rule that names the Authorization header gets nothing from it."""
     status, answer = await hooks.bearer({"mode": "leak"}, **{"X-Trace": "t-1"})
     assert status == 202
-    done = await hooks.finished("alerts", answer["delivery"], BEARER)
+    done = await hooks.finished("alerts", answer["delivery"])
     assert json.loads(done["result"])["word"] == "none/t-1"
     assert BEARER_TOKEN not in json.dumps(done) + "".join(hooks.audited("webhook:alerts"))
 
@@ -388,7 +407,7 @@ async def test_standard_webhooks(hooks: Hooks):
     again = standard_headers(body, "msg_good")  # a retry: new timestamp, same id
     status, answer = await hooks.post("deploy", body, again)
     assert status == 200 and answer["duplicate"] is True
-    await hooks.finished("deploy", "msg_good", standard_headers(b"", "msg_status"))
+    await hooks.finished("deploy", "msg_good")
     assert hooks.audited("webhook:deploy") == ["echo 'web1' --loud"]
 
 
@@ -401,7 +420,7 @@ async def test_100_concurrent_copies_run_once(hooks: Hooks):
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 99 + [202]
     assert {answer["delivery"] for _, answer in results} == {"k-1"}
-    await hooks.finished("alerts", "k-1", BEARER)
+    await hooks.finished("alerts", "k-1")
     assert [e[1] for e in NAPS if e[0] == "start"] == ["once"]
     assert hooks.audited("webhook:alerts") == ["nap 'once' --seconds 0"]
 
@@ -423,8 +442,7 @@ async def test_serial_rule_runs_five_deliveries_one_at_a_time_in_order(hooks: Ho
         assert status == 202
         assert answer["state"] == ("running" if n == 0 else "queued"), answer
     for n in range(5):
-        done = await hooks.finished("ci", f"serial-{n}",
-                                    github_headers(b"", "x", f"serial-{n}"))
+        done = await hooks.finished("ci", f"serial-{n}")
         assert done["state"] == "succeeded"
     assert [(event, tag) for event, tag, _ in NAPS] == [
         x for n in range(5) for x in (("start", f"m{n}"), ("end", f"m{n}"))]
@@ -438,7 +456,7 @@ async def test_queued_deliveries_run_after_a_restart_in_order(hooks: Hooks):
                                     "repository": {"name": f"r{n}"}}, delivery=f"restart-{n}")
     await hooks.endpoints.drain()  # what `ctbot serve` does on SIGTERM
     assert [tag for event, tag, _ in NAPS if event == "start"] == ["r0"]
-    _, waiting = await hooks.delivery("ci", "restart-2", github_headers(b"", "x", "r"))
+    _, waiting = await hooks.delivery("ci", "restart-2")
     assert waiting["state"] == "queued"
     from bot.slack_app import build_web_client
 
@@ -447,8 +465,7 @@ async def test_queued_deliveries_run_after_a_restart_in_order(hooks: Hooks):
     await again.start()  # the next start, before its listener opens
     hooks.endpoints = again
     for n in (1, 2):
-        assert (await hooks.finished("ci", f"restart-{n}",
-                                     github_headers(b"", "x", "r")))["state"] == "succeeded"
+        assert (await hooks.finished("ci", f"restart-{n}"))["state"] == "succeeded"
     assert [tag for event, tag, _ in NAPS if event == "start"] == ["r0", "r1", "r2"]
     assert hooks.audited("webhook:ci") == ["nap 'r0'", "nap 'r1'", "nap 'r2'"]
 
@@ -460,9 +477,9 @@ async def test_skip_if_running_records_later_ones_as_skipped(hooks: Hooks):
     for status, answer in later:
         assert status == 202 and answer["state"] == "skipped"
         assert first[1]["delivery"] in answer["result"]
-        _, found = await hooks.delivery("alerts", answer["delivery"], BEARER)
+        _, found = await hooks.delivery("alerts", answer["delivery"])
         assert found["state"] == "skipped"
-    await hooks.finished("alerts", first[1]["delivery"], BEARER)
+    await hooks.finished("alerts", first[1]["delivery"])
     assert [tag for event, tag, _ in NAPS if event == "start"] == ["a"]
     # once it is done, the rule runs again
     status, answer = await hooks.bearer({"mode": "skip", "tag": "d"})
@@ -472,9 +489,9 @@ async def test_skip_if_running_records_later_ones_as_skipped(hooks: Hooks):
 async def test_coalesce_runs_the_newest_waiting_delivery(hooks: Hooks):
     answers = [(await hooks.bearer({"mode": "coalesce", "tag": t}))[1] for t in "abcd"]
     assert [a["state"] for a in answers] == ["running", "queued", "queued", "queued"]
-    await hooks.finished("alerts", answers[3]["delivery"], BEARER)
+    await hooks.finished("alerts", answers[3]["delivery"])
     for replaced, newer in ((1, 2), (2, 3)):
-        _, found = await hooks.delivery("alerts", answers[replaced]["delivery"], BEARER)
+        _, found = await hooks.delivery("alerts", answers[replaced]["delivery"])
         assert found["state"] == "coalesced"
         assert found["superseded_by"] == answers[newer]["delivery"]
     assert [tag for event, tag, _ in NAPS if event == "start"] == ["a", "d"]
@@ -484,7 +501,7 @@ async def test_coalesce_runs_the_newest_waiting_delivery(hooks: Hooks):
 
 async def test_webhooks_verb_lists_endpoints_and_deliveries(hooks: Hooks):
     await hooks.github("ping", {"zen": "z"}, delivery="listed-1")
-    await hooks.finished("ci", "listed-1", github_headers(b"", "x", "listed-1"))
+    await hooks.finished("ci", "listed-1")
     from handlers.context import CommandRequest, Transport
 
     reply = await hooks.runtime.dispatcher.dispatch(CommandRequest(
@@ -493,6 +510,6 @@ async def test_webhooks_verb_lists_endpoints_and_deliveries(hooks: Hooks):
     text = reply.text
     assert "POST /hooks/ci  (github, runs as operator, results to C0HOOKS01)" in text
     assert "listed-1  succeeded  rule 2  `echo 'z'`" in text
-    assert "refuses every request: HOOK_NEVER_SET not set" in text
+    assert "refuses every request: no usable secret in HOOK_NEVER_SET" in text
     assert "HOOK_CI set (HOOK_CI_NEXT unset)" in text
     assert GITHUB_SECRET not in text and BEARER_TOKEN not in text
