@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import html
 import json
 import logging
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -49,6 +51,7 @@ from services.webhooks.store import Delivery, DeliveryState
 log = logging.getLogger(__name__)
 
 ACK_BUDGET = 1.0  # seconds a POST waits for its command to become a job (or finish)
+BODY_SECONDS = 30  # a body that takes longer is refused (a slow client holds a socket)
 DRAIN_SECONDS = 10.0
 FORM = "application/x-www-form-urlencoded"
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "x-hub-signature",
@@ -137,14 +140,11 @@ class WebhookEndpoints:
         self.deliveries = runtime.webhooks.store
         self._lanes = {(c.name, r.number): Lane(r.concurrency)
                        for c in self._configs.values() for r in c.rules}
-        # A rule whose verb changes something answers with its job: its POST waits (at
-        # most ACK_BUDGET) for the command to become one, and its start is recorded
-        # before it runs (after a crash it is never run twice). A rule that only reads
-        # answers at once; after a crash mid-run it may run again, which changes nothing.
+        # The verb each rule was checked as at start (check_rules): a rendered command
+        # must have that verb, whatever its template's {% … %} blocks made.
         registry = runtime.dispatcher.services.registry
-        self._mutating = {
-            (c.name, r.number): registry.resolve(split_words(r.verb_text))[0].mutating
-            for c in self._configs.values() for r in c.rules}
+        self._verbs = {(c.name, r.number): registry.resolve(split_words(r.verb_text))[0].name
+                       for c in self._configs.values() for r in c.rules}
         self._flights: dict[tuple[str, str], InFlight] = {}
         self._posts: set[asyncio.Task[None]] = set()
 
@@ -193,16 +193,30 @@ class WebhookEndpoints:
         config, refusal = self._config_of(request)
         if config is None:
             return refusal
-        raw = await _read_bounded(request, config.max_body)
+        try:
+            async with asyncio.timeout(BODY_SECONDS):
+                raw = await _read_bounded(request, config.max_body)
+        except TimeoutError:
+            return self._refuse(request, config, 408, f"the body took over {BODY_SECONDS} s")
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            log.info("webhook request abandoned webhook=%s reason=%r remote=%s",
+                     config.name, str(exc) or type(exc).__name__, request.remote)
+            return web.Response(status=400)
         if raw is None:
             return self._refuse(request, config, 413,
                                 f"the body is over this webhook's limit of "
                                 f"{config.max_body} bytes (max_body)")
+        if not raw and config.auth is Auth.GITHUB:
+            return self._refuse(request, config, 400, "an empty body (GitHub always sends "
+                                                      "one)")
         verdict = signatures.verify(config.auth, config.secrets, raw, request.headers,
                                     now=time.time())
         if not verdict.accepted:
             return self._refuse(request, config, verdict.status, verdict.reason)
         delivery_id = str(verdict.delivery_id)
+        # GitHub signs the body only: its delivery id and headers are not signed, so a
+        # body seen before is the same delivery, whatever id or event it comes with.
+        digest = hashlib.sha256(raw).hexdigest() if config.auth is Auth.GITHUB else None
         try:
             # GitHub's form type carries `payload=…`; a JSON body sent with curl -d's
             # default form type is read as the JSON it is.
@@ -217,13 +231,14 @@ class WebhookEndpoints:
         rule = matching_rule(config.rules, headers, payload)
         if rule is None:
             return self._settled(config, delivery_id, DeliveryState.NO_MATCH, None,
-                                 why_no_rule(config.rules, headers, payload))
+                                 why_no_rule(config.rules, headers, payload), digest)
         try:
             command = render(rule, payload=payload, headers=headers, webhook=config.name,
                              delivery=delivery_id)
         except UserError as exc:
-            return self._settled(config, delivery_id, DeliveryState.FAILED, rule, str(exc))
-        return await self._admit(config, rule, delivery_id, command)
+            return self._settled(config, delivery_id, DeliveryState.FAILED, rule, str(exc),
+                                 digest)
+        return await self._admit(config, rule, delivery_id, command, digest)
 
     async def get(self, request: web.Request) -> web.Response:
         config, refusal = self._config_of(request)
@@ -239,10 +254,6 @@ class WebhookEndpoints:
         if found is None:
             return web.json_response({"error": "no such delivery (they are kept 7 days)"},
                                      status=404)
-        flight = self._flights.get((config.name, found.id))
-        if flight is not None and not found.state.finished:
-            found = replace(found, state=flight.state)  # a read-only command's start is
-            #                                              not written down
         job = None
         if found.job_id is not None:
             job = self._runtime.jobs.store.get(found.job_id).to_json()
@@ -252,7 +263,7 @@ class WebhookEndpoints:
     # ------------------------------------------------------------------ running
 
     async def _admit(self, config: WebhookConfig, rule: Rule, delivery_id: str,
-                     command: Command) -> web.Response:
+                     command: Command, digest: str | None) -> web.Response:
         lane = self._lanes[(config.name, rule.number)]
         # Decided, recorded and admitted in one step of the event loop (no await between):
         # the state stored is what the lane then does.
@@ -268,7 +279,7 @@ class WebhookEndpoints:
         first = self.deliveries.claim(
             config.name, delivery_id, state=state, rule=rule.number, command=command.text,
             words=_stored(rule, command) if state is DeliveryState.QUEUED else None,
-            result=skipped)
+            result=skipped, digest=digest)
         if first is not None:
             return self._duplicate(config, delivery_id, first)
         if skipped is not None:
@@ -285,7 +296,7 @@ class WebhookEndpoints:
                                    result=messages.coalesced(delivery_id))
         log.debug("webhook delivery webhook=%s delivery=%s rule=%d state=%s", config.name,
                   delivery_id, rule.number, state)
-        if state is DeliveryState.RUNNING and self._mutating[(config.name, rule.number)]:
+        if state is DeliveryState.RUNNING:  # answered with its job (or its result)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(ACK_BUDGET):
                     await flight.answerable.wait()
@@ -335,9 +346,9 @@ class WebhookEndpoints:
     async def _run(self, config: WebhookConfig, rule: Rule, delivery_id: str,
                    command: Command, flight: InFlight) -> None:
         started = time.monotonic()
-        if flight.state is DeliveryState.QUEUED and self._mutating[(config.name,
-                                                                    rule.number)]:
-            # Its turn came: recorded as it starts, so that a crash does not run it again.
+        if flight.state is DeliveryState.QUEUED:
+            # Its turn came: recorded before it starts, so that neither a stop nor a crash
+            # runs it again (a command may change things whatever its verb says).
             self.deliveries.update(config.name, delivery_id, state=DeliveryState.RUNNING)
         flight.state = DeliveryState.RUNNING
         channel = rule.channel or config.channel
@@ -348,7 +359,7 @@ class WebhookEndpoints:
             text=command.text, words=command.words, user_id=f"webhook:{config.name}",
             transport=Transport.WEBHOOK, correlation_id=new_correlation_id(),
             channel_id=channel, confirmed=rule.confirm, observer=observer,
-            run_as=Role(config.run_as)))
+            run_as=Role(config.run_as), verb=self._verbs[(config.name, rule.number)]))
         flight.state = DeliveryState.SUCCEEDED if reply.ok else DeliveryState.FAILED
         text = flight.result = reply.text
         self.deliveries.update(config.name, delivery_id, state=flight.state,
@@ -361,11 +372,12 @@ class WebhookEndpoints:
                                                        command.text, text))
 
     def _settled(self, config: WebhookConfig, delivery_id: str, state: DeliveryState,
-                 rule: Rule | None, result: str) -> web.Response:
+                 rule: Rule | None, result: str, digest: str | None) -> web.Response:
         """A delivery that ends as it comes: no rule matched, or the rule's command
         cannot be made (recorded, audited and posted like a refused command)."""
         first = self.deliveries.claim(config.name, delivery_id, state=state,
-                                      rule=rule.number if rule else None, result=result)
+                                      rule=rule.number if rule else None, result=result,
+                                      digest=digest)
         if first is not None:
             return self._duplicate(config, delivery_id, first)
         log.info("webhook delivery webhook=%s delivery=%s rule=%s state=%s reason=%r",
@@ -385,9 +397,11 @@ class WebhookEndpoints:
 
     def _duplicate(self, config: WebhookConfig, delivery_id: str,
                    first: Delivery) -> web.Response:
-        log.info("webhook delivery duplicate webhook=%s delivery=%s state=%s", config.name,
-                 delivery_id, first.state)
-        return web.json_response({**self._answer(config, delivery_id, first.state,
+        """A copy: the first delivery's id (a GitHub body seen under another id is that
+        delivery), state and result; 200, nothing runs."""
+        log.info("webhook delivery duplicate webhook=%s delivery=%s of=%s state=%s",
+                 config.name, delivery_id, first.id, first.state)
+        return web.json_response({**self._answer(config, first.id, first.state,
                                                  job_id=first.job_id),
                                   "rule": first.rule, "command": first.command,
                                   "duplicate": True, "result": first.result}, status=200)
@@ -474,11 +488,22 @@ def _payload(raw: bytes, *, form: bool) -> Any:
                              "application/x-www-form-urlencoded)")
         text = values[0]
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" \
             if isinstance(exc, json.JSONDecodeError) else ""
         raise ValueError(f"the body is not JSON{where}") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is too large for a number")
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (RFC 8259 has no NaN or Infinity)")
 
 
 def _stored(rule: Rule, command: Command) -> str:

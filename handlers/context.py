@@ -54,6 +54,7 @@ class CommandRequest:
     # or verbs; ``text`` is then how they read) and the role its config gives it.
     words: tuple[str, ...] | None = None
     run_as: Role | None = None
+    verb: str | None = None  # the verb the words must have (a webhook rule's, checked)
 
 
 @dataclass(frozen=True)

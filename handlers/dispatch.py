@@ -88,6 +88,9 @@ class Dispatcher:
             raise InvalidInput("the command must start with its verb, written out")
         verb, rest = self.services.registry.resolve(words[:written])
         rest = [*rest, *words[written:]]
+        if request.verb is not None and verb.name != request.verb:
+            raise InvalidInput(f"the command's verb is `{verb.name}`, not `{request.verb}` "
+                               "as its rule was checked: a template may not change its verb")
         role = self.role_of(request.user_id, request.transport, request.run_as)
         try:
             args = parse_args(verb.name, verb.signature, rest)

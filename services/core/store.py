@@ -274,8 +274,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scheduler_jobs_next ON scheduler_jobs (next_run_time);
     """,
     # 14: webhook deliveries, by the sender's delivery id (kept 7 days: a duplicate is
-    # answered with the first one's result and runs nothing); a queued one keeps its
-    # command's words, so that it still runs after a restart
+    # answered with the first one's result and runs nothing) and, where only the body is
+    # signed (GitHub), by the body's digest too; a queued one keeps its command's words,
+    # so that it still runs after a restart
     """
     CREATE TABLE webhook_deliveries (
         webhook       TEXT    NOT NULL,
@@ -285,6 +286,7 @@ MIGRATIONS: tuple[str, ...] = (
         rule          INTEGER,
         command       TEXT,
         words         TEXT,
+        digest        TEXT,
         job_id        INTEGER,
         outcome       TEXT,
         result        TEXT,
@@ -293,6 +295,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (webhook, delivery_id)
     ) WITHOUT ROWID;
     CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
+    CREATE UNIQUE INDEX webhook_deliveries_digest ON webhook_deliveries (webhook, digest);
     """,
 )
 

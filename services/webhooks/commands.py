@@ -52,8 +52,9 @@ class Command:
 
     @property
     def text(self) -> str:
-        """Shell-quoted, every substituted value in single quotes: what the audit log,
-        the channel and `webhooks` show."""
+        """Shell-quoted, every substituted value in single quotes (what cannot be shown
+        escaped): what the audit log, the channel and `webhooks` show. For reading only:
+        the command runs from ``words``."""
         return " ".join(_quote_always(w) if isinstance(w, QuotedWord) else shlex.quote(w)
                         for w in self.words)
 
@@ -248,4 +249,9 @@ def _template(source: str) -> jinja2.Template:
 
 
 def _quote_always(word: str) -> str:
-    return "'" + word.replace("'", "'\"'\"'") + "'"
+    """Single-quoted, with what cannot be shown (controls, format and private-use
+    characters: isprintable()) as \\xNN/\\uNNNN, so that the text shows every value."""
+    shown = "".join(c if c.isprintable() else
+                    (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                    for c in word)
+    return "'" + shown.replace("'", "'\"'\"'") + "'"

@@ -41,7 +41,9 @@ def no_channel_client(name: str, channel: str) -> str:
 
 
 def posted_result(name: str, delivery_id: str, command: str, text: str) -> str:
-    return f"webhook `{name}` · delivery `{delivery_id}` · `{command}`\n{text}"
+    """A delivery's result as posted to its channel (the poster escapes &, <, >); the
+    command is plain text: a value holding a backtick cannot end a code span."""
+    return f"webhook `{name}` · delivery `{delivery_id}` · {command}\n{text}"
 
 
 def skipped(running: str | None) -> str:

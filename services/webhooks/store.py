@@ -73,29 +73,38 @@ class DeliveryStore:
 
     def claim(self, webhook: str, delivery_id: str, *, state: DeliveryState,
               rule: int | None = None, command: str | None = None,
-              words: str | None = None, result: str | None = None) -> Delivery | None:
+              words: str | None = None, result: str | None = None,
+              digest: str | None = None) -> Delivery | None:
         """Record a new delivery as it starts out (its rule, command and state known)
-        and return None; or return the one already recorded under this id (a duplicate:
-        run nothing). A delivery that was interrupted before it finished is claimed
-        again: its redelivery runs it. One INSERT on the common path."""
+        and return None; or return the one already recorded under this id — or, given a
+        ``digest`` (of a body that alone is signed), under this body — a duplicate: run
+        nothing. A delivery interrupted before it ran is claimed again: its redelivery
+        runs it. One INSERT on the common path."""
         now = self._clock()
         values = (now, str(state), rule, command, words,
                   _bounded(result) if result is not None else None,
-                  now if state.finished else None)
+                  now if state.finished else None, digest)
         inserted = self._store.execute(
             "INSERT INTO webhook_deliveries (webhook, delivery_id, received_at, state, rule,"
-            " command, words, result, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING", (webhook, delivery_id, *values)).rowcount
+            " command, words, result, finished_at, digest) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (webhook, delivery_id, *values)).rowcount
         if inserted:
             return None
         with self._store.transaction() as tx:
             row = tx.execute(f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE webhook = ? "
-                             "AND delivery_id = ?", (webhook, delivery_id)).fetchone()
+                             "AND (delivery_id = ? OR (digest IS NOT NULL AND digest = ?)) "
+                             "ORDER BY delivery_id = ? DESC LIMIT 1",
+                             (webhook, delivery_id, digest, delivery_id)).fetchone()
             if row is not None and row["state"] != DeliveryState.INTERRUPTED:
                 return _delivery(row)
+            if row is not None:
+                tx.execute("DELETE FROM webhook_deliveries WHERE webhook = ? AND "
+                           "delivery_id = ?", (webhook, row["delivery_id"]))
             tx.execute("INSERT OR REPLACE INTO webhook_deliveries (webhook, delivery_id, "
-                       "received_at, state, rule, command, words, result, finished_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (webhook, delivery_id, *values))
+                       "received_at, state, rule, command, words, result, finished_at, "
+                       "digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (webhook, delivery_id, *values))
             return None
 
     def update(self, webhook: str, delivery_id: str, **fields: Any) -> None:

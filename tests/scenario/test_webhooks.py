@@ -33,7 +33,7 @@ from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job
 from handlers.registry import Registry, verb
 from handlers.roles import Role
-from handlers.verbs import core, jobs, webhooks
+from handlers.verbs import core, health, jobs, webhooks
 from services.core.job_runner import JobContext
 from tests.fakes.slack_api import FakeSlack
 
@@ -91,6 +91,14 @@ when = {{ "payload.mode" = "leak" }}
 do = "echo {{{{ headers.authorization | default('none') }}}}/{{{{ headers['x-trace'] }}}}"
 concurrency = "parallel"
 [[webhooks.rules]]
+when = {{ "payload.mode" = "sneak" }}
+do = "health {{% if payload.a %}}mute all 30d{{% endif %}}"
+concurrency = "parallel"
+[[webhooks.rules]]
+when = {{ "payload.mode" = "peek" }}
+do = "peek {{{{ payload.tag }}}}"
+concurrency = "serial"
+[[webhooks.rules]]
 when = {{ "payload.mode" = "count" }}
 do = "nap {{{{ payload.tag }}}} --seconds 0"
 concurrency = "parallel"
@@ -129,6 +137,16 @@ async def nap_job(ctx: JobContext) -> str:
     await asyncio.sleep(ctx.args["seconds"])
     NAPS.append(("end", ctx.args["tag"], time.monotonic()))
     return f"napped {ctx.args['tag']}"
+
+
+@verb("peek", role=Role.VIEWER, positionals=[Positional("TAG")])
+async def run_peek(inv: Invocation) -> Reply:
+    """Look around for a while (read-only, no job: a stand-in for `exec`, whose verb
+    does not say it changes anything)."""
+    NAPS.append(("start", inv.args["TAG"], time.monotonic()))
+    await asyncio.sleep(0.4)
+    NAPS.append(("end", inv.args["TAG"], time.monotonic()))
+    return Reply(message=f"peeked {inv.args['TAG']}")
 
 
 @verb("echo", role=Role.OPERATOR, positionals=[Positional("WORD")],
@@ -232,7 +250,7 @@ async def hooks(tmp_path: Path, fake_slack: FakeSlack) -> AsyncIterator[Hooks]:
         "SLACK_API_URL": fake_slack.api_url, "HOOK_CI": GITHUB_SECRET,
         "HOOK_DEPLOY": STANDARD_SECRET, "HOOK_ALERTS": BEARER_TOKEN,
         "HOOK_VECTOR": "It's a Secret to Everybody"})
-    registry = Registry.from_modules(core, jobs, webhooks, sys.modules[__name__])
+    registry = Registry.from_modules(core, jobs, health, webhooks, sys.modules[__name__])
     runtime = await Runtime.open(settings, registry=registry)
     runtime.jobs.register("test.nap", nap_job)
     check_rules(settings.webhooks, registry)
@@ -353,8 +371,9 @@ async def test_githubs_form_encoding_is_read(hooks: Hooks):
 
 async def test_status_of_a_delivery_needs_the_same_auth(hooks: Hooks):
     status, answer = await hooks.github("ping", {"zen": "a"}, delivery="ping-1")
-    # A read-only command: answered at once, its result follows in the status.
-    assert status == 202 and answer["state"] in ("running", "queued") and answer["job"] is None
+    # A quick command without a job: answered when done (within the ack budget).
+    assert status == 202 and answer["state"] == "succeeded" and answer["job"] is None
+    assert json.loads(answer["result"]) == {"word": "a", "loud": False}
     assert (await hooks.delivery("ci", "ping-1", {}))[0] == 401
     found = await hooks.finished("ci", "ping-1")
     assert found["state"] == "succeeded" and found["rule"] == 2
@@ -389,6 +408,67 @@ async def test_templates_never_see_the_credentials(hooks: Hooks):
     done = await hooks.finished("alerts", answer["delivery"])
     assert json.loads(done["result"])["word"] == "none/t-1"
     assert BEARER_TOKEN not in json.dumps(done) + "".join(hooks.audited("webhook:alerts"))
+
+
+async def test_a_template_cannot_change_its_verb(hooks: Hooks):
+    """`health {% if %}mute all 30d{% endif %}` was checked as `health` (read-only):
+    a payload that turns it into `health mute` is refused, not run."""
+    status, answer = await hooks.bearer({"mode": "sneak", "a": True})
+    assert status == 202
+    done = await hooks.finished("alerts", answer["delivery"])
+    assert done["state"] == "failed" and "not `health`" in done["result"]
+    assert hooks.runtime.store.query("SELECT COUNT(*) AS n FROM health_mutes")[0]["n"] == 0
+
+
+async def test_a_started_delivery_is_never_run_again(hooks: Hooks):
+    """A read-only verb (or `exec`, which says nothing of what it changes) is recorded
+    as running before it starts: a stop or a crash after that marks it interrupted,
+    and the next start does not run it again."""
+    answers = await asyncio.gather(hooks.bearer({"mode": "peek", "tag": "p1"}),
+                                   hooks.bearer({"mode": "peek", "tag": "p2"}))
+    states = sorted(a["state"] for _, a in answers)
+    assert states == ["queued", "succeeded"], answers
+    second = next(a for _, a in answers if a["state"] == "queued")
+    deadline = time.monotonic() + 5
+    while (await hooks.delivery("alerts", second["delivery"]))[1]["state"] == "queued":
+        assert time.monotonic() < deadline, "the second never started"
+        await asyncio.sleep(0.02)
+    # What the next start does after a crash now: the started one is not taken up again.
+    store = hooks.runtime.webhooks.store
+    assert second["delivery"] not in [d.id for d, _ in store.queued()]
+
+
+async def test_a_github_body_is_one_delivery_whatever_its_unsigned_headers_say(hooks: Hooks):
+    """GitHub signs the body only: replayed with a new X-GitHub-Delivery, or another
+    X-GitHub-Event to pick another rule, it is the delivery already seen."""
+    body = json.dumps({"zen": "Keep it logically awesome."}).encode()
+    first = await hooks.post("ci", body, github_headers(body, "ping", "orig-1"))
+    assert first[0] == 202
+    again = await hooks.post("ci", body, github_headers(body, "ping", "replay-2"))
+    assert again[0] == 200 and again[1]["delivery"] == "orig-1" and again[1]["duplicate"]
+    other_event = await hooks.post("ci", body, github_headers(body, "push", "replay-3"))
+    assert other_event[0] == 200 and other_event[1]["delivery"] == "orig-1"
+    # An empty body is never GitHub's (and would be a constant signature).
+    status, answer = await hooks.post("ci", b"", github_headers(b"", "ping", "empty-1"))
+    assert status == 400 and "empty body" in answer["error"]
+
+
+async def test_slow_bodies_and_non_json_numbers_are_refused(hooks: Hooks, monkeypatch):
+    import bot.webhooks
+
+    monkeypatch.setattr(bot.webhooks, "BODY_SECONDS", 0.5)
+    port = int(hooks.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /hooks/alerts HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                 b"Authorization: Bearer " + BEARER_TOKEN.encode() + b"\r\n\r\n{")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    for body in (b'{"mode": NaN}', b'{"mode": 1e999}'):
+        status, answer = await hooks.post("alerts", body, {
+            "Authorization": f"Bearer {BEARER_TOKEN}"})
+        assert status == 400 and answer["error"].startswith("the body is not JSON")
 
 
 # ---------------------------------------------------------------------------- Standard
