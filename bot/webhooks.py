@@ -355,18 +355,19 @@ class WebhookEndpoints:
         chat = (SlackJobMessage(self._client, channel, jobs=self._runtime.jobs.store)
                 if self._client is not None and channel else None)
         observer: JobObserver = DeliveryObserver(self, config, delivery_id, flight, chat)
+        cid = new_correlation_id()
         reply = await self._runtime.dispatcher.dispatch(CommandRequest(
             text=command.text, words=command.words, user_id=f"webhook:{config.name}",
-            transport=Transport.WEBHOOK, correlation_id=new_correlation_id(),
+            transport=Transport.WEBHOOK, correlation_id=cid,
             channel_id=channel, confirmed=rule.confirm, observer=observer,
             run_as=Role(config.run_as), verb=self._verbs[(config.name, rule.number)]))
         flight.state = DeliveryState.SUCCEEDED if reply.ok else DeliveryState.FAILED
         text = flight.result = reply.text
         self.deliveries.update(config.name, delivery_id, state=flight.state,
                                outcome=str(reply.outcome), result=text)
-        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=%s job=%s ms=%.1f",
-                 config.name, delivery_id, rule.number, flight.state,
-                 reply.job_id or "-", (time.monotonic() - started) * 1000)
+        log.info("webhook delivery webhook=%s delivery=%s rule=%d state=%s job=%s ms=%.1f "
+                 "cid=%s", config.name, delivery_id, rule.number, flight.state,
+                 reply.job_id or "-", (time.monotonic() - started) * 1000, cid)
         if channel and self._client is not None and not (chat is not None and chat.posted):
             self._post(channel, messages.posted_result(config.name, delivery_id,
                                                        command.text, text))

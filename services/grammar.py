@@ -530,13 +530,6 @@ def delivery_id_or_none(raw: str) -> str | None:
     return raw if _DELIVERY_ID_RE.fullmatch(raw) else None
 
 
-def delivery_id(raw: str) -> str:
-    if delivery_id_or_none(raw) is None:
-        raise InvalidInput(f"{printable(raw)} is not a delivery id (1–128 letters, digits "
-                           "and ._:~+=@/-)")
-    return raw
-
-
 def env_name(raw: str) -> str:
     """An environment variable's name: uppercase letters, digits and _ (POSIX.1-2017
     §8.1, the portable subset), not starting with a digit."""

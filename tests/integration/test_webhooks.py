@@ -10,7 +10,6 @@ import hmac
 import json
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +17,7 @@ import pytest
 
 from tests.fakes.slack_api import FakeSlack
 from tests.integration.conftest import Host
-from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
+from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +65,7 @@ async def test_a_signed_push_restarts_a_machine_once(host: Host, fake_slack: Fak
                        "repository": {"name": "wh1", "full_name": "acme/wh1"}}).encode()
     try:
         async with aiohttp.ClientSession() as session:
-            await _until_listening(session, port, process)
+            await wait_healthy(f"http://127.0.0.1:{port}", process, timeout=30)
             async with session.post(url, data=push, headers=signed(push, "d-1")) as response:
                 answer = await response.json()
                 assert response.status == 202, answer
@@ -101,19 +100,4 @@ async def test_a_signed_push_restarts_a_machine_once(host: Host, fake_slack: Fak
     audit = [e for e in host.json("audit 50")["entries"] if e["user_id"] == "webhook:ci"]
     assert [(e["command"], e["role"], e["transport"]) for e in audit] == [
         ("restart 'wh1'", "operator", "webhook")]
-
-
-async def _until_listening(session: aiohttp.ClientSession, port: int,
-                           process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("ctbot serve did not listen")
 

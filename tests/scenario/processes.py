@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import aiohttp
 
 REPO = Path(__file__).resolve().parents[2]
 CTBOT = [sys.executable, "-m", "bot"]
@@ -45,3 +49,19 @@ def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: floa
             process.kill()
             process.wait(timeout)
     return int(process.returncode)
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"ctbot serve exited {process.returncode}")
+            try:
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("ctbot serve did not become healthy")

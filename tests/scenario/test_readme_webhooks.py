@@ -10,13 +10,11 @@ import json
 import re
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
+from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop, wait_healthy
 
 README = REPO / "README.md"
 
@@ -58,7 +56,7 @@ async def test_readme_webhook_example_runs(heading: str, toml: str, bash: str,
             "CTBOT_STATE_DIR": str(tmp_path / "state"),
             "CTBOT_MACHINES_DIR": str(tmp_path / "machines"), "CTBOT_LOG_FILE": "stderr"}))
     try:
-        await _until_listening(port, process)
+        await wait_healthy(f"http://127.0.0.1:{port}", process, timeout=30)
         script = bash.replace("127.0.0.1:3000", f"127.0.0.1:{port}")
         ran = await asyncio.to_thread(
             subprocess.run, ["bash", "-euo", "pipefail", "-c", script], capture_output=True,
@@ -79,17 +77,3 @@ async def test_readme_webhook_example_runs(heading: str, toml: str, bash: str,
         process.stderr.close()
     assert secret not in log and "Traceback" not in log
 
-
-async def _until_listening(port: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("ctbot serve did not listen")

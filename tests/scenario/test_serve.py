@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import subprocess
 import time
@@ -15,7 +14,7 @@ import pytest
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_payloads import signed_headers, slash_command_form
 from tests.scenario.conftest import write_config
-from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
+from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop, wait_healthy
 
 
 @dataclass
@@ -30,22 +29,6 @@ class Served:
         stop(self.process)
         assert self.process.stderr is not None
         return self.process.stderr.read()
-
-
-async def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"ctbot serve exited {process.returncode}")
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("ctbot serve did not become healthy")
 
 
 @pytest.fixture
