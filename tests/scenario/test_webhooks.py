@@ -35,6 +35,7 @@ from handlers.registry import Registry, verb
 from handlers.roles import Role
 from handlers.verbs import core, health, jobs, webhooks
 from services.core.job_runner import JobContext
+from services.webhooks.store import DeliveryState
 from tests.fakes.slack_api import FakeSlack
 
 GITHUB_SECRET = "gh-" + secrets.token_hex(16)
@@ -548,6 +549,42 @@ async def test_queued_deliveries_run_after_a_restart_in_order(hooks: Hooks):
         assert (await hooks.finished("ci", f"restart-{n}"))["state"] == "succeeded"
     assert [tag for event, tag, _ in NAPS if event == "start"] == ["r0", "r1", "r2"]
     assert hooks.audited("webhook:ci") == ["nap 'r0'", "nap 'r1'", "nap 'r2'"]
+
+
+async def test_a_full_lane_answers_503_and_records_nothing(hooks: Hooks, monkeypatch):
+    """Back-pressure: past MAX_WAITING waiting deliveries a rule refuses more with 503
+    and Retry-After, and keeps no record of them, so the sender's retry runs."""
+    import services.webhooks.lanes
+
+    monkeypatch.setattr(services.webhooks.lanes, "MAX_WAITING", 1)
+    answers = []
+    for n in range(3):
+        answers.append(await hooks.github("push", {"ref": "refs/heads/main",
+                                                   "repository": {"name": f"f{n}"}},
+                                          delivery=f"full-{n}"))
+    assert [status for status, _ in answers] == [202, 202, 503]
+    assert "retry later" in answers[2][1]["error"]
+    assert (await hooks.delivery("ci", "full-2"))[0] == 404
+    await hooks.finished("ci", "full-1")
+    status, retried = await hooks.github("push", {"ref": "refs/heads/main",
+                                                  "repository": {"name": "f2"}},
+                                         delivery="full-2")
+    assert status == 202 and retried["delivery"] == "full-2"
+    assert (await hooks.finished("ci", "full-2"))["state"] == "succeeded"
+
+
+async def test_a_queued_delivery_whose_rule_changed_is_not_run(hooks: Hooks):
+    """After a restart, words made by a rule that is no longer in the config as it was
+    do not run: the delivery is interrupted, saying so."""
+    store = hooks.runtime.webhooks.store
+    store.claim("ci", "old-1", state=DeliveryState.QUEUED, rule=1, command="nap 'x'",
+                words=json.dumps({"do": "nap {{ payload.old }}", "words": "[]"}))
+    again = WebhookEndpoints(hooks.runtime, client=None)
+    await again.start()
+    hooks.endpoints = again
+    found = await hooks.finished("ci", "old-1")
+    assert found["state"] == "interrupted" and "no longer in the config" in found["result"]
+    assert NAPS == []
 
 
 async def test_skip_if_running_records_later_ones_as_skipped(hooks: Hooks):
