@@ -9,13 +9,14 @@ not log them in the first place.
 from __future__ import annotations
 
 import logging
-import logging.handlers
-import queue
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import logging.handlers
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -38,16 +39,6 @@ class KeyValueFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
-
-
-class _LoopQueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread as they are: formatting, masking and the
-    write happen there, not on the event loop."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        # The message is made now (its arguments may change later); the rest is left.
-        record.msg, record.args = record.getMessage(), None
-        return record
 
 
 _listener: logging.handlers.QueueListener | None = None
@@ -75,11 +66,23 @@ def configure_logging(level: str, *, secrets: Iterable[str] = (),
         root.removeHandler(old)
         old.close()
     if threaded:
+        import queue  # serve only: `ctbot cmd` writes its few lines itself
+        from logging.handlers import QueueHandler, QueueListener
+
+        class LoopQueueHandler(QueueHandler):
+            """Hands records to the writer thread as they are: formatting, masking
+            and the write happen there, not on the event loop."""
+
+            def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+                # The message is made now (its arguments may change later).
+                record.msg, record.args = record.getMessage(), None
+                return record
+
         global _listener
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        _listener = logging.handlers.QueueListener(records, handler)
+        _listener = QueueListener(records, handler)
         _listener.start()
-        root.addHandler(_LoopQueueHandler(records))
+        root.addHandler(LoopQueueHandler(records))
     else:
         root.addHandler(handler)
     root.setLevel(level.upper())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.settings.schema import SettingsError, read
 from bot.settings.sections import (
@@ -31,7 +31,9 @@ from services.nesting.config import NestingConfig
 from services.network.addresses import Pool
 from services.network.config import NetworkConfig
 from services.ssh.config import SshConfig
-from services.webhooks.config import ConfigError, WebhookConfig, parse_webhooks
+
+if TYPE_CHECKING:
+    from services.webhooks.config import WebhookConfig
 
 __all__ = ["DEFAULT_IMAGE_PACKAGES", "ListenAddress", "Settings", "SettingsError",
            "SlackSettings", "load_settings", "parse_listen"]
@@ -110,6 +112,9 @@ def load_settings(config_path: Path | None, env: Mapping[str, str]) -> Settings:
             raise SettingsError("--config", f"{path} is not valid TOML: {exc}") from exc
     webhooks: tuple[WebhookConfig, ...] = ()
     if "webhooks" in raw:
+        # Only with webhooks: their config (and jinja2, which checks templates).
+        from services.webhooks.config import ConfigError, parse_webhooks
+
         try:
             webhooks = parse_webhooks(raw.pop("webhooks"), env)
         except ConfigError as exc:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from services.core.doctor import Check
 from services.webhooks import messages
-from services.webhooks.config import WebhookConfig
+
+if TYPE_CHECKING:
+    from services.webhooks.config import WebhookConfig
 
 
 async def webhook_checks(configs: Sequence[WebhookConfig]) -> list[Check]:

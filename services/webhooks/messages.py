@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from services.grammar import printable
-from services.webhooks.config import Auth, WebhookConfig
+
+if TYPE_CHECKING:
+    from services.webhooks.config import WebhookConfig
 
 
 def unknown_webhook(name: str, known: Sequence[str], source: str) -> str:
@@ -28,7 +31,7 @@ def no_secret(name: str, variables: Sequence[str]) -> str:
 
 def secret_recipe(config: WebhookConfig) -> str:
     """How to make and set a secret of the webhook's scheme."""
-    make = ("echo whsec_$(openssl rand -base64 32)" if config.auth is Auth.STANDARD
+    make = ("echo whsec_$(openssl rand -base64 32)" if config.auth == "standard"
             else "openssl rand -hex 32")
     return (f"set {config.secret_env[0]} in the environment `ctbot serve` runs with, to "
             f"the value the sender has (a new one: `{make}`); doctor checks the "

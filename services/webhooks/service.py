@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.core.errors import NotFound
 from services.webhooks import messages
-from services.webhooks.config import WebhookConfig
 from services.webhooks.store import Delivery, DeliveryStore
+
+if TYPE_CHECKING:
+    from services.webhooks.config import WebhookConfig
 
 
 class Webhooks:
