@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -151,6 +151,10 @@ class WebhookEndpoints:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/hooks/{name}", self.post)
         app.router.add_get("/hooks/{name}/deliveries/{delivery_id:.+}", self.get)
+        # Everything else under /hooks/ answers in JSON too, as senders parse it.
+        app.router.add_route("*", "/hooks/{name}", _only("POST"))
+        app.router.add_route("*", "/hooks/{name}/deliveries/{delivery_id:.+}", _only("GET"))
+        app.router.add_route("*", "/hooks/{tail:.*}", _not_found)
 
     async def start(self) -> None:
         """Before the listener opens: deliveries whose command was running when ctbot
@@ -454,6 +458,17 @@ class WebhookEndpoints:
     @staticmethod
     def _status_url(config: WebhookConfig, delivery_id: str) -> str:
         return f"{config.path}/deliveries/{urllib.parse.quote(delivery_id, safe='')}"
+
+
+def _only(method: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": f"{request.method} is not allowed here; use "
+                                  f"{method}"}, status=405, headers={"Allow": method})
+    return refuse
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return web.json_response({"error": "no such webhook (POST /hooks/NAME)"}, status=404)
 
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes | None:

@@ -350,6 +350,12 @@ async def test_github_refusals(hooks: Hooks):
     status, answer = await hooks.post("ci", not_json, github_headers(not_json, "ping"))
     assert status == 400 and answer["error"].startswith("the body is not JSON")
     assert (await hooks.post("nope", body, github_headers(body, "ping")))[0] == 404
+    # Other methods and paths under /hooks/ answer in JSON as well.
+    async with hooks.session.put(f"{hooks.url}/hooks/ci", data=b"{}") as response:
+        assert response.status == 405 and response.headers["Allow"] == "POST"
+        assert (await response.json())["error"].startswith("PUT is not allowed")
+    async with hooks.session.post(f"{hooks.url}/hooks/ci/", data=b"{}") as response:
+        assert response.status == 404 and "no such webhook" in (await response.json())["error"]
     # a webhook whose secret is not set refuses everything, with or without a token
     assert (await hooks.post("unset", b"{}", {"Authorization": "Bearer anything"}))[0] == 503
     # Nothing ran, nothing refused was recorded as a delivery, the body is not in the log.
