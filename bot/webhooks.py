@@ -1,13 +1,14 @@
 """``POST /hooks/NAME`` and ``GET /hooks/NAME/deliveries/ID``: other systems run ctbot
 commands, each delivery once.
 
-A POST is, in order: the body read within the webhook's limit (413), its signature
-checked on the raw bytes (bot/signatures.py: 401 bad, 400 malformed), the delivery
-claimed by its id (a copy gets 200 and the first one's state; nothing runs), the JSON
-read (400), the first matching rule's command rendered (services/webhooks/commands.py)
-and handed to the rule's lane (services/webhooks/lanes.py). The answer, 202, goes out
-as soon as the command has become a job, has finished, or has waited ``ACK_BUDGET``
-seconds — whichever is first — with the delivery's id, state and job. The command runs
+A POST is, in order: the body read within the webhook's limit and BODY_SECONDS (413,
+408), its signature checked on the raw bytes (bot/signatures.py: 401 bad, 400
+malformed), the JSON read (400), the first matching rule's command rendered
+(services/webhooks/commands.py), the delivery claimed by its id (a copy gets 200 and
+the first one's state; nothing runs) and handed to the rule's lane
+(services/webhooks/lanes.py). The answer, 202, goes out as soon as the command has
+become a job, has finished, or has waited ``ACK_BUDGET`` seconds — whichever is first —
+with the delivery's id, state and job (a queued delivery is answered at once). The command runs
 through the same dispatcher as chat (parser, role ``run_as``, confirmation, audit as
 ``webhook:NAME``); its job's progress and its result go to the rule's channel.
 
