@@ -124,12 +124,6 @@ class DeliveryStore:
             f"UPDATE webhook_deliveries SET {assignments} WHERE webhook = ? AND "
             "delivery_id = ?", (*fields.values(), webhook, delivery_id))
 
-    def forget(self, webhook: str, delivery_id: str) -> None:
-        """Remove a delivery that was refused before it was taken on (so that the
-        sender's retry is not a duplicate)."""
-        self._store.execute("DELETE FROM webhook_deliveries WHERE webhook = ? AND "
-                            "delivery_id = ?", (webhook, delivery_id))
-
     def get(self, webhook: str, delivery_id: str) -> Delivery | None:
         rows = self._store.query(f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE "
                                  "webhook = ? AND delivery_id = ?", (webhook, delivery_id))
