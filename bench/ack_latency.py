@@ -241,19 +241,29 @@ def summarize(latencies: list[float], statuses: dict[int, int], wall: float) -> 
 Latencies = list[float]  # seconds, one per request
 
 
-async def blast(session: aiohttp.ClientSession, url: str, make_body: Callable[[int], bytes],
-                secret: str, *, count: int, concurrency: int
-                ) -> tuple[Latencies, dict[int, int], float]:
-    """``count`` signed POSTs from ``concurrency`` workers (closed loop: each sends its
-    next request when the previous one is answered). Latencies, statuses, wall time."""
+Request = Callable[[int], tuple[bytes, dict[str, str]]]  # i → body and headers
+
+
+def slack_signed(make_body: Callable[[int], bytes], secret: str) -> Request:
+    """Slack-signed requests from bodies."""
+    def make(i: int) -> tuple[bytes, dict[str, str]]:
+        body = make_body(i)
+        return body, signed_headers(secret, body)
+    return make
+
+
+async def blast(session: aiohttp.ClientSession, url: str, make: Request, *, count: int,
+                concurrency: int) -> tuple[Latencies, dict[int, int], float]:
+    """``count`` POSTs from ``concurrency`` workers (closed loop: each sends its next
+    request when the previous one is answered); each request is made (and signed)
+    before its timer starts. Latencies, statuses, wall time."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     next_index = iter(range(count))
 
     async def worker() -> None:
         for i in next_index:
-            body = make_body(i)
-            headers = signed_headers(secret, body)  # signed outside the timed span
+            body, headers = make(i)
             started = time.perf_counter()
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
@@ -354,7 +364,7 @@ async def _run_with(children: Children, workdir: Path, secret: str,
         # Warm-up, not counted; then let ctbot's warm-up replies drain so they do not
         # overlap the measured run.
         for name, url in targets.items():
-            _, statuses, _ = await blast(session, url, body_maker("w"), secret,
+            _, statuses, _ = await blast(session, url, slack_signed(body_maker("w"), secret),
                                          count=WARMUP_REQUESTS, concurrency=args.concurrency)
             if statuses.get(200, 0) != WARMUP_REQUESTS:
                 child = ctbot if name == "ctbot" else bare
@@ -369,7 +379,7 @@ async def _run_with(children: Children, workdir: Path, secret: str,
             cpu0 = cpu_seconds(server.proc.pid), cpu_seconds(fake.proc.pid)
             client0 = time.process_time()
             latencies, statuses, wall = await blast(
-                session, targets[name], body_maker("m"), secret,
+                session, targets[name], slack_signed(body_maker("m"), secret),
                 count=args.requests, concurrency=args.concurrency)
             client_cpu = time.process_time() - client0
             stats = summarize(latencies, statuses, wall)

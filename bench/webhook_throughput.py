@@ -51,6 +51,7 @@ from bench.ack_latency import (  # noqa: E402
     Children,
     Stats,
     _wait_for_termination,
+    blast,
     cpu_ms_per_request,
     cpu_seconds,
     free_port,
@@ -121,31 +122,6 @@ def _run_bare(port: int) -> None:
         await runner.cleanup()
 
     asyncio.run(main())
-
-
-async def blast(session: aiohttp.ClientSession, url: str,
-                make: Callable[[int], tuple[bytes, dict[str, str]]], *, count: int,
-                concurrency: int) -> tuple[list[float], dict[int, int], float]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    indexes = iter(range(count))
-
-    async def worker() -> None:
-        for i in indexes:
-            body, headers = make(i)  # signed before the timer starts
-            started = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (TimeoutError, aiohttp.ClientError):
-                status = -1
-            latencies.append(time.perf_counter() - started)
-            statuses[status] = statuses.get(status, 0) + 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, statuses, time.perf_counter() - t0
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
