@@ -332,7 +332,11 @@ async def _run_with(children: Children, workdir: Path, secret: str,
 
     ctbot_exe = Path(py).parent / "ctbot"
     ctbot_argv = ([str(ctbot_exe)] if ctbot_exe.exists() else [py, "-m", "bot"])
+    # Replies go only to allowed origins ([slack] response_origins): the fake's here.
+    config = workdir / "ctbot.toml"
+    config.write_text(f'[slack]\nresponse_origins = ["{fake_url}"]\n')
     ctbot_env = dict(base_env,
+                     CTBOT_CONFIG=str(config),
                      SLACK_BOT_TOKEN="xoxb-bench",
                      SLACK_SIGNING_SECRET=secret,
                      SLACK_API_URL=f"{fake_url}/api/",
