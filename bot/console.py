@@ -74,7 +74,7 @@ def _read_lines_in_background(stdin: TextIO) -> asyncio.Queue[str]:
 
 class ConsoleAlerts:
     """Health alerts on the console when no Slack channel takes them (services.health.
-    monitor.Alerts): each message and each edit is a line starting with [health]."""
+    incidents.Alerts): each message and each edit is a line starting with [health]."""
 
     channel = "console"
 

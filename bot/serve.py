@@ -21,7 +21,8 @@ from bot.slack_guard import SlackRequestGuard
 from bot.slack_progress import sync_stale_messages
 from bot.socket_mode import SocketModeTransport
 from bot.web import build_web_app
-from bot.webhooks import RuleError, WebhookEndpoints, check_rules, secrets_of
+from bot.webhook_rules import RuleError, check_rules
+from bot.webhooks import WebhookEndpoints, secrets_of
 from handlers.context import Transport
 from services.health.schedule import HealthSchedule
 from services.machines.recovery import reconcile

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.grammar import delivery_id_or_none
+from services.grammar.webhooks import delivery_id_or_none
 from services.webhooks.config import Auth
 
 MAX_CLOCK_SKEW_SECONDS = 300  # Slack's window and the Standard Webhooks spec's tolerance

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 class SlackAlerts:
-    """services.health.monitor.Alerts over Slack's Web API (the bot's own token).
+    """services.health.incidents.Alerts over Slack's Web API (the bot's own token).
 
     Text is escaped as Slack's mrkdwn requires (&, <, >): an error a machine sends back
     (an SSH banner, an HTTP status line) cannot become a mention (<!channel>) or a link.

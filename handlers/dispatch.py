@@ -22,7 +22,7 @@ from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
 from handlers.roles import Role, is_slack_user_id
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, PermissionDenied, UserError
-from services.grammar import QuotedWord
+from services.grammar.webhooks import QuotedWord
 
 log = logging.getLogger(__name__)
 

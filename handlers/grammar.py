@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.errors import InvalidInput
-from services.grammar import QuotedWord
+from services.grammar.webhooks import QuotedWord
 
 MAX_COMMAND_LENGTH = 20000  # a 16 KiB public key (`key add`) must fit
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 # The host's own operator (`ctbot cmd`, the console) is LOCAL_USER, always admin; the
-# id grammar is services/grammar.py's.
-from services.grammar import LOCAL_USER, SLACK_USER_ID_RE
+# id grammar is services/grammar/slack.py's.
+from services.grammar.slack import LOCAL_USER, SLACK_USER_ID_RE
 
 __all__ = ["LOCAL_USER", "Role", "RolePolicy", "is_slack_user_id", "is_valid_user_id"]
 

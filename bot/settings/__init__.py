@@ -13,17 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.settings.parsers import ListenAddress, parse_listen
 from bot.settings.schema import SettingsError, read
-from bot.settings.sections import (
-    DEFAULT_IMAGE_PACKAGES,
-    ENVIRONMENT,
-    SECTIONS,
-    ListenAddress,
-    parse_listen,
-)
+from bot.settings.sections import DEFAULT_IMAGE_PACKAGES, ENVIRONMENT, SECTIONS
 from handlers.roles import RolePolicy
 from services.docker.config import DockerConfig
-from services.grammar import Family
+from services.grammar.addresses import Family
 from services.health.config import HealthConfig, MetricsConfig
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig

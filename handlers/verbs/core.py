@@ -8,7 +8,7 @@ from handlers.context import Invocation, Reply, Verb
 from handlers.grammar import Positional
 from handlers.registry import verb
 from handlers.roles import Role
-from services.grammar import count
+from services.grammar.numbers import count
 
 AUDIT_DEFAULT = 20
 AUDIT_MAX = 200

@@ -12,7 +12,9 @@ from handlers.roles import Role
 from handlers.verbs.machines import NAME
 from services.core.errors import Conflict, InvalidInput
 from services.docker import commands
-from services.grammar import container, count, feature, on_off
+from services.grammar.features import feature, on_off
+from services.grammar.names import container
+from services.grammar.numbers import count
 from services.machines.specs import FeatureChange
 from services.nesting import messages as nesting_messages
 

@@ -8,7 +8,9 @@ from handlers.registry import verb
 from handlers.roles import Role
 from handlers.verbs.machines import MACHINE
 from services.core.errors import InvalidInput
-from services.grammar import count, machine_ref, printable, seconds
+from services.grammar.names import machine_ref
+from services.grammar.numbers import count, seconds
+from services.grammar.text import printable
 from services.health import messages
 from services.health.targets import check_id
 

@@ -9,7 +9,7 @@ from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
-from services.grammar import debian_suite, image_name
+from services.grammar.names import debian_suite, image_name
 from services.machines.jobs import ImageBuild, ImageImport
 
 NAME = Positional("NAME", parse=image_name)

@@ -6,7 +6,7 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Positional
 from handlers.registry import verb
 from handlers.roles import Role
-from services.grammar import count, job_id
+from services.grammar.numbers import count, job_id
 
 JOBS_DEFAULT = 10
 

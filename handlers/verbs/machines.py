@@ -11,19 +11,10 @@ from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
 from services.core.errors import Conflict, InvalidInput
-from services.grammar import (
-    AUTO,
-    FEATURES,
-    Family,
-    address_request,
-    count,
-    cpu,
-    image_name,
-    machine_name,
-    machine_ref,
-    memory_limit,
-    seconds,
-)
+from services.grammar.addresses import AUTO, Family, address_request
+from services.grammar.features import FEATURES
+from services.grammar.names import image_name, machine_name, machine_ref
+from services.grammar.numbers import count, cpu, memory_limit, seconds
 from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
 from services.nesting import messages as nesting_messages

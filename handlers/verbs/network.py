@@ -12,7 +12,9 @@ from handlers.roles import Role
 from handlers.verbs.machines import MACHINE, NAME, address_flag, require
 from services.core.audit import Outcome
 from services.core.errors import Conflict, InvalidInput
-from services.grammar import Family, host_port, machine_ref, port_spec
+from services.grammar.addresses import Family
+from services.grammar.names import machine_ref
+from services.grammar.ports import host_port, port_spec
 from services.network import messages
 from services.network.operations import Readdress, add_forward, remove_forward
 from services.network.ping import ping

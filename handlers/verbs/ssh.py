@@ -14,15 +14,11 @@ from handlers.roles import Role
 from handlers.verbs.machines import MACHINE, require
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, OperationFailed, PermissionDenied
-from services.grammar import (
-    Family,
-    github_login,
-    login,
-    machine_ref,
-    seconds,
-    source_networks,
-    user,
-)
+from services.grammar.access import github_login, login, source_networks
+from services.grammar.addresses import Family
+from services.grammar.names import machine_ref
+from services.grammar.numbers import seconds
+from services.grammar.slack import user
 from services.ssh import messages
 from services.ssh.access import ROOT
 from services.ssh.fetch import check_url, fetch_keys_text

@@ -6,7 +6,8 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
-from services.grammar import count, webhook_name
+from services.grammar.names import webhook_name
+from services.grammar.numbers import count
 
 
 @verb("webhooks", role=Role.ADMIN,

@@ -38,7 +38,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # we render plain text and config files, never HTML
         auto_reload=False,  # templates ship with ctbot: no stat() of the file per render
     )
-    from services.grammar import human_duration
+    from services.grammar.numbers import human_duration
 
     env.filters["timestamp"] = _format_timestamp
     env.filters["duration"] = human_duration

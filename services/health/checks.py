@@ -6,7 +6,7 @@ import json
 
 from services.core import host
 from services.core.doctor import Check
-from services.grammar import Family
+from services.grammar.addresses import Family
 from services.health.icmp import IcmpUnavailable, open_socket
 from services.network.addresses import Pool
 from services.network.links import host_links

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.grammar import Family, IPAddress
+from services.grammar.addresses import Family, IPAddress
 
 log = logging.getLogger(__name__)
 

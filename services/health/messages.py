@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
-from services.grammar import human_duration
+from services.grammar.numbers import human_duration
 
 if TYPE_CHECKING:  # the store imports the check grammar, which says things through here
     from services.health.store import Failing, Incident

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from services.grammar import IPAddress
+from services.grammar.addresses import IPAddress
 from services.health.targets import CheckKind, CheckSpec
 
 BANNER_LIMIT = 255  # RFC 4253 §4.2: the identification line is at most 255 characters

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from services.core.errors import InvalidInput, NotFound
-from services.grammar import Family, IPAddress, split_ref
+from services.grammar.addresses import Family, IPAddress
+from services.grammar.names import split_ref
 from services.health import messages
 from services.health.config import HealthConfig
-from services.health.monitor import Alerts, HealthMonitor
+from services.health.incidents import Alerts
+from services.health.monitor import HealthMonitor
 from services.health.state import State
 from services.health.store import HealthStore, Incident, Mute
 from services.health.targets import (

@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from services.core.errors import InvalidInput
-from services.grammar import Family, IPAddress, port, printable
+from services.grammar.addresses import Family, IPAddress
+from services.grammar.ports import port
+from services.grammar.text import printable
 from services.health import messages
 
 

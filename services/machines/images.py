@@ -6,13 +6,13 @@
 The directory is the source of truth (like /var/lib/machines for machinectl): an image
 exists when both are there. A build or import writes into ``.NAME.partial`` and renames
 it into place as its last step, so a killed build leaves no image, only a partial
-directory that the next build of that name removes first.
+directory that the next build of that name removes first. A derived image gets its
+packages from services/machines/apt.py; an import is unpacked by services/machines/unpack.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fcntl
 import hashlib
@@ -27,18 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from services.core import host
-from services.core.errors import (
-    CommandTimedOut,
-    Conflict,
-    HostCommandFailed,
-    InvalidInput,
-    NotFound,
-    OperationFailed,
-)
-from services.core.progress import NoProgress, Progress, Throttled
-from services.grammar import IMAGE_NAME_MAX, image_name
-from services.machines import messages, rootfs, syscall_filter
+from services.core.errors import Conflict, InvalidInput, NotFound
+from services.core.progress import NoProgress, Progress
+from services.grammar.names import IMAGE_NAME_MAX, image_name
+from services.machines import apt, messages, rootfs
 from services.machines.debootstrap import DebootstrapProgress
+from services.machines.unpack import unpack
 
 log = logging.getLogger(__name__)
 
@@ -205,22 +199,8 @@ class Images:
             try:
                 await host.run(["cp", "-a", "--reflink=auto", "--", f"{base.path}/.",
                                 str(partial)], timeout=DEBOOTSTRAP_TIMEOUT)
-                rootfs.write_file(partial, "usr/sbin/policy-rc.d", b"#!/bin/sh\nexit 101\n",
-                                  mode=0o755)
-                with contextlib.suppress(OSError):  # the build's resolver: the host's
-                    rootfs.write_file(partial, "etc/resolv.conf",
-                                      Path("/etc/resolv.conf").read_bytes())
-                script = ("apt-get update -q && apt-get install -y -q --no-install-recommends"
-                          ' "$@" && apt-get clean')
-                activity = _AptActivity(report)
-                try:
-                    await host.run([*confined(partial), "/bin/sh", "-c", script, "sh",
-                                    *packages], timeout=DEBOOTSTRAP_TIMEOUT, env=APT_ENV,
-                                   on_line=activity, line_fd=1)
-                except HostCommandFailed as exc:
-                    raise OperationFailed(messages.derive_failed(
-                        base.name, packages, exc.returncode, list(activity.last))) from exc
-                rootfs.remove_file(partial, "usr/sbin/policy-rc.d")
+                await apt.install(partial, packages, base=base.name, progress=report,
+                                  timeout=DEBOOTSTRAP_TIMEOUT)
                 _make_cloneable(partial)
             except BaseException:  # what the image's programs left may be immutable
                 await asyncio.to_thread(rootfs.remove_tree, partial.parent, partial.name)
@@ -246,7 +226,7 @@ class Images:
         report = progress or NoProgress()
         partial = self._fresh_partial(name)
         try:
-            await self._unpack(origin, partial, report)
+            await unpack(origin, partial, report, timeout=DEBOOTSTRAP_TIMEOUT)
         except BaseException:
             # Nothing of a failed import stays (a half-unpacked tree may already hold
             # setuid files).
@@ -255,30 +235,6 @@ class Images:
         _make_cloneable(partial)
         return self._publish(name, partial, suite="unknown", source=f"import:{origin}",
                              packages=())
-
-    async def _unpack(self, origin: Path, partial: Path, report: Progress) -> None:
-        if origin.is_dir():
-            await report(messages.copying(origin))
-            await host.run(["cp", "-a", "--reflink=auto", "--", f"{origin}/.", str(partial)],
-                           timeout=DEBOOTSTRAP_TIMEOUT)
-        elif origin.is_file() and _is_tarfile(origin):
-            await report(messages.unpacking(origin))
-            # GNU tar reports the bytes read so far at each checkpoint (tar(1): --totals
-            # format "R: BYTES (…)"), every 1000 records of 10 KiB.
-            read = TarProgress(report, origin.stat().st_size)
-            try:
-                await host.run(["tar", "--extract", "--numeric-owner", "--xattrs",
-                                "--checkpoint=1000", "--checkpoint-action=echo=%T",
-                                "--directory", str(partial), "--file", str(origin)],
-                               timeout=DEBOOTSTRAP_TIMEOUT, on_line=read, line_fd=2)
-            except HostCommandFailed as exc:
-                if isinstance(exc, CommandTimedOut):
-                    raise
-                raise InvalidInput(messages.bad_tarball(origin, exc.stderr)) from None
-        else:
-            raise InvalidInput(messages.not_a_tree(origin))
-        if not (partial / "etc").is_dir():
-            raise InvalidInput(messages.not_a_root(origin))
 
     def remove(self, name: str, *, used_by: Sequence[str]) -> None:
         image = self.get(name)
@@ -314,24 +270,6 @@ class Images:
         return self.get(name)
 
 
-APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
-
-
-class _AptActivity:
-    """apt's own lines (Get:, Unpacking, Setting up) as the job's live activity; the
-    last lines kept for the error if it fails."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self.last: collections.deque[str] = collections.deque(maxlen=8)
-
-    async def __call__(self, line: str) -> None:
-        if line.strip():
-            self.last.append(line.strip()[:200])
-        if line.startswith(("Get:", "Unpacking", "Setting up")):
-            await self._progress.status(line.strip()[:120])
-
-
 def _make_cloneable(root: Path) -> None:
     """What every clone must get fresh is removed from the image."""
     rootfs.write_file(root, "etc/machine-id", b"")  # filled per machine
@@ -354,35 +292,3 @@ def _tree_size(root: Path) -> int:
                 total += os.lstat(os.path.join(directory, name)).st_size
     return total
 
-
-
-
-def _is_tarfile(path: Path) -> bool:
-    import tarfile  # with bz2 and lzma: a cost only an import should pay
-
-    return tarfile.is_tarfile(path)
-
-
-class TarProgress:
-    """tar's checkpoint lines ("…R: 104857600 (100MiB, 1.2GiB/s)") as an activity."""
-
-    def __init__(self, progress: Progress, total: int) -> None:
-        self._status = Throttled(progress)
-        self._total = max(total, 1)
-
-    async def __call__(self, line: str) -> None:
-        _, found, rest = line.partition("R: ")
-        read = rest.split(" ", 1)[0]
-        if found and read.isdigit():
-            await self._status.status(messages.unpacked_bytes(int(read), self._total))
-
-
-def confined(root: Path) -> list[str]:
-    """argv prefix that runs a program of the image at ``root`` as a machine's program
-    runs (systemd-nspawn(1), under ctbot's syscall filter), not as the host's root:
-    without a boot, a console of its own or anything written into the image by nspawn
-    (no time zone, resolv.conf or journal link)."""
-    return [*syscall_filter.prefix(), "systemd-nspawn", "--quiet",
-            "--keep-unit", "--register=no", f"--directory={root}", "--console=pipe",
-            "--drop-capability=CAP_MKNOD", "--timezone=off", "--resolv-conf=off",
-            "--link-journal=no", *(f"--setenv={k}={v}" for k, v in APT_ENV.items()), "--"]

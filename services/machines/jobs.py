@@ -9,7 +9,7 @@ from typing import Any
 
 from services.core.job_runner import JobContext, JobRunner
 from services.core.jobs import JobResult
-from services.grammar import debian_suite, image_name
+from services.grammar.names import debian_suite, image_name
 from services.machines import messages
 from services.machines.lifecycle import Machines
 from services.machines.records import Op

@@ -4,9 +4,10 @@ Every operation claims the machine first (services/machines/records.py) and reco
 current step, so that a ctbot killed at any point leaves something ``recover()`` can
 finish or undo: an interrupted ``create`` is rolled back (nothing half-made stays), an
 interrupted ``destroy`` is finished, any other operation is released and the machine's
-real state observed. Features plug in as parts (services/machines/parts.py); the one
-teardown (services/machines/teardown.py) serves destroy, the rollback of a failed create
-and recovery.
+real state observed. Features plug in as parts (services/machines/parts.py); a claimed
+machine is powered on and off by services/machines/power.py, changed all or nothing by
+services/machines/reconfigure.py; the one teardown (services/machines/teardown.py) serves
+destroy, the rollback of a failed create and recovery.
 """
 
 from __future__ import annotations
@@ -22,29 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import Conflict, NotFound
-from services.core.files import replace_file
 from services.core.host import ProcessId
 from services.core.jobs import JobStore
-from services.core.progress import NoProgress, Progress
+from services.core.progress import Progress
 from services.core.tasks import finish_despite_cancel
 from services.core.templating import render
-from services.grammar import machine_name
+from services.grammar.names import machine_name
 from services.machines import capacity, clones, messages, rootfs
-from services.machines.cgroups import DEFAULT_PIDS, Limits
 from services.machines.clones import MachinePaths
-from services.machines.console import wait_until_booted
 from services.machines.images import Images
-from services.machines.parts import MachinePart, NspawnSettings
+from services.machines.parts import MachinePart
+from services.machines.power import Power
+from services.machines.reconfigure import Reconfigurer, Undo
 from services.machines.records import Desired, MachineRecord, MachineStore, Op
 from services.machines.specs import CreateSpec, FeatureChange
 from services.machines.status import MachineStatus, observe
-from services.machines.supervisor import Launch, Supervisor, leader_of
-from services.machines.teardown import ROLLBACK_STOP_TIMEOUT, Teardown
+from services.machines.supervisor import Supervisor
+from services.machines.teardown import Teardown
 
 log = logging.getLogger(__name__)
-
-Undo = Callable[[MachineRecord, dict[str, Any]], Awaitable[None]]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +62,15 @@ class Machines:
         self.jobs = jobs
         self.parts = tuple(parts)
         self.config = config
-        self._undo: dict[Op, Undo] = {}
         self.teardown = Teardown(records=records, supervisor=supervisor, jobs=jobs,
                                  parts=self.parts, paths=self.paths, find=self._nspawn,
                                  stop_timeout=config.stop_timeout)
+        self.power = Power(records=records, images=images, supervisor=supervisor,
+                           parts=self.parts, paths=self.paths,
+                           boot_timeout=config.boot_timeout, stop_timeout=config.stop_timeout)
+        self.reconfigurer = Reconfigurer(records=records, jobs=jobs, power=self.power,
+                                         teardown=self.teardown, find=self._nspawn,
+                                         image_for=self._image_for)
 
     def paths(self, name: str) -> MachinePaths:
         return MachinePaths.of(name, machines_dir=self.config.machines_dir,
@@ -157,10 +159,10 @@ class Machines:
         rootfs.write_file(paths.root, "etc/machine-id", (secrets.token_hex(16) + "\n").encode())
         rootfs.write_file(paths.root, "etc/hostname", f"{name}\n".encode())
         rootfs.write_file(paths.root, "etc/hosts", render("machine/hosts.j2", name=name).encode())
-        self._write_part_files(record, paths)
+        self.power.write_part_files(record, paths)
         await progress(messages.configured(time.monotonic() - started))
         if spec.start:
-            await self._boot(self.records.get(name), paths, progress)
+            await self.power.boot(self.records.get(name), paths, progress)
         else:
             self.records.update(name, desired=Desired.STOPPED)
         self.records.release(name)
@@ -178,52 +180,6 @@ class Machines:
             self.records.update(record.name, image=image)
         return image
 
-    def _write_part_files(self, record: MachineRecord, paths: MachinePaths) -> None:
-        """Each part's files inside the root, then the .nspawn settings with its lines."""
-        for part in self.parts:
-            part.write_files(record, paths.root)
-        self._write_settings(record, paths)
-
-    def _write_settings(self, record: MachineRecord, paths: MachinePaths) -> None:
-        """The .nspawn file (systemd.nspawn(5)) with each part's lines; written again at
-        every boot, so that what parts offer (images to a --nesting machine) is current."""
-        settings = NspawnSettings()
-        for part in self.parts:
-            settings += part.settings(record)
-        replace_file(paths.settings, render("machine/container.nspawn.j2", name=record.name,
-                                            settings=settings).encode())
-
-    async def _boot(self, record: MachineRecord, paths: MachinePaths,
-                    progress: Progress) -> None:
-        name = record.name
-        self.records.step(name, "host")
-        self._write_settings(record, paths)
-        for part in self.parts:
-            await part.before_start(record, progress)
-        self.records.step(name, "start")
-        started = time.monotonic()
-        nspawn, readiness = await self.supervisor.start(Launch(
-            name=name, root=paths.root, console_log=paths.console_log,
-            notify_socket=paths.notify_socket,
-            limits=Limits(cpu=record.cpu, memory_bytes=record.memory_bytes,
-                          pids=record.pids or DEFAULT_PIDS),
-            boot_timeout=self.config.boot_timeout))
-        self.records.update(name, nspawn=nspawn)
-        await progress(messages.nspawn_started(nspawn.pid, self.supervisor.kind))
-        self.records.step(name, "boot")
-        if readiness is not None:
-            await wait_until_booted(name, nspawn, readiness, paths,
-                                    timeout=self.config.boot_timeout, progress=progress)
-        self.records.update(name, desired=Desired.RUNNING)
-        await progress(messages.booted(time.monotonic() - started))
-        leader = leader_of(nspawn)
-        if leader is None:  # nspawn already gone again: the next reconcile sees it
-            log.warning("booted but has no leader machine=%s nspawn_pid=%d", name, nspawn.pid)
-            return
-        self.records.step(name, "ready")
-        for part in self.parts:
-            await part.after_start(record, leader, progress)
-
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, name: str, *, progress: Progress) -> MachineStatus:
@@ -231,23 +187,10 @@ class Machines:
         try:
             if self._nspawn(record) is not None:
                 raise Conflict(messages.running_already(name))
-            await self._start_claimed(record, progress)
+            await self.power.start(record, progress)
         finally:
             self.records.release(name)
         return self.status(name)
-
-    async def _start_claimed(self, record: MachineRecord, progress: Progress) -> None:
-        paths = self.paths(record.name)
-        if record.clone_method is not None:
-            await clones.ensure_mounted(self.images.get(record.image).path, paths,
-                                        record.clone_method)
-        try:
-            await self._boot(record, paths, progress)
-        except BaseException:
-            await finish_despite_cancel(self.supervisor.stop(
-                record.name, paths.root, None, timeout=ROLLBACK_STOP_TIMEOUT))
-            self.records.update(record.name, desired=Desired.FAILED, nspawn=None)
-            raise
 
     async def stop(self, name: str, *, progress: Progress) -> MachineStatus:
         record = await self._claim(name, Op.STOP)
@@ -255,27 +198,17 @@ class Machines:
             if self._nspawn(record) is None:
                 self.records.update(name, desired=Desired.STOPPED, nspawn=None)
                 raise Conflict(messages.not_running(name))
-            await self._stop_claimed(record, progress)
+            await self.power.stop(record, progress)
         finally:
             self.records.release(name)
         return self.status(name)
-
-    async def _stop_claimed(self, record: MachineRecord, progress: Progress) -> None:
-        for part in reversed(self.parts):
-            await part.before_stop(record, progress)
-        started = time.monotonic()
-        timeout = max(self.config.stop_timeout, *(p.stop_grace(record) for p in self.parts))
-        await self.supervisor.stop(record.name, self.paths(record.name).root, record.nspawn,
-                                   timeout=timeout)
-        self.records.update(record.name, desired=Desired.STOPPED, nspawn=None)
-        await progress(messages.powered_off(time.monotonic() - started))
 
     async def restart(self, name: str, *, progress: Progress) -> MachineStatus:
         record = await self._claim(name, Op.RESTART)
         try:
             if self._nspawn(record) is not None:
-                await self._stop_claimed(record, progress)
-            await self._start_claimed(self.records.get(name), progress)
+                await self.power.stop(record, progress)
+            await self.power.start(self.records.get(name), progress)
         finally:
             self.records.release(name)
         return self.status(name)
@@ -283,7 +216,7 @@ class Machines:
     def on_undo(self, op: Op, undo: Undo) -> None:
         """How to put back what ``op`` changed, from the data its claim recorded: used
         when the operation fails, and by recovery when its process was killed."""
-        self._undo[op] = undo
+        self.reconfigurer.on_undo(op, undo)
 
     @contextlib.asynccontextmanager
     async def operation(self, name: str, op: Op) -> AsyncIterator[MachineRecord]:
@@ -309,56 +242,9 @@ class Machines:
         the claim first; if anything fails, or the process is killed, the op's undo
         (``on_undo``) puts the previous state back, files and run state included."""
         record = await self._claim(name, op, job_id=job_id)
-        running = self._nspawn(record) is not None
-        self.records.set_op_data(record.name, {**undo_data, "was_running": running,
-                                               "image": record.image})
-        try:
-            self.records.step(record.name, "change")
-            await change(record)
-            record = self.records.get(record.name)
-            await self._image_for(record, record.image, progress)
-            await self._apply(self.records.get(record.name), progress, restart_note,
-                              restart=restart)
-        except BaseException:
-            log.warning("%s of %s failed; putting back the state before", op, record.name)
-            try:
-                await finish_despite_cancel(self._restore(self.records.get(record.name),
-                                                          progress))
-            except Exception:
-                # The user hears why the change failed; the log has why the undo did too.
-                log.exception("putting back %s after a failed %s failed too", record.name, op)
-                self.records.update(record.name, desired=Desired.FAILED)
-            raise
-        finally:
-            self.records.release(record.name)
+        await self.reconfigurer.run(record, op, change, undo_data=undo_data, progress=progress,
+                                    restart_note=restart_note, restart=restart)
         return self.status(record.name)
-
-    async def _apply(self, record: MachineRecord, progress: Progress, note: str, *,
-                     restart: bool = True) -> None:
-        """Rewrite the part files and settings; restart if the machine ran (or should)
-        and ``restart``; otherwise they apply at its next start."""
-        self.records.step(record.name, "files")
-        self._write_part_files(record, self.paths(record.name))
-        if record.op_data.get("was_running") and restart:
-            self.records.step(record.name, "restart")
-            await progress(note)
-            if self._nspawn(record) is not None:
-                await self._stop_claimed(record, progress)
-            await self._start_claimed(self.records.get(record.name), progress)
-
-    async def _restore(self, record: MachineRecord, progress: Progress) -> None:
-        undo = self._undo.get(record.op) if record.op else None
-        if undo is not None:
-            await undo(record, record.op_data)
-        if record.op_data.get("image"):
-            self.records.update(record.name, image=record.op_data["image"])
-        if "features" in record.op_data:
-            self.records.update(record.name, features=record.op_data["features"])
-        record = self.records.get(record.name)
-        # Past the change, it may run with the new files (or be stopped half-way): start
-        # it again with the old ones.
-        if record.op_step not in ("claimed", "change") or self._nspawn(record) is None:
-            await self._apply(record, progress, messages.restoring)
 
     async def set_feature(self, change: FeatureChange, *, progress: Progress,
                           job_id: int | None = None) -> MachineStatus:
@@ -408,25 +294,7 @@ class Machines:
 
     async def recover(self, record: MachineRecord) -> str:
         """Finish or undo a stale operation this process has taken over; says what it did."""
-        if record.op not in self._undo or not record.op_data:
-            return await self.teardown.recover(record)
-        try:
-            await self._restore(record, NoProgress())
-        except Exception as exc:
-            # Once, not on every command: the machine is marked failed for a person to
-            # look at (`logs`, `net set`, `destroy`), and the claim is let go.
-            log.exception("could not undo the interrupted %s of %s", record.op, record.name)
-            self.records.update(record.name, desired=Desired.FAILED)
-            self.records.release(record.name)
-            note = messages.interrupted_not_undone(str(record.op), record.name, str(exc))
-            if record.op_job is not None:
-                self.jobs.annotate(record.op_job, messages.interrupted_job(note))
-            return note
-        self.records.release(record.name)
-        note = messages.interrupted_undone(str(record.op), record.name, record.op_step or "?")
-        if record.op_job is not None:
-            self.jobs.annotate(record.op_job, messages.interrupted_job(note))
-        return note
+        return await self.reconfigurer.recover(record)
 
     async def remove_image(self, image: str) -> None:
         """Delete an image unless a machine uses it (the tree is deleted off the loop)."""

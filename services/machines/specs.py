@@ -1,7 +1,7 @@
 """The typed arguments of machine operations, as they are stored with their job.
 
 ``to_json`` writes the canonical text of each value; ``from_json`` reads it back through
-the same grammar (services/grammar.py), so a job run after a restart sees exactly the
+the same grammar (services/grammar/), so a job run after a restart sees exactly the
 values the user's command was parsed into.
 """
 
@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.grammar import feature, image_name, machine_name
+from services.grammar.features import feature
+from services.grammar.names import image_name, machine_name
 from services.machines.parts import MachinePart, PartOptions
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from services.grammar import Family, IPInterface
+from services.grammar.addresses import Family, IPInterface
 
 
 def no_such_inner(ref: str) -> str:

@@ -10,16 +10,9 @@ from typing import Any
 
 from services.core.store import Store
 from services.docker.part import FEATURE as DOCKER  # the one feature an inner may have
-from services.grammar import (
-    AddressRequest,
-    Family,
-    image_name,
-    machine_name,
-    machine_ref,
-    requests_from_json,
-    requests_to_json,
-    user,
-)
+from services.grammar.addresses import AddressRequest, Family, requests_from_json, requests_to_json
+from services.grammar.names import image_name, machine_name, machine_ref
+from services.grammar.slack import user
 
 
 @dataclass(frozen=True, slots=True)

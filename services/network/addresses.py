@@ -17,7 +17,14 @@ from typing import Any
 
 from services.core.errors import Conflict, InvalidInput
 from services.core.store import Store
-from services.grammar import AddressRequest, Auto, Family, IPAddress, IPInterface, IPNetwork
+from services.grammar.addresses import (
+    AddressRequest,
+    Auto,
+    Family,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+)
 from services.network import messages
 
 

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from services.core.errors import InternalError, OperationFailed
-from services.grammar import Family, IPInterface
+from services.grammar.addresses import Family, IPInterface
 from services.network import messages
 from services.network.addresses import Pool
 from services.network.links import Link, host_links

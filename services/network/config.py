@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.grammar import Family, IPAddress
+from services.grammar.addresses import Family, IPAddress
 from services.network.addresses import Pool
 
 

@@ -38,7 +38,8 @@ from typing import Any
 from services.core import host
 from services.core.host_changes import HostChanges
 from services.core.templating import render
-from services.grammar import IPAddress, PortProtocol
+from services.grammar.addresses import IPAddress
+from services.grammar.ports import PortProtocol
 from services.network.config import NetworkConfig
 from services.network.forwards import PortForward
 from services.network.messages import sysctl_name

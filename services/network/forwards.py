@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.store import Store
-from services.grammar import IPAddress, PortProtocol
+from services.grammar.addresses import IPAddress
+from services.grammar.ports import PortProtocol
 from services.network.addresses import AddressBook
 
 

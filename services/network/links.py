@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from services.core import host
 from services.core.errors import Conflict
-from services.grammar import IPInterface
+from services.grammar.addresses import IPInterface
 from services.network import messages
 
 LINK_GONE_TIMEOUT = 3.0  # seconds for the kernel to delete a stopped machine's veth

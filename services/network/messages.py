@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from services.grammar import Family, HostPort, IPAddress, IPInterface, IPNetwork, PortProtocol
+from services.grammar.addresses import Family, IPAddress, IPInterface, IPNetwork
+from services.grammar.ports import HostPort, PortProtocol
 
 
 def no_pool(family: Family) -> str:

@@ -11,17 +11,12 @@ from services.core.errors import UserError
 from services.core.job_runner import JobContext, JobRunner
 from services.core.jobs import JobResult
 from services.core.progress import Progress
-from services.grammar import (
-    AddressRequest,
-    Family,
-    HostPort,
-    PortSpec,
-    machine_name,
-    requests_from_json,
-    requests_to_json,
-)
+from services.grammar.addresses import AddressRequest, Family, requests_from_json, requests_to_json
+from services.grammar.names import machine_name
+from services.grammar.ports import HostPort, PortSpec
 from services.machines.jobs import machine_result
-from services.machines.lifecycle import Machines, Undo
+from services.machines.lifecycle import Machines
+from services.machines.reconfigure import Undo
 from services.machines.records import MachineRecord, Op
 from services.machines.status import MachineStatus
 from services.network import messages

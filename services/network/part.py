@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from services.core.progress import Progress
-from services.grammar import AUTO, AddressRequest, Family, requests_from_json, requests_to_json
+from services.grammar.addresses import (
+    AUTO,
+    AddressRequest,
+    Family,
+    requests_from_json,
+    requests_to_json,
+)
 from services.machines.parts import BasePart, NspawnSettings, PartOptions
 from services.machines.records import MachineRecord
 from services.network import messages

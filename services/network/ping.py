@@ -8,7 +8,7 @@ from typing import Any
 
 from services.core import host
 from services.core.errors import HostCommandFailed, OperationFailed
-from services.grammar import Family, IPAddress
+from services.grammar.addresses import Family, IPAddress
 
 _RTT_RE = re.compile(r"time[=<]([0-9.]+) ms")
 

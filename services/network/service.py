@@ -19,7 +19,8 @@ from services.core.files import replace_file
 from services.core.host_changes import HostChanges
 from services.core.store import Store
 from services.core.templating import render
-from services.grammar import AddressRequest, Family, HostPort, IPAddress, IPInterface, PortSpec
+from services.grammar.addresses import AddressRequest, Family, IPAddress, IPInterface
+from services.grammar.ports import HostPort, PortSpec
 from services.machines import rootfs
 from services.network import messages
 from services.network.addresses import AddressBook

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from services.core.errors import CtbotError, NotFound, OperationFailed
 from services.core.host import Completed
-from services.grammar import Family
+from services.grammar.addresses import Family
 from services.machines import inside, rootfs
 from services.machines import messages as machine_messages
 from services.machines.records import MachineStore, Op

@@ -14,7 +14,7 @@ from typing import Any
 
 from services.core.errors import CtbotError, OperationFailed
 from services.core.progress import Progress
-from services.grammar import user
+from services.grammar.slack import user
 from services.machines.parts import BasePart, NspawnSettings, PartOptions
 from services.machines.records import MachineRecord
 from services.machines.supervisor import leader_of

@@ -21,7 +21,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from services.core.errors import InvalidInput
-from services.grammar import QuotedWord
+from services.grammar.webhooks import QuotedWord
 from services.webhooks.config import Condition, Rule
 
 if TYPE_CHECKING:

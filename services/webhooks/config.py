@@ -27,8 +27,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from services import grammar
 from services.core.errors import InvalidInput
+from services.grammar.names import webhook_name
+from services.grammar.numbers import size
+from services.grammar.slack import slack_channel
+from services.grammar.text import printable
+from services.grammar.webhooks import env_name
 
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB (GitHub Docs, "Webhook
@@ -135,7 +139,7 @@ def _webhook(entry: dict[str, Any], number: int, env: Mapping[str, str]) -> Webh
     where = f"[[webhooks]] #{number}"
     name = _field(entry, "name", str, where)
     try:
-        name = grammar.webhook_name(name)
+        name = webhook_name(name)
     except InvalidInput as exc:
         raise ConfigError(f"{where} name", str(exc)) from None
     where = f"[[webhooks]] {name}"
@@ -148,19 +152,19 @@ def _webhook(entry: dict[str, Any], number: int, env: Mapping[str, str]) -> Webh
         raise ConfigError(f"{where} secret_env", "the NAME of an environment variable, or a "
                           "list of two while rotating (both are accepted)")
     try:
-        names = [grammar.env_name(n) for n in names]
+        names = [env_name(n) for n in names]
     except InvalidInput as exc:
         raise ConfigError(f"{where} secret_env", str(exc)) from None
     run_as = _field(entry, "run_as", str, where)
     if run_as not in RUN_AS_ROLES:
         raise ConfigError(f"{where} run_as", f"one of {', '.join(RUN_AS_ROLES)}, not "
-                          f"{grammar.printable(run_as)}")
+                          f"{printable(run_as)}")
     channel = _channel(entry, where)
     max_body = DEFAULT_MAX_BODY
     if "max_body" in entry:
         raw_size = entry["max_body"]
         try:
-            max_body = grammar.size(raw_size) if isinstance(raw_size, str) else -1
+            max_body = size(raw_size) if isinstance(raw_size, str) else -1
         except InvalidInput as exc:
             raise ConfigError(f"{where} max_body", str(exc)) from None
         if not 1024 <= max_body <= MAX_MAX_BODY:
@@ -223,7 +227,7 @@ def _condition(key: str, value: object, where: str) -> Condition:
                                               for p in rest.split(".")):
         path = tuple(rest.split("."))
     else:
-        raise ConfigError(f"{where} {grammar.printable(key)}",
+        raise ConfigError(f"{where} {printable(key)}",
                           "a key is header.NAME or payload.DOTTED.PATH (letters, digits, "
                           "_ - @ $; a number picks a list item)")
     values: list[Any] = value if isinstance(value, list) else [value]
@@ -273,14 +277,14 @@ def _choice(entry: Mapping[str, Any], key: str, enum: type[StrEnum], where: str,
         return enum(value)
     except ValueError:
         raise ConfigError(f"{where} {key}", f"one of {', '.join(e.value for e in enum)}, "
-                          f"not {grammar.printable(value)}") from None
+                          f"not {printable(value)}") from None
 
 
 def _channel(entry: Mapping[str, Any], where: str) -> str | None:
     if "channel" not in entry:
         return None
     try:
-        return grammar.slack_channel(_field(entry, "channel", str, where))
+        return slack_channel(_field(entry, "channel", str, where))
     except InvalidInput as exc:
         raise ConfigError(f"{where} channel", str(exc)) from None
 

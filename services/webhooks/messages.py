@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from services.grammar import printable
+from services.grammar.text import printable
 
 if TYPE_CHECKING:
     from services.webhooks.config import WebhookConfig

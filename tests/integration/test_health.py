@@ -362,7 +362,7 @@ async def test_added_checks_and_what_is_refused(host: Host, serve: Callable[...,
 def test_the_kernel_drops_echo_replies_to_other_identifiers():
     """The checker's socket only ever receives replies to its own probes: others (the
     system ping's, a machine's flood with made-up identifiers) never take its buffer."""
-    from services.grammar import Family
+    from services.grammar.addresses import Family
     from services.health.icmp import open_socket
 
     for family, target in ((Family.V4, "127.0.0.1"), (Family.V6, "::1")):

@@ -27,7 +27,8 @@ from aiohttp import web
 from bot.runtime import Runtime
 from bot.settings import load_settings
 from bot.web import build_web_app
-from bot.webhooks import WebhookEndpoints, check_rules
+from bot.webhook_rules import check_rules
+from bot.webhooks import WebhookEndpoints
 from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job

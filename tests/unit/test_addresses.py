@@ -6,7 +6,7 @@ import pytest
 
 from services.core.errors import Conflict, InvalidInput
 from services.core.store import Store
-from services.grammar import AUTO, Family, address_request, network
+from services.grammar.addresses import AUTO, Family, address_request, network
 from services.network.addresses import AddressBook, Pool, host_ula_prefix
 
 
@@ -99,7 +99,7 @@ def test_the_default_ula_prefix_is_stable_and_unique_local():
 def test_ports_used_by_host_programs_are_detected():
     import socket
 
-    from services.grammar import PortProtocol
+    from services.grammar.ports import PortProtocol
     from services.network.firewall import host_ports_in_use
 
     with socket.socket(socket.AF_INET6) as listener:

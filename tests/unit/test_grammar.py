@@ -81,7 +81,7 @@ def test_suggest_returns_none_when_nothing_is_close():
 
 @pytest.mark.parametrize("raw", ["٨٠٨٠", "8080" + "0" * 16, "1_000", "+80", " 80", "0", "65536"])
 def test_ports_have_one_grammar_for_numbers(raw):
-    from services.grammar import host_port, port, port_spec
+    from services.grammar.ports import host_port, port, port_spec
 
     with pytest.raises(InvalidInput, match=r"not a port|give the host port"):
         port(raw)
@@ -93,7 +93,7 @@ def test_ports_have_one_grammar_for_numbers(raw):
 
 @pytest.mark.parametrize("raw", ["١٢", "9" * 20, "1e3", "-1"])
 def test_counts_and_job_ids_take_ascii_digits_only(raw):
-    from services.grammar import count, job_id, seconds
+    from services.grammar.numbers import count, job_id, seconds
 
     with pytest.raises(InvalidInput):
         count(raw, maximum=100)
@@ -104,7 +104,7 @@ def test_counts_and_job_ids_take_ascii_digits_only(raw):
 
 
 def test_durations_and_sizes():
-    from services.grammar import memory_limit, seconds, size
+    from services.grammar.numbers import memory_limit, seconds, size
 
     assert seconds("90", maximum=600) == 90 and seconds("5m", maximum=600) == 300
     assert size("512M") == 512 * 2**20 and size("1.5GiB") == int(1.5 * 2**30)

@@ -11,7 +11,7 @@ import pytest
 
 from services.core.errors import InvalidInput
 from services.core.store import Store
-from services.grammar import Family
+from services.grammar.addresses import Family
 from services.health.config import HealthConfig
 from services.health.icmp import checksum
 from services.health.messages import incident_text

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from services.core.errors import InvalidInput
-from services.grammar import MACHINE_NAME_MAX, bridge_name, image_name, machine_name
+from services.grammar.names import MACHINE_NAME_MAX, bridge_name, image_name, machine_name
 from services.network.links import nspawn_link_names
 
 

@@ -16,7 +16,8 @@ from handlers.views import render_view
 from services.core.host_changes import HostChanges
 from services.core.store import Store
 from services.core.templating import environment, render
-from services.grammar import Family, PortProtocol
+from services.grammar.addresses import Family
+from services.grammar.ports import PortProtocol
 from services.machines.parts import NspawnSettings
 from services.machines.status import MachineState, MachineStatus
 from services.network.addresses import Pool

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.core.errors import InvalidInput
-from services.grammar import AUTO, Family
+from services.grammar.addresses import AUTO, Family
 from services.machines.jobs import ImageBuild, ImageImport
 from services.machines.specs import CreateSpec, MachineRef
 from services.network.operations import Readdress

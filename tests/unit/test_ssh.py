@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from services.core.errors import InvalidInput
-from services.grammar import login, source_networks, user
+from services.grammar.access import login, source_networks
+from services.grammar.slack import user
 from services.ssh.files import authorized_files, expiry_time, known_hosts
 from services.ssh.keys import parse_key
 from services.ssh.store import Grant, HostKey

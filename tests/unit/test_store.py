@@ -6,7 +6,8 @@ import pytest
 
 from services.core.audit import AuditLog, Outcome
 from services.core.errors import StoreError
-from services.core.store import MIGRATIONS, SCHEMA_VERSION, Store
+from services.core.migrations import MIGRATIONS, SCHEMA_VERSION
+from services.core.store import Store
 
 
 def test_new_database_is_migrated_to_the_current_version_in_wal_mode(tmp_path):

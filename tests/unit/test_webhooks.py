@@ -12,11 +12,11 @@ import tomllib
 import pytest
 
 from bot import signatures
-from bot.webhooks import RuleError, check_rules
+from bot.webhook_rules import RuleError, check_rules
 from handlers.grammar import Signature, parse_args
 from handlers.verbs import default_registry
 from services.core.errors import InvalidInput
-from services.grammar import QuotedWord
+from services.grammar.webhooks import QuotedWord
 from services.webhooks.commands import matching_rule, render
 from services.webhooks.config import (
     Auth,
