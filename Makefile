@@ -11,7 +11,7 @@ APT_PACKAGES := python3 python3-venv python3-pip ca-certificates \
 	systemd-container debootstrap util-linux mount iputils-ping iproute2 nftables \
 	openssh-client busybox-static python3-seccomp curl openssl
 
-.PHONY: run test lint system-deps venv clean
+.PHONY: run test lint system-deps venv clean install uninstall
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -37,6 +37,14 @@ run: venv
 	@# What this host lacks, if anything (a warning only: the bot starts either way).
 	@$(VENV)/bin/ctbot cmd "doctor --failing" || true
 	$(VENV)/bin/ctbot serve
+
+# ctbot as a systemd service: a venv under /opt/ctbot, /etc/ctbot, ctbot.service.
+# Again to upgrade; `make uninstall` keeps /etc/ctbot, the state and the machines.
+install: venv
+	$(VENV)/bin/ctbot install
+
+uninstall: venv
+	$(VENV)/bin/ctbot uninstall
 
 lint: venv
 	$(VENV)/bin/ruff check bot handlers services tests bench

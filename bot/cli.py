@@ -32,7 +32,8 @@ _EXIT_BY_OUTCOME = {
 DESCRIPTION = ("Chat-ops for systemd-nspawn hosts. `ctbot serve` runs the bot (Slack, the "
                "terminal console); `ctbot cmd \"TEXT\"` runs one command and prints the reply.")
 EPILOG = ('examples:\n  ctbot serve --config /etc/ctbot/ctbot.toml\n'
-          '  ctbot cmd "list" --json\n  ctbot cmd "destroy web1" --yes')
+          '  ctbot cmd "list" --json\n  ctbot cmd "destroy web1" --yes\n'
+          '  ctbot install   # as a systemd service (make install)')
 
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctbot", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_options(parser, top=True)
-    sub = parser.add_subparsers(dest="action", metavar="{serve,cmd}")
+    sub = parser.add_subparsers(dest="action", metavar="{serve,cmd,install,uninstall}")
 
     serve = sub.add_parser("serve", help="run the bot: Slack (HTTP, Socket Mode) or the "
                                          "terminal console")
@@ -64,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--as", dest="as_user", default=LOCAL_USER, metavar="USER_ID",
                      help="run as this Slack user id (default: the local admin)")
     cmd.add_argument("--yes", action="store_true", help="confirm a destructive command")
+
+    install = sub.add_parser("install", help="install (or upgrade) ctbot as a systemd "
+                                             "service: a venv, /etc/ctbot, ctbot.service")
+    install.add_argument("--prefix", type=Path, default=Path("/opt/ctbot"),
+                         help="the venv to install into (default: /opt/ctbot)")
+    install.add_argument("--wheelhouse", type=Path, metavar="DIR",
+                         help="install offline from these wheels (pip wheel --wheel-dir DIR .)")
+    install.add_argument("--no-start", dest="start", action="store_false",
+                         help="enable the service but do not (re)start it")
+    uninstall = sub.add_parser("uninstall", help="stop and remove the service and its venv "
+                                                 "(keeps /etc/ctbot, state and machines)")
+    uninstall.add_argument("--prefix", type=Path, default=Path("/opt/ctbot"))
     return parser
 
 
@@ -75,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print('ctbot: say what to do: `ctbot serve` or `ctbot cmd "help"` '
               "(`ctbot --help` for more)", file=sys.stderr)
         return EXIT_INTERNAL
+    if args.action in ("install", "uninstall"):
+        from bot import install
+
+        return install.main(args.action, prefix=args.prefix, start=getattr(args, "start", True),
+                            wheelhouse=getattr(args, "wheelhouse", None))
     try:
         settings = load_settings(args.config, os.environ)
     except SettingsError as exc:

@@ -143,7 +143,9 @@ class Runtime:
                    health=health, webhooks=webhooks, dispatcher=Dispatcher(services),
                    drift=drift)
 
-    async def close(self) -> None:
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Let running jobs finish for up to `drain` seconds (then interrupt them), close
+        the store. Machines are never stopped here: they outlive ctbot."""
         self.health.close()
-        await self.jobs.shutdown()
+        await self.jobs.shutdown(drain=drain)
         self.store.close()

@@ -15,6 +15,7 @@ from bot.console import ConsoleAlerts, run_console
 from bot.health import health_metrics, start_health, stop_health
 from bot.logs import configure_logging, stop_logging
 from bot.runtime import Runtime
+from bot.service_manager import ServiceManager
 from bot.settings import Settings
 from bot.slack_app import SlackBolt, build_bolt_app, build_web_client
 from bot.slack_guard import SlackRequestGuard
@@ -30,6 +31,9 @@ from services.machines.recovery import reconcile
 log = logging.getLogger("ctbot")
 
 HOUSEKEEPING_SECONDS = 60.0
+# How long a stop lets running jobs finish before it interrupts them (a create then
+# rolls back). packaging/ctbot.service's TimeoutStopSec leaves room for it.
+DRAIN_SECONDS = 30.0
 
 
 async def serve(settings: Settings, *, console_allowed: bool = True,
@@ -46,6 +50,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     configure_logging(level, secrets=slack.secrets + tuple(
         t for t in (settings.metrics.token,) if t) + secrets_of(settings.webhooks),
         path=log_file, threaded=True)
+    manager = ServiceManager()
+    manager.status(f"opening the store {settings.database_path}")
     runtime = await Runtime.open(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +68,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     webhooks: WebhookEndpoints | None = None
     try:
         if settings.webhooks:
+            manager.status(f"checking {len(settings.webhooks)} webhook rules")
             check_rules(settings.webhooks, runtime.dispatcher.services.registry)
             webhooks = WebhookEndpoints(runtime, client=build_web_client(slack)
                                         if slack.bot_token else None)
@@ -72,6 +79,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
             # The listener exists for what needs it (Slack over HTTP, /metrics,
             # webhooks); the console and Socket Mode alone never take a port.
             metrics = health_metrics(runtime, schedule) if settings.metrics.enabled else None
+            manager.status(f"listening on {settings.listen}")
             runner = await _listen(settings, build_web_app(
                 bolt_app=slack_http.app if http_slack and slack_http else None,
                 guard=SlackRequestGuard(slack.signing_secret)
@@ -84,6 +92,7 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
                  "on" if with_console else "off", len(settings.webhooks), settings.source,
                  settings.database_path)
         if slack.socket_mode_enabled and slack.app_token:
+            manager.status("connecting to Slack (Socket Mode)")
             slack_socket = build_bolt_app(runtime, transport=Transport.SOCKET_MODE)
             socket_mode = SocketModeTransport(slack_socket.app, slack.app_token,
                                               silence_seconds=slack.socket_watchdog_seconds)
@@ -99,13 +108,18 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
             console.add_done_callback(lambda _t: stop.set())
         elif not (slack.http_enabled or slack.socket_mode_enabled):
             log.warning("no Slack credentials and --no-console: only housekeeping runs")
+        manager.ready(_ready_status(settings, runtime, with_console=with_console))
+        manager.start_watchdog()
         await stop.wait()
         return 0
     except (ListenError, RuleError) as exc:
         print(f"ctbot: {exc}", file=sys.stderr)
         return 2
     finally:
-        log.info("stopping")
+        running = len(runtime.jobs.running())
+        log.info("stopping running_jobs=%d", running)
+        manager.stopping(f"stopping: waiting up to {DRAIN_SECONDS:.0f} s for {running} "
+                         "running jobs" if running else "stopping")
         if schedule is not None:
             await stop_health(runtime, schedule)
         for task in (housekeeping, console):
@@ -120,11 +134,24 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         for bolt in (slack_http, slack_socket):
             if bolt is not None:
                 await bolt.close()
-        await runtime.close()
+        await runtime.close(drain=DRAIN_SECONDS)
+        await manager.close()
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
         stop_logging()
+
+
+def _ready_status(settings: Settings, runtime: Runtime, *, with_console: bool) -> str:
+    """The line `systemctl status ctbot` shows while ctbot runs."""
+    slack = settings.slack
+    via = [name for name, on in (("Slack HTTP", slack.http_enabled),
+                                 ("Socket Mode", slack.socket_mode_enabled),
+                                 ("console", with_console)) if on]
+    if settings.webhooks:
+        via.append(f"{len(settings.webhooks)} webhooks")
+    return (f"ready: {', '.join(via) or 'housekeeping only'}; "
+            f"{len(runtime.machines.records.all())} machines")
 
 
 class ListenError(Exception):

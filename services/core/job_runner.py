@@ -120,14 +120,22 @@ class JobRunner:
         return self._jobs.get(job_id)
 
     def running(self) -> list[int]:
+        """The ids of the jobs this process runs now."""
         return sorted(self._tasks)
 
-    async def shutdown(self, timeout: float = 20.0) -> None:
-        """Cancel what still runs; cancelled jobs are recorded as interrupted."""
+    async def shutdown(self, timeout: float = 20.0, *, drain: float = 0.0) -> None:
+        """Let running jobs finish for up to `drain` seconds, then cancel what still runs
+        and wait up to `timeout` seconds for it to unwind (a cancelled create rolls back);
+        cancelled jobs are recorded as interrupted."""
         tasks = list(self._tasks.values())
+        if tasks and drain > 0:
+            log.info("draining jobs running=%d seconds=%.0f", len(tasks), drain)
+            _, pending = await asyncio.wait(tasks, timeout=drain)
+            tasks = list(pending)
         for task in tasks:
             task.cancel()
         if tasks:
+            log.warning("interrupting jobs still running=%d", len(tasks))
             await asyncio.wait(tasks, timeout=timeout)
 
     def _forget(self, job_id: int) -> None:

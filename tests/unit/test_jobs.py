@@ -81,6 +81,25 @@ async def test_shutdown_marks_running_jobs_interrupted(runner):
     assert runner.store.get(job.id).state is JobState.INTERRUPTED
 
 
+async def test_shutdown_lets_a_job_finish_within_the_drain_and_interrupts_the_rest(runner):
+    async def short(ctx: JobContext) -> str:
+        await ctx.progress("started")
+        await asyncio.sleep(0.3)
+        return "finished"
+
+    runner.register("short", short)
+    quick = await runner.submit("short", {}, requested_by="U0A", correlation_id="c-6")
+    slow = await runner.submit("hang", {}, requested_by="U0A", correlation_id="c-7")
+    while not (runner.store.get(quick.id).progress and runner.store.get(slow.id).progress):
+        await asyncio.sleep(0.01)
+    assert runner.running() == [quick.id, slow.id]
+    await runner.shutdown(drain=2.0)
+    assert runner.store.get(quick.id).state is JobState.SUCCEEDED
+    assert runner.store.get(quick.id).result == "finished"
+    assert runner.store.get(slow.id).state is JobState.INTERRUPTED
+    assert runner.running() == []
+
+
 def _owned_by(path, pid: int) -> int:
     store = Store(path)
     jobs = JobStore(store)
