@@ -1,0 +1,111 @@
+"""ctbot as a service on a real systemd host: a booted machine with nesting (systemd is its
+PID 1, machined runs in it), ctbot installed into it from a wheelhouse built here (it has
+no package index), started by its own systemd as ctbot.service, and checked the way an
+operator checks a service: `systemctl`, `journalctl`, files and their modes."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import IMAGE, Host
+from tests.integration.server import make_server, ok, sh
+
+pytestmark = pytest.mark.integration
+
+OUTER = "sysd1"
+
+
+def show(leader: int, *properties: str) -> dict[str, str]:
+    out = ok(leader, f"systemctl show ctbot -p {','.join(properties)}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait_for(leader: int, script: str, *, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while sh(leader, script).returncode != 0:
+        assert time.monotonic() < deadline, f"not within {timeout} s: {script}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(host_env: Host, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The outer machine with ctbot's venv installed from the wheelhouse: its leader PID."""
+    host_env.keep.add(OUTER)
+    try:
+        yield make_server(host_env.env, OUTER, base_image=IMAGE,
+                          work=tmp_path_factory.mktemp("server"))
+    finally:
+        host_env.keep.discard(OUTER)
+        host_env.ctbot(f"destroy {OUTER} --recursive", "--yes")
+
+
+def test_install_starts_a_type_notify_service_that_says_it_is_ready(server: int):
+    out = ok(server, "/opt/ctbot/bin/ctbot install --wheelhouse /root/wheels", timeout=600)
+    assert "started" in out, out
+    assert ok(server, "systemctl is-active ctbot").strip() == "active"
+    assert ok(server, "systemctl is-enabled ctbot").strip() == "enabled"
+    props = show(server, "Type", "StatusText", "WatchdogUSec", "NotifyAccess", "MainPID")
+    assert (props["Type"], props["NotifyAccess"], props["WatchdogUSec"]) == \
+        ("notify", "main", "30s")
+    assert props["StatusText"].startswith("ready: "), props
+    main = int(props["MainPID"])
+    assert "ctbot serve" in ok(server, f"tr '\\0' ' ' < /proc/{main}/cmdline")
+    # Secrets have a root-only file of their own; the config and the unit hold none.
+    assert ok(server, "stat -c %a:%U /etc/ctbot/ctbot.env").strip() == "600:root"
+    assert ok(server, "stat -c %a /etc/ctbot/ctbot.toml").strip() == "644"
+    unit = ok(server, "systemctl cat ctbot")
+    assert "EnvironmentFile=-/etc/ctbot/ctbot.env" in unit and "SLACK_BOT_TOKEN=" not in unit
+
+
+def test_the_environment_file_reaches_ctbot_and_a_restart_is_ready_again(server: int):
+    ok(server, "echo CTBOT_LOG_LEVEL=debug >> /etc/ctbot/ctbot.env")
+    first = show(server, "MainPID")["MainPID"]
+    started = time.monotonic()
+    ok(server, "systemctl restart ctbot", timeout=120)  # returns at READY=1 (Type=notify)
+    restart_seconds = time.monotonic() - started
+    second = show(server, "MainPID", "StatusText")
+    assert second["MainPID"] != first and second["StatusText"].startswith("ready: ")
+    journal = ok(server, f"journalctl -u ctbot _PID={second['MainPID']} -o cat --no-pager")
+    assert "DEBUG" in journal or "debug" in journal.lower(), journal[-2000:]
+    print(f"systemctl restart ctbot → READY in {restart_seconds:.2f} s")
+
+
+def test_a_frozen_event_loop_is_restarted_by_the_watchdog(server: int):
+    dropin = "/etc/systemd/system/ctbot.service.d"
+    ok(server, f"mkdir -p {dropin} && printf '[Service]\\nWatchdogSec=2\\nTimeoutAbortSec=3\\n'"
+               f" > {dropin}/w.conf && systemctl daemon-reload && systemctl restart ctbot",
+       timeout=120)
+    try:
+        time.sleep(5)  # 2.5 watchdog periods: pinged from the loop, so still the same run
+        props = show(server, "MainPID", "NRestarts", "ActiveState")
+        assert props["ActiveState"] == "active" and props["NRestarts"] == "0", props
+        # The loop stops, so do the pings: systemd aborts it (SIGABRT, SIGKILL after
+        # TimeoutAbortSec: a stopped process keeps SIGABRT pending) and restarts it.
+        ok(server, f"kill -STOP {props['MainPID']}")
+        wait_for(server, "test \"$(systemctl show ctbot -p NRestarts --value)\" = 1 && "
+                         "systemctl is-active -q ctbot", timeout=30)
+        after = show(server, "MainPID", "StatusText")
+        assert after["MainPID"] != props["MainPID"]
+        assert "watchdog" in ok(server, "journalctl -u ctbot -o cat --no-pager").lower()
+    finally:
+        ok(server, f"rm -rf {dropin} && systemctl daemon-reload && systemctl restart ctbot",
+           timeout=120)
+
+
+def test_stop_is_clean_and_uninstall_keeps_config_and_state(server: int):
+    ok(server, "systemctl stop ctbot", timeout=120)
+    props = show(server, "ActiveState", "Result", "ExecMainStatus")
+    assert (props["ActiveState"], props["Result"], props["ExecMainStatus"]) == \
+        ("inactive", "success", "0"), props
+    out = ok(server, "/opt/ctbot/bin/ctbot uninstall", timeout=120)
+    assert "kept /etc/ctbot" in out
+    gone = sh(server, "test -e /etc/systemd/system/ctbot.service || test -e /opt/ctbot")
+    assert gone.returncode != 0
+    assert ok(server, "ls /etc/ctbot").split() == ["ctbot.env", "ctbot.toml"]
+    assert sh(server, "test -f /var/lib/ctbot/ctbot.sqlite3").returncode == 0, \
+        ok(server, "ls -la /var/lib/ctbot")
+    assert shlex.split(ok(server, "systemctl is-enabled ctbot 2>&1 || true"))[-1] != "enabled"
