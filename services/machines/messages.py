@@ -165,6 +165,11 @@ def found_stopped(name: str) -> str:
             f"rebooted); `start {name}` starts it")
 
 
+def found_powered_off(name: str) -> str:
+    return (f"`{name}` was powered off outside ctbot (machinectl poweroff, systemctl stop, "
+            f"or poweroff inside it): recorded as stopped; `start {name}` starts it")
+
+
 def part_reconcile_failed(part: str) -> str:
     return f"could not check the {part} side of the machines; see the log"
 

@@ -65,8 +65,14 @@ async def _reconcile_idle(machines: Machines, record: MachineRecord) -> tuple[li
         machines.records.update(record.name, nspawn=nspawn, desired=Desired.RUNNING)
         notes.append(messages.found_running(record.name, nspawn.pid))
     elif nspawn is None and record.nspawn is not None:
-        # It should run and does not: it stays meant to run (health checks count it down,
-        # not stopped on purpose); said once, when its process is found gone.
-        machines.records.update(record.name, nspawn=None)
-        notes.append(messages.found_stopped(record.name))
+        if machines.supervisor.ended(record.name, paths.root) == "success":
+            # Powered off outside ctbot (`machinectl poweroff`, `systemctl stop`, or
+            # `poweroff` inside): stopped on purpose, as if `stop NAME` had been typed.
+            machines.records.update(record.name, nspawn=None, desired=Desired.STOPPED)
+            notes.append(messages.found_powered_off(record.name))
+        else:
+            # It should run and does not: it stays meant to run (health checks count it
+            # down, not stopped on purpose); said once, when its process is found gone.
+            machines.records.update(record.name, nspawn=None)
+            notes.append(messages.found_stopped(record.name))
     return notes, nspawn is not None

@@ -2,7 +2,8 @@
 
 - ``SystemdSupervisor`` where systemd is PID 1 (production): the machine runs as
   ``systemd-nspawn@NAME.service`` with a drop-in that points it at our root and
-  settings and carries the resource limits.
+  settings, in a slice that carries the resource limits; machined knows it
+  (`machinectl list`).
 - ``DirectSupervisor`` elsewhere (CI, development VMs, WSL, containers): ctbot starts
   ``systemd-nspawn --register=no --keep-unit …`` detached in its own session, so the
   machine outlives ctbot, and finds it again through /proc.
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from services.core import host
-from services.core.errors import HostCommandFailed, InternalError
+from services.core.errors import InternalError
 from services.core.host import ProcessId
 from services.machines import cgroups, consolelog, syscall_filter
 from services.machines.cgroups import Limits
@@ -134,9 +135,23 @@ class Supervisor(Protocol):
 
     def find(self, name: str, root: Path, recorded: ProcessId | None) -> ProcessId | None: ...
 
+    async def forget(self, name: str, root: Path) -> None:
+        """After the machine's last stop, before its root goes: what the backend keeps
+        of a machine between starts (unit files, cgroups) is removed."""
+        ...
+
+    def ended(self, name: str, root: Path) -> str | None:
+        """How the machine's last run ended, when the backend knows: systemd's
+        $SERVICE_RESULT ("success": powered off on purpose, from inside or by
+        `machinectl poweroff`/`systemctl stop`; anything else: it failed); None if unknown."""
+        ...
+
 
 def choose_supervisor() -> Supervisor:
+    """systemd units where systemd is PID 1 (sd_booted(3)), else nspawn started directly."""
     if Path("/run/systemd/system").is_dir() and _pid1_is_systemd():
+        from services.machines.systemd_units import SystemdSupervisor  # imports this module
+
         return SystemdSupervisor()
     return DirectSupervisor()
 
@@ -207,7 +222,7 @@ def _pidns(pid: str) -> str | None:
         return None
 
 
-class _FindsNspawn:
+class FindsNspawn:
     """How both backends find a machine's nspawn: the recorded process while it lives
     (cheap), else a /proc scan by root (after a crash, a reboot, or a restart by hand)."""
 
@@ -217,7 +232,7 @@ class _FindsNspawn:
         return find_nspawn_by_root(root)
 
 
-class DirectSupervisor(_FindsNspawn):
+class DirectSupervisor(FindsNspawn):
     kind = "direct"
 
     async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
@@ -247,11 +262,17 @@ class DirectSupervisor(_FindsNspawn):
                    timeout: float) -> None:
         nspawn = self.find(name, root, recorded)
         if nspawn is not None:
-            await _poweroff(nspawn, timeout=timeout)
+            await poweroff(nspawn, timeout=timeout)
         cgroups.remove(cgroups.group_name(name, root))
 
+    async def forget(self, name: str, root: Path) -> None:
+        cgroups.remove(cgroups.group_name(name, root))
 
-async def _poweroff(nspawn: ProcessId, *, timeout: float) -> None:
+    def ended(self, name: str, root: Path) -> str | None:
+        return None  # nspawn's exit status went to its parent, gone since
+
+
+async def poweroff(nspawn: ProcessId, *, timeout: float) -> None:
     """Ask the machine's systemd to power off; kill it if it does not in time."""
     leader = leader_of(nspawn)
     if leader is not None:
@@ -277,64 +298,3 @@ async def _wait_gone(process: ProcessId, timeout: float) -> bool:
             return False
         await asyncio.sleep(0.05)
     return True
-
-
-class SystemdSupervisor(_FindsNspawn):
-    """systemd-nspawn@NAME-HASH.service, pointed at our root by a runtime drop-in, in a
-    slice of its own that holds the limits.
-
-    The instance is named after the machine's *root* (services/machines/cgroups.py's
-    group name), not the machine alone: a second ctbot with its own machines_dir and a
-    machine of the same name never stops this one's unit. The limits sit on the slice,
-    one level above the unit's cgroup, which on a hybrid host is the root of what the
-    machine's cgroup namespace shows (and may write) in the v1 hierarchies."""
-
-    kind = "systemd"
-    dropin_root = Path("/run/systemd/system")
-
-    def _names(self, name: str, root: Path) -> tuple[str, str]:
-        group = cgroups.group_name(name, root)
-        return f"systemd-nspawn@{group}.service", f"ctbot-{group}.slice"
-
-    async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
-        unit, slice_ = self._names(launch.name, launch.root)
-        limits = ["[Slice]", f"TasksMax={launch.limits.pids}"]
-        if launch.limits.cpu is not None:
-            limits.append(f"CPUQuota={int(launch.limits.cpu * 100)}%")
-        if launch.limits.memory_bytes is not None:
-            limits.append(f"MemoryMax={launch.limits.memory_bytes}")
-        (self.dropin_root / slice_).write_text("\n".join(limits) + "\n")
-        dropin = self.dropin_root / f"{unit}.d" / "ctbot.conf"
-        dropin.parent.mkdir(parents=True, exist_ok=True)
-        lines = ["[Service]", "ExecStart=",
-                 "ExecStart=" + " ".join(nspawn_argv(launch, register=True)),
-                 *(f"Environment={k}={v}" for k, v in NSPAWN_ENV.items()),
-                 f"Slice={slice_}", f"TimeoutStartSec={int(launch.boot_timeout)}",
-                 # systemd-nspawn@.service has these already; stated so that they hold
-                 # whatever the stock unit says on this host, without the loop and
-                 # device-mapper entries that only --image needs.
-                 f"TasksMax={launch.limits.pids}", "Delegate=yes", "DevicePolicy=closed",
-                 "DeviceAllow=", "DeviceAllow=/dev/net/tun rwm", "DeviceAllow=char-pts rw"]
-        dropin.write_text("\n".join(lines) + "\n")
-        await host.run(["systemctl", "daemon-reload"], timeout=30)
-        await host.run(["systemctl", "start", "--", unit], timeout=launch.boot_timeout + 15)
-        # The unit is Type=notify and nspawn runs with --notify-ready=yes: `systemctl
-        # start` returned once the machine had booted.
-        found = self.find(launch.name, launch.root, None)
-        if found is None:
-            raise InternalError(f"{unit} started but has no main process")
-        return found, None
-
-    async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
-                   timeout: float) -> None:
-        unit, slice_ = self._names(name, root)
-        try:
-            await host.run(["systemctl", "stop", "--", unit], timeout=timeout + 10)
-        except HostCommandFailed as exc:
-            log.warning("systemctl stop failed machine=%s error=%s", name, exc)
-            nspawn = self.find(name, root, recorded)
-            if nspawn is not None:
-                await _poweroff(nspawn, timeout=timeout)
-        shutil.rmtree(self.dropin_root / f"{unit}.d", ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            (self.dropin_root / slice_).unlink()

@@ -47,9 +47,10 @@ class Teardown:
         if running:
             for part in reversed(self.parts):
                 await part.before_stop(record, report)
-        # Even when not running: stop() also removes the cgroup and unit drop-in.
         await self.supervisor.stop(name, paths.root, record.nspawn,
                                    timeout=timeout or self.stop_timeout)
+        # Even when it was not running: its cgroups, or its unit's files.
+        await self.supervisor.forget(name, paths.root)
         if running:
             await report(messages.powered_off())
         self.records.step(name, "remove")

@@ -17,9 +17,12 @@ from services.machines.images import Images
 from tests.integration.wheelhouse import build_wheelhouse
 from tests.scenario.processes import run_ctbot
 
-# What a Debian server running ctbot has beyond the test image: Python with venv (pip
-# comes with it), and nft for ctbot's table. systemd-container comes with --nesting.
-SERVER_PACKAGES = ("python3", "python3-venv", "nftables")
+# What a Debian server running ctbot has beyond the test image: what `make` installs
+# with apt (Makefile APT_PACKAGES) less the build tools: Python with venv (pip comes with
+# it), python3-seccomp (the syscall filter nspawn runs under), nft, the ping ctbot's
+# health checks compare with. systemd-container comes with --nesting.
+SERVER_PACKAGES = ("python3", "python3-venv", "python3-seccomp", "nftables", "iproute2",
+                   "iputils-ping", "util-linux", "mount", "openssh-client")
 
 
 def sh(leader: int, script: str, *, timeout: float = 60) -> subprocess.CompletedProcess[str]:

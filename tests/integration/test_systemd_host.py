@@ -5,6 +5,7 @@ operator checks a service: `systemctl`, `journalctl`, files and their modes."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Iterator
@@ -94,6 +95,66 @@ def test_a_frozen_event_loop_is_restarted_by_the_watchdog(server: int):
     finally:
         ok(server, f"rm -rf {dropin} && systemctl daemon-reload && systemctl restart ctbot",
            timeout=120)
+
+
+def ctbot(leader: int, text: str, *flags: str, timeout: float = 300) -> str:
+    """`ctbot cmd` on the server, as its operator types it."""
+    return ok(leader, f"/opt/ctbot/bin/ctbot cmd {shlex.quote(text)} {' '.join(flags)}",
+              timeout=timeout)
+
+
+def machines(leader: int) -> dict[str, str]:
+    """`machinectl list`: what machined knows, by name → class."""
+    out = ok(leader, "machinectl list --no-legend --no-pager")
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+
+
+def test_machines_are_systemd_nspawn_units_that_machinectl_shows(server: int):
+    # The server's images: the host offers its test image read-only; import it as the
+    # default image, as an operator would import a root filesystem they have.
+    ctbot(server, f"image import bookworm /var/lib/ctbot/images/{IMAGE}", timeout=600)
+    ctbot(server, "create w1", timeout=600)
+    status = json.loads(ctbot(server, "status w1", "--json"))
+    assert status["state"] == "running", status
+    assert machines(server).get("w1") == "container"
+    # The stock unit, so machinectl and systemctl act on it; its settings where
+    # systemd.nspawn(5) looks first.
+    assert ok(server, "systemctl list-units --no-legend --plain 'systemd-nspawn@*' "
+                      "| awk '{print $1}'").split() == ["systemd-nspawn@w1.service"]
+    assert ok(server, "systemctl show systemd-nspawn@w1 -p Slice --value").startswith("ctbot-")
+    assert "Boot=" in ok(server, "cat /etc/systemd/nspawn/w1.nspawn")
+    for family in ("ipv4", "ipv6"):
+        address = status[family].split("/")[0]
+        ok(server, f"ping -c 1 -W 5 {address}")
+
+
+def test_restarting_ctbot_leaves_machines_running(server: int):
+    before = json.loads(ctbot(server, "status w1", "--json"))["leader_pid"]
+    ok(server, "systemctl restart ctbot", timeout=120)
+    after = json.loads(ctbot(server, "status w1", "--json"))
+    assert (after["state"], after["leader_pid"]) == ("running", before)
+
+
+def test_a_machine_powered_off_outside_ctbot_is_stopped_not_crashed(server: int):
+    ok(server, "machinectl poweroff w1")
+    wait_for(server, "! machinectl status w1 >/dev/null 2>&1", timeout=60)
+    # Whichever ctbot process looks first (this command, or the service's housekeeping
+    # within a minute) records it as stopped on purpose, and says so once.
+    shown = sh(server, "/opt/ctbot/bin/ctbot cmd 'status w1' --json")
+    assert json.loads(shown.stdout)["state"] == "stopped", shown.stdout
+    said = shown.stderr + ok(server, "journalctl -u ctbot -o cat --no-pager")
+    assert "powered off outside ctbot" in said and "should be running" not in said
+    assert json.loads(ctbot(server, "list", "--json"))["machines"][0]["state"] == "stopped"
+    ctbot(server, "start w1", timeout=300)
+    assert "w1" in machines(server)
+    # `machinectl start` works on ctbot's machine too: the unit keeps ctbot's drop-in.
+    ok(server, "systemctl stop systemd-nspawn@w1 && machinectl start w1", timeout=120)
+    wait_for(server, "machinectl status w1 >/dev/null 2>&1", timeout=60)
+    assert json.loads(ctbot(server, "status w1", "--json"))["state"] == "running"
+    ctbot(server, "destroy w1", "--yes", timeout=300)
+    assert "w1" not in machines(server)
+    assert sh(server, "ls /etc/systemd/system/systemd-nspawn@w1.service.d "
+                      "/etc/systemd/nspawn/w1.nspawn").returncode != 0
 
 
 def test_stop_is_clean_and_uninstall_keeps_config_and_state(server: int):
