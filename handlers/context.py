@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any, Protocol
 
 from handlers.grammar import ParsedArgs, Signature
-from handlers.roles import Role, RolePolicy
+from handlers.roles import Role, RolePolicy, is_valid_user_id
 from services.core.audit import AuditLog, Outcome
 from services.core.doctor import Doctor
 from services.core.job_runner import JobRunner
@@ -168,3 +168,9 @@ class Invocation:
     @property
     def user_id(self) -> str:
         return self.request.user_id
+
+    @property
+    def person(self) -> str | None:
+        """The caller when it is a person (a Slack user id, or `local`), who can hold
+        SSH keys and access; None for a principal that is not (`webhook:NAME`)."""
+        return self.user_id if is_valid_user_id(self.user_id) else None

@@ -78,7 +78,7 @@ async def run_create(inv: Invocation) -> Reply:
         cpu=inv.args.get("cpu"), memory_bytes=inv.args.get("memory"), pids=inv.args.get("pids"),
         start=not inv.args.get("no-start"),
         features=tuple(f for f in FEATURES if inv.args.get(f)),
-        options={NETWORK: addressing, SSH: SshOptions(creator=inv.user_id)}))
+        options={NETWORK: addressing, SSH: SshOptions(creator=inv.person)}))
 
 
 async def _create_inner(inv: Invocation, outer: str, name: str,
@@ -89,7 +89,7 @@ async def _create_inner(inv: Invocation, outer: str, name: str,
     spec = InnerCreate(
         outer=outer, name=name, image=inv.args.get("image") or inv.services.images.config.default,
         requests=addressing.requests, memory_bytes=inv.args.get("memory"),
-        cpu=inv.args.get("cpu"), creator=inv.user_id, docker=bool(inv.args.get("docker")))
+        cpu=inv.args.get("cpu"), creator=inv.person, docker=bool(inv.args.get("docker")))
     inv.services.inner.check_limits(spec)  # before a job: nothing is made if refused
     inv.services.networking.addresses.check_all(f"{outer}/{name}", addressing.requests)
     return await run_job(inv, "inner.create", spec)

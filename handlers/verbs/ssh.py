@@ -45,7 +45,9 @@ USER = Positional("USER", parse=user)
 
 def _keyring_owner(inv: Invocation) -> str:
     """``--user`` for admins, the caller otherwise."""
-    owner: str = inv.args.get("user", inv.user_id)
+    owner: str | None = inv.args.get("user", inv.person)
+    if owner is None:
+        raise InvalidInput(messages.no_keyring(inv.user_id))
     if owner != inv.user_id and not inv.role.allows(Role.ADMIN):
         raise PermissionDenied(messages.others_keys_admin_only())
     return owner

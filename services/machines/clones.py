@@ -79,8 +79,14 @@ async def clone(image_root: Path, paths: MachinePaths) -> CloneMethod:
     except HostCommandFailed as exc:
         log.warning("overlayfs unavailable, falling back to a full copy root=%s error=%s",
                     paths.root, exc)
-    await host.run(["cp", "-a", "--reflink=auto", "--", f"{image_root}/.", str(paths.root)],
-                   timeout=1800)
+    # All but /dev: nspawn mounts a /dev of its own at every boot (systemd-nspawn(1)), and
+    # copying the image's device nodes needs mknod, which a device cgroup refuses (ctbot
+    # in a machine or a container: "cannot create special file '…/dev/console'").
+    entries = sorted(str(image_root / e) for e in os.listdir(image_root) if e != "dev")
+    if entries:
+        await host.run(["cp", "-a", "--reflink=auto", "--", *entries, str(paths.root)],
+                       timeout=1800)
+    (paths.root / "dev").mkdir(mode=0o755, exist_ok=True)
     return CloneMethod.COPY
 
 

@@ -108,6 +108,11 @@ def stray_removed(machine: str) -> str:
     return f"ssh access directory of {machine}, a machine ctbot no longer has, removed"
 
 
+def no_keyring(caller: str) -> str:
+    return (f"{caller} is not a person and has no keyring: name whose keys with "
+            "`--user USER`")
+
+
 def others_keys_admin_only() -> str:
     return "only admins manage other users' keys (`--user`)"
 

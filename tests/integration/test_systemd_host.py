@@ -6,6 +6,7 @@ operator checks a service: `systemctl`, `journalctl`, files and their modes."""
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 import time
 from collections.abc import Iterator
@@ -155,6 +156,36 @@ def test_a_machine_powered_off_outside_ctbot_is_stopped_not_crashed(server: int)
     assert "w1" not in machines(server)
     assert sh(server, "ls /etc/systemd/system/systemd-nspawn@w1.service.d "
                       "/etc/systemd/nspawn/w1.nspawn").returncode != 0
+
+
+def test_stopping_ctbot_mid_create_leaves_nothing_half_made(server: int):
+    """A create the service runs (here from a webhook) when `systemctl stop ctbot` comes:
+    the stop drains it (bounded), so the machine is made whole and its job ends."""
+    token = secrets.token_hex(16)
+    ok(server, "cat >> /etc/ctbot/ctbot.toml <<'EOF'\n[[webhooks]]\nname = \"ops\"\n"
+               "auth = \"bearer\"\nsecret_env = \"CTBOT_HOOK_OPS\"\nrun_as = \"admin\"\n"
+               "[[webhooks.rules]]\ndo = \"create w2\"\nEOF\n"
+               f"echo CTBOT_HOOK_OPS={token} >> /etc/ctbot/ctbot.env && "
+               "systemctl restart ctbot", timeout=120)
+    post = ("import urllib.request as u; print(u.urlopen(u.Request("
+            "'http://127.0.0.1:3000/hooks/ops', data=b'{}', headers={"
+            f"'Authorization': 'Bearer {token}', 'Content-Type': 'application/json'}}"
+            ")).status)")
+    assert ok(server, f'python3 -c "{post}"').strip() in ("200", "202")
+    wait_for(server, "test -d /var/lib/machines/w2", timeout=30)  # the clone has begun
+    ok(server, "systemctl stop ctbot", timeout=120)
+    props = show(server, "Result", "ExecMainStatus")
+    assert (props["Result"], props["ExecMainStatus"]) == ("success", "0"), props
+    status = json.loads(ctbot(server, "status w2", "--json"))
+    assert (status["state"], status["operation"]) == ("running", None), status
+    assert "w2" in machines(server)
+    jobs = json.loads(ctbot(server, "jobs", "--json"))["jobs"]
+    create = [j for j in jobs if j["kind"] == "machine.create"
+              and j["requested_by"] == "webhook:ops"]
+    assert [j["state"] for j in create] == ["succeeded"], jobs
+    assert not [j for j in jobs if j["state"] in ("running", "queued")], jobs
+    ctbot(server, "destroy w2", "--yes", timeout=300)
+    ok(server, "systemctl start ctbot", timeout=120)
 
 
 def test_stop_is_clean_and_uninstall_keeps_config_and_state(server: int):

@@ -55,6 +55,12 @@ async def run_zap(inv: Invocation) -> Reply:
     return Reply(message="zapped")
 
 
+@verb("who", role=Role.VIEWER)
+async def run_who(inv: Invocation) -> Reply:
+    """Say which person asks, if a person does (test verb)."""
+    return Reply(data={"person": inv.person})
+
+
 @verb("boom", role=Role.VIEWER)
 async def run_boom(inv: Invocation) -> Reply:
     """Fail unexpectedly (test verb)."""
@@ -211,3 +217,15 @@ async def test_error_messages_are_inert(dispatcher):
     reply = await dispatcher.dispatch(request("\x1b[2Jstatus\u202e"))
     assert "\x1b" not in reply.text and "\u202e" not in reply.text
     assert "\\x1b" in reply.text
+
+
+async def test_a_webhook_is_no_person_so_nothing_is_granted_or_keyed_to_it(dispatcher):
+    """`create` from a webhook failed: its creator `webhook:ci` was taken for a person
+    who gets SSH access. A person is a Slack user id or `local`; a webhook is neither."""
+    hook = await dispatcher.dispatch(CommandRequest(
+        text="who", user_id="webhook:ci", transport=Transport.WEBHOOK,
+        correlation_id="c-hook", run_as=Role.OPERATOR))
+    assert hook.data == {"person": None}
+    for person in ("U0VIEW", "local"):
+        reply = await dispatcher.dispatch(request("who", user=person))
+        assert reply.data == {"person": person}
