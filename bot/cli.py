@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctbot", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_options(parser, top=True)
-    sub = parser.add_subparsers(dest="action", metavar="{serve,cmd,install,uninstall}")
+    sub = parser.add_subparsers(dest="action",
+                                metavar="{serve,cmd,install,uninstall,remote}")
 
     serve = sub.add_parser("serve", help="run the bot: Slack (HTTP, Socket Mode) or the "
                                          "terminal console")
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     uninstall = sub.add_parser("uninstall", help="stop and remove the service and its venv "
                                                  "(keeps /etc/ctbot, state and machines)")
     uninstall.add_argument("--prefix", type=Path, default=Path("/opt/ctbot"))
+
+    remote = sub.add_parser("remote", help="run a controller's command (what a host's "
+                                           "authorized_keys line runs; JSON on stdin)")
+    _common_options(remote, top=False)
     return parser
 
 
@@ -108,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.logs import configure_logging
 
         configure_logging(args.log_level or "warning", secrets=settings.slack.secrets)
+        if args.action == "remote":
+            from bot.remote import run_remote
+
+            return asyncio.run(run_remote(settings))
         return asyncio.run(run_cmd(settings, args.text, as_user=args.as_user,
                                    confirmed=args.yes, as_json=args.json))
     except CtbotError as exc:  # start-up failures: unreadable state database, …

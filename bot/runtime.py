@@ -23,6 +23,8 @@ from services.health.checks import health_checks
 from services.health.part import HealthPart
 from services.health.service import Health
 from services.health.store import HealthStore
+from services.hosts.service import Hosts
+from services.hosts.store import HostStore
 from services.machines import jobs as machine_jobs
 from services.machines.checks import machine_checks
 from services.machines.clones import MachinePaths
@@ -64,6 +66,7 @@ class Runtime:
     machines: Machines
     health: Health
     webhooks: Webhooks
+    hosts: Hosts
     dispatcher: Dispatcher
     drift: list[str] = field(default_factory=list)
 
@@ -126,12 +129,13 @@ class Runtime:
             return await webhook_checks(settings.webhooks)
 
         webhooks = Webhooks(settings.webhooks, DeliveryStore(store), source=settings.source)
+        hosts = Hosts(HostStore(store), settings.hosts)
 
         services = Services(
             audit=AuditLog(store), jobs=jobs, roles=settings.roles,
             registry=registry if registry is not None else default_registry(),
             machines=machines, images=images, networking=networking, ssh=ssh, inner=inner,
-            health=health, webhooks=webhooks,
+            health=health, webhooks=webhooks, hosts=hosts,
             doctor=Doctor([host_checks, net_checks, access_checks, container_checks,
                            nested_checks, monitoring_checks, hook_checks]),
         )
@@ -140,12 +144,13 @@ class Runtime:
                         job.kind, job.requested_by)
         drift = await reconcile(machines)
         return cls(settings=settings, store=store, jobs=jobs, machines=machines,
-                   health=health, webhooks=webhooks, dispatcher=Dispatcher(services),
-                   drift=drift)
+                   health=health, webhooks=webhooks, hosts=hosts,
+                   dispatcher=Dispatcher(services), drift=drift)
 
     async def close(self, *, drain: float = 0.0) -> None:
         """Let running jobs finish for up to `drain` seconds (then interrupt them), close
         the store. Machines are never stopped here: they outlive ctbot."""
         self.health.close()
         await self.jobs.shutdown(drain=drain)
+        await self.hosts.close()
         self.store.close()

@@ -16,6 +16,7 @@ from services.core.doctor import Doctor
 from services.core.job_runner import JobRunner
 from services.core.jobs import JobObserver
 from services.health.service import Health
+from services.hosts.service import Hosts
 from services.machines.images import Images
 from services.machines.lifecycle import Machines
 from services.nesting.inner import InnerMachines
@@ -30,6 +31,7 @@ class Transport(StrEnum):
     CONSOLE = "console"
     CLI = "cli"
     WEBHOOK = "webhook"
+    REMOTE = "remote"  # a controller's command, over SSH (bot/remote.py)
     SCHEDULER = "scheduler"
 
 
@@ -153,6 +155,7 @@ class Services:
     health: Health
     webhooks: Webhooks
     doctor: Doctor
+    hosts: Hosts | None = None
 
 
 @dataclass(frozen=True, slots=True)

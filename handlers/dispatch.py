@@ -20,9 +20,11 @@ from handlers.context import (
 from handlers.grammar import parse_args, split_words
 from handlers.middleware import DEFAULT_CHAIN, Middleware, Next
 from handlers.roles import Role, is_slack_user_id
+from handlers.routing import LOCAL_ONLY, forward, take_host_flag, take_host_ref
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput, PermissionDenied, UserError
 from services.grammar.webhooks import QuotedWord
+from services.hosts.service import LOCAL
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class Dispatcher:
         if not words:
             words = ["help"]
         words, typed_yes = _take_yes(words)
+        words, host = take_host_flag(words)
         if typed_yes:
             if request.transport not in TYPED_CONFIRMATION:
                 raise InvalidInput("in Slack, confirm with the Confirm button, not `--yes`")
@@ -88,6 +91,17 @@ class Dispatcher:
             raise InvalidInput("the command must start with its verb, written out")
         verb, rest = self.services.registry.resolve(words[:written])
         rest = [*rest, *words[written:]]
+        if verb.name in LOCAL_ONLY:
+            if host not in (None, LOCAL):
+                raise InvalidInput(f"`{verb.name}` is about this ctbot: it takes no --host")
+        elif host is None:
+            rest, host = take_host_ref(rest)
+        if host == LOCAL:
+            host = None
+        elif host is not None and self.services.hosts is not None:
+            self.services.hosts.get(host)  # NotFound names `host list`
+        elif host is not None:
+            raise InvalidInput("this ctbot drives no other hosts (`host add` adds one)")
         if request.verb is not None and verb.name != request.verb:
             raise InvalidInput(f"the command's verb is `{verb.name}`, not `{request.verb}` "
                                "as its rule was checked: a template may not change its verb")
@@ -114,7 +128,10 @@ class Dispatcher:
         )
 
         async def run_verb() -> Reply:
-            reply = await verb.func(inv)
+            if host is not None:
+                reply = await forward(inv, host, [*verb.name.split(), *rest])
+            else:
+                reply = await verb.func(inv)
             if request.wants_text:
                 _ = reply.text  # rendered here, so a broken view fails inside the chain
             if verb.mutating and reply.ok and reply.visibility is Visibility.EPHEMERAL:
@@ -131,8 +148,9 @@ class Dispatcher:
                 run_as: Role | None = None) -> Role:
         """The caller's role. Over Slack only Slack's user ids count: a payload naming
         "local" (the host's own admin) or anything else gets no role. A webhook has the
-        role its config gives it (``run_as``), and no other."""
-        if transport is Transport.WEBHOOK:
+        role its config gives it (``run_as``), and no other; a controller's command
+        (bot/remote.py) the role the controller authorized its user for."""
+        if transport in (Transport.WEBHOOK, Transport.REMOTE):
             return run_as or Role.NONE
         if transport in SLACK_TRANSPORTS and not is_slack_user_id(user_id):
             return Role.NONE

@@ -20,6 +20,7 @@ from handlers.roles import RolePolicy
 from services.docker.config import DockerConfig
 from services.grammar.addresses import Family
 from services.health.config import HealthConfig, MetricsConfig
+from services.hosts.config import HostsConfig
 from services.machines.images import ImageConfig
 from services.machines.lifecycle import MachinesConfig
 from services.nesting.config import NestingConfig
@@ -71,6 +72,7 @@ class Settings:
     nesting: NestingConfig
     health: HealthConfig
     metrics: MetricsConfig
+    hosts: HostsConfig
     log_level: str
     webhooks: tuple[WebhookConfig, ...] = ()
     log_destination: Path | str | None = None  # a file, "stderr", or None: automatic
@@ -162,10 +164,23 @@ def build(v: Mapping[str, Any], secrets: Mapping[str, str | None], *,
             timezone=v["health.timezone"]),
         metrics=MetricsConfig(enabled=v["metrics.enabled"],
                               token=secrets["CTBOT_METRICS_TOKEN"]),
+        hosts=HostsConfig(key_dir=state_dir / "hosts",
+                          name=v["hosts.name"] or _this_host_name(),
+                          timeout=v["hosts.timeout"], max_sessions=v["hosts.max_sessions"]),
         log_level=v["log.level"],
         log_destination=v["log.file"],
         source=source,
     )
+
+
+def _this_host_name() -> str:
+    """The kernel's host name as a valid host name: lowercase, a-z 0-9 and '-' only."""
+    import re
+    import socket
+
+    name = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:32]
+    name = name.rstrip("-")
+    return name if name[:1].isalpha() else f"h{name}"[:32].rstrip("-") or "controller"
 
 
 def _environment(env: Mapping[str, str]) -> dict[str, str | None]:

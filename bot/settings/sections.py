@@ -31,6 +31,7 @@ from services.grammar.names import (
     bridge_name,
     debian_package,
     debian_suite,
+    host_name,
     image_name,
     nft_table_name,
 )
@@ -152,6 +153,16 @@ SECTIONS: tuple[Section, ...] = (
             time_of_day),
         Key("timezone", "UTC", "The time zone of digest_at and of times in messages.",
             timezone_name),
+    )),
+    Section("hosts", "Several hosts: this ctbot driving others over SSH (`host add`).", (
+        Key("name", None, "How this ctbot is named on the hosts it drives (their audit "
+            "says `controller:NAME on behalf of USER`).", host_name,
+            derived="this host's name, made a valid host name"),
+        Key("timeout", 10, "Seconds a host has to answer a read (connect, handshake, "
+            "command); after it only that host's part fails and `list` marks it "
+            "unreachable.", seconds_up_to_an_hour),
+        Key("max_sessions", 8, "SSH channels open at once to one host (sshd's MaxSessions "
+            "is 10 by default).", whole_number(1, 64)),
     )),
     Section("metrics", "Prometheus /metrics on the web app.", (
         Key("enabled", False, "Serve /metrics (the web app then listens on [http] listen "

@@ -8,6 +8,7 @@ from handlers.verbs import (
     docker,
     health,
     host,
+    hosts,
     images,
     jobs,
     machines,
@@ -19,4 +20,4 @@ from handlers.verbs import (
 
 def default_registry() -> Registry:
     return Registry.from_modules(core, jobs, machines, images, network, ssh, docker, health,
-                                 host, webhooks)
+                                 host, hosts, webhooks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from functools import partial
 
 from handlers.context import Invocation, Reply
@@ -10,11 +11,13 @@ from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job
 from handlers.registry import verb
 from handlers.roles import Role
+from handlers.routing import remote_request
 from services.core.errors import Conflict, InvalidInput
 from services.grammar.addresses import AUTO, Family, address_request
 from services.grammar.features import FEATURES
 from services.grammar.names import image_name, machine_name, machine_ref
 from services.grammar.numbers import count, cpu, memory_limit, seconds
+from services.hosts.service import LOCAL
 from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
 from services.nesting import messages as nesting_messages
@@ -105,7 +108,28 @@ async def run_list(inv: Invocation) -> Reply:
         if inv.services.inner.of(machine.name):
             shown["inner"] = await inv.services.inner.list_json(machine.name)
         machines.append(shown)
-    return Reply(data={"machines": machines}, view="machine_list")
+    hosts = inv.services.hosts
+    names = hosts.names() if hosts is not None else []
+    if not names:
+        return Reply(data={"machines": machines}, view="machine_list")
+    # Several hosts: this one's first, then each other's (asked all at once, each within
+    # [hosts] timeout); a host that does not answer is marked, the others are listed.
+    assert hosts is not None
+    for shown in machines:
+        shown["host"] = LOCAL
+    unreachable = []
+    answers = await hosts.gather(names, replace(remote_request(inv, ["list"]),
+                                                wants_text=False))
+    for name in names:
+        answer = answers[name]
+        if isinstance(answer, str) or answer.outcome != "ok":
+            unreachable.append({"host": name, "error": answer if isinstance(answer, str)
+                                else answer.text})
+            continue
+        for shown in answer.data.get("machines", []):
+            machines.append({**shown, "host": name})
+    return Reply(data={"machines": machines, "unreachable": unreachable},
+                 view="machine_list")
 
 
 @verb("status", role=Role.VIEWER, positionals=[MACHINE])

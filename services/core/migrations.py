@@ -283,6 +283,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhook_deliveries_received ON webhook_deliveries (received_at);
     CREATE UNIQUE INDEX webhook_deliveries_digest ON webhook_deliveries (webhook, digest);
     """,
+    # 15: the hosts this ctbot drives over SSH, each with the host key pinned at `host add`
+    """
+    CREATE TABLE hosts (
+        name      TEXT    PRIMARY KEY,
+        address   TEXT    NOT NULL,
+        port      INTEGER NOT NULL,
+        user      TEXT    NOT NULL,
+        host_key  TEXT    NOT NULL,
+        added_by  TEXT    NOT NULL,
+        added_at  REAL    NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -8,6 +8,7 @@ the types they travel as.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -113,3 +114,19 @@ def ip_address(raw: str) -> IPAddress:
         return ipaddress.ip_address(raw)
     except ValueError:
         raise InvalidInput(f"{printable(raw)} is not an IP address") from None
+
+
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME_RE = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+
+
+def host_address(raw: str) -> str:
+    """Where a host is reached: an IP address, or a DNS name (RFC 1123 labels, at most
+    253 characters). InvalidInput otherwise, before it reaches a socket or a log."""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        pass
+    if len(raw) <= 253 and _DNS_NAME_RE.fullmatch(raw) and not raw.replace(".", "").isdigit():
+        return raw.lower()
+    raise InvalidInput(f"{printable(raw)} is not an IP address or a DNS name")

@@ -1,6 +1,6 @@
 """Names of the things ctbot makes or is told about, each checked against its own rule:
 machines (``NAME`` and ``OUTER/INNER``), images, bridges, nftables tables, Debian packages
-and suites, Docker containers and webhooks.
+and suites, Docker containers, webhooks and hosts.
 
     machine name  := [a-z] ( [a-z0-9-]{0,10} [a-z0-9] )?         1–12 characters
     image name    := [a-z] ( [a-z0-9-]{0,30} [a-z0-9] )?         1–32 characters
@@ -108,6 +108,14 @@ def webhook_name(raw: str) -> str:
     """A webhook's name, the NAME of ``/hooks/NAME``: 1–32 lowercase letters, digits and
     hyphens, starting with a letter."""
     return _name(raw, _WEBHOOK_NAME_RE, "webhook name", "1–32 lowercase letters, digits "
+                 "and hyphens, starting with a letter", 32)
+
+
+def host_name(raw: str) -> str:
+    """A host ctbot drives (`host add NAME`), as in ``--host NAME`` and ``NAME:MACHINE``:
+    1–32 lowercase letters, digits and hyphens, starting with a letter (a DNS label's
+    shape, RFC 1123); ``local`` is this host."""
+    return _name(raw, _WEBHOOK_NAME_RE, "host name", "1–32 lowercase letters, digits "
                  "and hyphens, starting with a letter", 32)
 
 
