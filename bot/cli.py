@@ -7,27 +7,24 @@ Exit codes of `ctbot cmd`: 0 success, 1 a user error (the message says what to f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bot.settings import Settings, SettingsError, load_settings
-from handlers.roles import LOCAL_USER, is_valid_user_id
-from services.core.audit import Outcome
-from services.core.errors import CtbotError
-
-log = logging.getLogger("ctbot")
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_INTERNAL = 0, 1, 2
+# services.core.audit.Outcome's values: imported only where a command runs (`ctbot
+# remote` imports nothing heavy before it hands its request on: bot/relay.py).
 _EXIT_BY_OUTCOME = {
-    Outcome.OK: EXIT_OK,
-    Outcome.USER_ERROR: EXIT_USER_ERROR,
-    Outcome.DENIED: EXIT_USER_ERROR,
-    Outcome.INTERNAL_ERROR: EXIT_INTERNAL,
+    "ok": EXIT_OK,
+    "user_error": EXIT_USER_ERROR,
+    "denied": EXIT_USER_ERROR,
+    "internal_error": EXIT_INTERNAL,
 }
 DESCRIPTION = ("Chat-ops for systemd-nspawn hosts. `ctbot serve` runs the bot (Slack, the "
                "terminal console); `ctbot cmd \"TEXT\"` runs one command and prints the reply.")
@@ -47,6 +44,8 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from handlers.roles import LOCAL_USER
+
     parser = argparse.ArgumentParser(prog="ctbot", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_options(parser, top=True)
@@ -86,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["remote"]:
+        # What a host's authorized_keys line runs for the controller: before anything
+        # heavy is imported (bot/relay.py hands it to the running service).
+        from bot import relay
+
+        return relay.main(words[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.action is None:
@@ -98,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return install.main(args.action, prefix=args.prefix, start=getattr(args, "start", True),
                             wheelhouse=getattr(args, "wheelhouse", None))
+    import asyncio
+
+    from bot.settings import SettingsError, load_settings
+    from services.core.errors import CtbotError
+
     try:
         settings = load_settings(args.config, os.environ)
     except SettingsError as exc:
@@ -113,10 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.logs import configure_logging
 
         configure_logging(args.log_level or "warning", secrets=settings.slack.secrets)
-        if args.action == "remote":
-            from bot.remote import run_remote
-
-            return asyncio.run(run_remote(settings))
         return asyncio.run(run_cmd(settings, args.text, as_user=args.as_user,
                                    confirmed=args.yes, as_json=args.json))
     except CtbotError as exc:  # start-up failures: unreadable state database, …
@@ -136,6 +143,7 @@ async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: boo
     from bot.runtime import Runtime, new_correlation_id
     from bot.terminal import TerminalProgress
     from handlers.context import CommandRequest, Transport
+    from handlers.roles import is_valid_user_id
 
     if not is_valid_user_id(as_user):
         message = f"--as {as_user!r} is not a Slack user id (like U012ABCDEF)"
@@ -158,4 +166,4 @@ async def run_cmd(settings: Settings, text: str, *, as_user: str, confirmed: boo
         # Progress went to stderr as it happened; stdout gets the outcome once.
         print(progress.reply_text(reply).rstrip())
     sys.stdout.flush()
-    return _EXIT_BY_OUTCOME[reply.outcome]
+    return _EXIT_BY_OUTCOME[str(reply.outcome)]

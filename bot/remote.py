@@ -8,48 +8,87 @@ controller parsed, authorized and (if destructive) confirmed, the role it author
 its user for, and who that user is. It is dispatched here as any command is, with
 transport `remote` and that role (never more than admin), and audited as
 `controller:NAME on behalf of USER`. The reply is one JSON object on stdout.
+
+Where ctbot.service runs, bot/relay.py hands the request to it over a socket (`listen`),
+warm; otherwise `run_remote` runs it in the process sshd started.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
 import shlex
 import sys
+from pathlib import Path
 
 from bot.runtime import Runtime, new_correlation_id
 from bot.settings import Settings
 from handlers.context import CommandRequest, Transport
+from handlers.dispatch import Dispatcher
 from handlers.roles import Role
 from handlers.verbs.hosts import version
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput
 from services.grammar.webhooks import QuotedWord
-from services.hosts.protocol import MAX_REQUEST, RemoteReply, RemoteRequest
+from services.hosts.limits import MAX_REQUEST
+from services.hosts.protocol import RemoteReply, RemoteRequest
+
+log = logging.getLogger(__name__)
 
 
-async def run_remote(settings: Settings) -> int:
-    """Read the request, run it, print the reply; 0 once a reply is printed."""
-    data = sys.stdin.buffer.read(MAX_REQUEST + 1)
+async def answer(dispatcher: Dispatcher, data: bytes) -> bytes:
+    """The reply to one request (services/hosts/protocol.py), as bytes; never raises
+    for a bad request: that is a reply too."""
     try:
         request = RemoteRequest.from_bytes(data)
     except InvalidInput as exc:
-        _print(RemoteReply(str(Outcome.USER_ERROR), str(exc), {"error": str(exc)}, version()))
-        return 0
+        return RemoteReply(str(Outcome.USER_ERROR), str(exc), {"error": str(exc)},
+                           version()).to_bytes()
     words = tuple(QuotedWord(w) if quoted else w for w, quoted in request.words)
+    reply = await dispatcher.dispatch(CommandRequest(
+        text=shlex.join(words), words=words, transport=Transport.REMOTE,
+        user_id=f"controller:{request.controller} on behalf of {request.user}",
+        correlation_id=request.correlation_id or new_correlation_id(),
+        confirmed=request.confirmed, wants_text=request.wants_text,
+        run_as=Role(request.role)))
+    return RemoteReply(str(reply.outcome), reply.text if request.wants_text else "",
+                       dict(reply.data), version()).to_bytes()
+
+
+async def run_remote(settings: Settings, data: bytes) -> int:
+    """No ctbot serves on this host: run the request in this process; 0 once replied."""
     runtime = await Runtime.open(settings)
     try:
-        reply = await runtime.dispatcher.dispatch(CommandRequest(
-            text=shlex.join(words), words=words, transport=Transport.REMOTE,
-            user_id=f"controller:{request.controller} on behalf of {request.user}",
-            correlation_id=request.correlation_id or new_correlation_id(),
-            confirmed=request.confirmed, wants_text=request.wants_text,
-            run_as=Role(request.role)))
+        out = await answer(runtime.dispatcher, data)
     finally:
         await runtime.close()
-    _print(RemoteReply(str(reply.outcome), reply.text if request.wants_text else "",
-                       dict(reply.data), version()))
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
     return 0
 
 
-def _print(reply: RemoteReply) -> None:
-    sys.stdout.buffer.write(reply.to_bytes())
-    sys.stdout.flush()
+async def listen(dispatcher: Dispatcher, path: Path) -> asyncio.Server:
+    """`ctbot serve`'s socket for bot/relay.py: root only (0600 in a 0700 state dir);
+    each connection one request (read to EOF, bounded) and one reply."""
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            data = await reader.read(MAX_REQUEST + 1)
+            writer.write(await answer(dispatcher, data))
+            await writer.drain()
+        except Exception:
+            log.exception("remote request failed")
+        finally:
+            writer.close()
+
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    old = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(one, path=str(path))
+    finally:
+        os.umask(old)
+    return server
+
+

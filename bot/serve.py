@@ -14,6 +14,8 @@ from aiohttp import web
 from bot.console import ConsoleAlerts, run_console
 from bot.health import health_metrics, start_health, stop_health
 from bot.logs import configure_logging, stop_logging
+from bot.relay import SOCKET_NAME
+from bot.remote import listen
 from bot.runtime import Runtime
 from bot.service_manager import ServiceManager
 from bot.settings import Settings
@@ -66,7 +68,10 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     console: asyncio.Task[None] | None = None
     schedule: HealthSchedule | None = None
     webhooks: WebhookEndpoints | None = None
+    remote: asyncio.Server | None = None
     try:
+        # Controllers' commands, handed over by `ctbot remote` (bot/relay.py): warm.
+        remote = await listen(runtime.dispatcher, settings.state_dir / SOCKET_NAME)
         if settings.webhooks:
             manager.status(f"checking {len(settings.webhooks)} webhook rules")
             check_rules(settings.webhooks, runtime.dispatcher.services.registry)
@@ -108,6 +113,11 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
             console.add_done_callback(lambda _t: stop.set())
         elif not (slack.http_enabled or slack.socket_mode_enabled):
             log.warning("no Slack credentials and --no-console: only housekeeping runs")
+        hosts = runtime.hosts.names()
+        if hosts:
+            manager.status(f"connecting to {len(hosts)} hosts")
+            reachable = await _reach(runtime, hosts)
+            log.info("hosts reachable=%d of=%d", reachable, len(hosts))
         manager.ready(_ready_status(settings, runtime, with_console=with_console))
         manager.start_watchdog()
         await stop.wait()
@@ -127,6 +137,8 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
                 task.cancel()
         if socket_mode is not None:
             await socket_mode.stop()
+        if remote is not None:
+            remote.close()
         if runner is not None:
             await runner.cleanup()  # no new requests; then let started commands finish
         if webhooks is not None:
@@ -142,6 +154,19 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         stop_logging()
 
 
+async def _reach(runtime: Runtime, names: list[str]) -> int:
+    """Connect to every host (each within [hosts] timeout): READY comes once they are
+    up, or known to be down. Returns how many answered."""
+    from handlers.roles import Role
+    from services.hosts.protocol import RemoteReply, RemoteRequest
+
+    request = RemoteRequest(controller=runtime.settings.hosts.name, user="ctbot",
+                            role=str(Role.VIEWER), words=[("host", False), ("info", False)],
+                            wants_text=False)
+    answers = await runtime.hosts.gather(names, request)
+    return sum(1 for a in answers.values() if isinstance(a, RemoteReply))
+
+
 def _ready_status(settings: Settings, runtime: Runtime, *, with_console: bool) -> str:
     """The line `systemctl status ctbot` shows while ctbot runs."""
     slack = settings.slack
@@ -150,8 +175,10 @@ def _ready_status(settings: Settings, runtime: Runtime, *, with_console: bool) -
                                  ("console", with_console)) if on]
     if settings.webhooks:
         via.append(f"{len(settings.webhooks)} webhooks")
+    hosts = runtime.hosts.names()
     return (f"ready: {', '.join(via) or 'housekeeping only'}; "
-            f"{len(runtime.machines.records.all())} machines")
+            f"{len(runtime.machines.records.all())} machines"
+            + (f"; {len(hosts)} hosts" if hosts else ""))
 
 
 class ListenError(Exception):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from services.core.errors import OperationFailed
 from services.hosts import messages
 from services.hosts.config import HostsConfig
-from services.hosts.protocol import MAX_REPLY
+from services.hosts.limits import MAX_REPLY
 from services.hosts.store import HostRecord
 
 if TYPE_CHECKING:

@@ -10,9 +10,8 @@ from typing import Any
 
 from services.core.errors import InvalidInput
 from services.grammar.names import host_name
+from services.hosts.limits import MAX_REQUEST
 
-MAX_REQUEST = 64 * 1024  # bytes: a command line, a user id, a role
-MAX_REPLY = 8 * 1024 * 1024  # bytes: `list` of many machines, `logs`
 ROLES = ("viewer", "operator", "admin")
 
 
