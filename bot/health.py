@@ -20,7 +20,8 @@ def start_health(runtime: Runtime) -> HealthSchedule:
     settings, health = runtime.settings, runtime.health
     config = settings.health
     if config.channel and settings.slack.bot_token:
-        health.alerts = SlackAlerts(build_web_client(settings.slack), config.channel)
+        health.alerts = SlackAlerts(build_web_client(settings.slack), config.channel,
+                                    host=settings.hosts.name)
     elif config.channel:
         log.warning("[health] channel is set but SLACK_BOT_TOKEN is not: incidents go to "
                     "the log and `health` only")

@@ -6,6 +6,7 @@ from handlers.context import Invocation, Reply
 from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
+from handlers.routing import remote_request
 from handlers.verbs.machines import MACHINE
 from services.core.errors import InvalidInput
 from services.grammar.names import machine_ref
@@ -46,7 +47,19 @@ async def run_health(inv: Invocation) -> Reply:
     those added with `check add`. Also: `health history NAME`, `health digest`,
     `health mute NAME|all DURATION`, `health unmute NAME|all`.
     """
-    return Reply(view="health", data=inv.services.health.report(inv.args.get("NAME")))
+    data = dict(inv.services.health.report(inv.args.get("NAME")))
+    hosts = inv.services.hosts
+    names = hosts.names() if hosts is not None and not inv.args.get("NAME") else []
+    if names:
+        # Each host checks its own machines (its own ctbot's schedule): gathered here.
+        assert hosts is not None
+        answers = await hosts.gather(names, remote_request(inv, ["health"]))
+        data["hosts"] = [
+            {"name": name, "reachable": False, "error": answer} if isinstance(answer, str)
+            else {"name": name, "reachable": answer.outcome == "ok", "report": answer.data,
+                  "text": answer.text}
+            for name, answer in answers.items()]
+    return Reply(view="health", data=data)
 
 
 @verb("health history", role=Role.VIEWER,

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.settings import load_settings
 from tests.fakes.slack_api import FakeSlack, RecordedCall
 from tests.integration.conftest import Host, inside
 from tests.scenario.processes import CTBOT, REPO, ctbot_env, free_port, stop
@@ -150,6 +151,9 @@ async def test_killed_machine_one_incident_recovery_in_its_thread_across_a_resta
     text = opened.body["text"]
     for check in ("`icmp` IPv4", "`icmp` IPv6", "`ssh` IPv4", "`ssh` IPv6"):
         assert check in text, text  # one incident for the machine, naming every check
+    # The host whose ctbot checked is named ([hosts] name: this host's name by default):
+    # several hosts post to one channel.
+    assert text.endswith(f"_host `{load_settings(None, {}).hosts.name}`_"), text
     assert "not running" in text
     assert opened.body["channel"] == CHANNEL
     await asyncio.sleep(3 * INTERVAL)

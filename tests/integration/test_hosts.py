@@ -109,6 +109,11 @@ def test_machines_on_each_host_and_one_list_across_them(fleet: Fleet):
     assert ping["host"] == "h1"
     assert {(r["family"], r["answered"]) for r in ping["results"]} == \
         {("ipv4", True), ("ipv6", True)}, ping
+    # Each host's ctbot checks its own machines; `health` here gathers them.
+    health = fleet.json("health")
+    assert [(h["name"], h["reachable"]) for h in health["hosts"]] == [("h1", True),
+                                                                      ("h2", True)]
+    assert "— host `h2` —" in fleet.ok("health")
     # The host's own audit names the controller and the chat user it acted for.
     audit = ok(fleet.leaders["h1"], "/opt/ctbot/bin/ctbot cmd 'audit 20' --json")
     assert "controller:ctl on behalf of local" in audit
