@@ -42,11 +42,12 @@ def ok(leader: int, script: str, *, timeout: float = 60) -> str:
     return result.stdout
 
 
-def make_server(env: Mapping[str, str], name: str, *, base_image: str, work: Path) -> int:
+def make_server(env: Mapping[str, str], name: str, *, base_image: str, work: Path,
+                venv: bool = True) -> int:
     """Create `name` (--nesting, on the base image plus SERVER_PACKAGES, derived once and
-    cached with the test images) and install ctbot's venv at /opt/ctbot in it from a
-    wheelhouse; returns the machine's leader PID. ctbot itself is not installed as a
-    service yet: that is what the callers do."""
+    cached with the test images) with a wheelhouse at /root/wheels, and (``venv``)
+    ctbot's venv at /opt/ctbot installed from it; returns the machine's leader PID.
+    ctbot itself is not installed as a service yet: that is what the callers do."""
     settings = load_settings(Path(env["CTBOT_CONFIG"]), env)
     image = asyncio.run(Images(settings.images).derive(base_image, "server",
                                                        SERVER_PACKAGES)).name
@@ -56,7 +57,22 @@ def make_server(env: Mapping[str, str], name: str, *, base_image: str, work: Pat
     leader = int(json.loads(shown.stdout)["leader_pid"])
     wheels = build_wheelhouse(work / "wheels")
     shutil.copytree(wheels, Path(f"/proc/{leader}/root/root/wheels"))
-    ok(leader, "python3 -m venv /opt/ctbot && /opt/ctbot/bin/pip install -q "
-               "--disable-pip-version-check --no-index --find-links /root/wheels ctbot",
-       timeout=600)
+    if venv:
+        ok(leader, "python3 -m venv /opt/ctbot && /opt/ctbot/bin/pip install -q "
+                   "--disable-pip-version-check --no-index --find-links /root/wheels ctbot",
+           timeout=600)
     return leader
+
+
+def readme_block(fence: str) -> list[str]:
+    """The command lines of the README's ```FENCE blocks, comments cut."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = []
+    for block in re.findall(rf"^```{fence}\n(.*?)^```", readme, re.M | re.S):
+        for line in block.splitlines():
+            command = line.split("  #", 1)[0].strip()
+            if command and not command.startswith("#"):
+                lines.append(command)
+    return lines

@@ -8,6 +8,7 @@ key opening no shell."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import IMAGE, Host
-from tests.integration.server import make_server, ok
+from tests.integration.server import make_server, ok, readme_block
 from tests.scenario.processes import run_ctbot
 
 pytestmark = pytest.mark.integration
@@ -177,3 +178,23 @@ def test_a_changed_host_key_is_refused_with_both_fingerprints(fleet: Fleet):
     fleet.ok("host remove h2", "--yes")
     assert [h["name"] for h in fleet.json("host list")["hosts"]] == ["local", "h1"]
     fleet.ok("destroy h1:w1", "--yes")
+
+
+def test_the_readmes_several_hosts_commands_run_as_shown(fleet: Fleet):
+    """README "Several hosts", line by line on the controller: h1 there is h9 here (h1
+    is taken), its address the first host's, `SHA256:…` the fingerprint just shown."""
+    fingerprint = None
+    for line in readme_block("fleet"):
+        words = shlex.split(line)
+        assert words[:2] == ["ctbot", "cmd"], line
+        text = words[2].replace("h1", "h9").replace("192.0.2.10", fleet.addresses["h1"])
+        if fingerprint:
+            text = text.replace("SHA256:…", fingerprint)
+        out = fleet.ok(text, *words[3:])
+        if text.startswith("host add") and "--fingerprint" not in text:
+            fingerprint = json.loads(fleet.ok(text, "--json"))["fingerprint"]
+        if text.startswith("exec"):
+            assert "web1" in out.split(), out
+    assert ("h9", "web1") in {(m["host"], m["name"]) for m in fleet.json("list")["machines"]}
+    fleet.ok("destroy h9:web1", "--yes")
+    fleet.ok("host remove h9", "--yes")
