@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
+    if "remote" in words and words.index("remote") in (0, 2) \
+            and words[:words.index("remote")][:1] in ([], ["--config"]):
+        words = [*words[words.index("remote"):], *words[:words.index("remote")]]
     if words[:1] == ["remote"]:
         # What a host's authorized_keys line runs for the controller: before anything
         # heavy is imported (bot/relay.py hands it to the running service).

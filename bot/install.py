@@ -133,7 +133,8 @@ async def install(layout: Layout, *, wheelhouse: Path | None, start: bool, say: 
     await host.run(["systemctl", "enable", "--quiet", layout.unit_path.name], timeout=60)
     if start:
         # restart: an upgrade replaces the running ctbot; machines keep running.
-        await host.run(["systemctl", "restart", layout.unit_path.name], timeout=120)
+        # TimeoutStopSec + TimeoutStartSec of the unit, and some.
+        await host.run(["systemctl", "restart", layout.unit_path.name], timeout=300)
         say("started: `systemctl status ctbot`, `journalctl -u ctbot`")
     else:
         say("enabled; start it with `systemctl start ctbot`")
@@ -150,8 +151,8 @@ async def uninstall(layout: Layout, *, say: Say) -> None:
         say(f"removed {layout.unit_path}")
         if systemd_is_pid1():
             await host.run(["systemctl", "daemon-reload"], timeout=60)
-    if (layout.prefix / "pyvenv.cfg").is_file():
-        shutil.rmtree(layout.prefix)
+    if (layout.prefix / "pyvenv.cfg").is_file() and (layout.prefix / "bin" / "ctbot").exists():
+        shutil.rmtree(layout.prefix)  # ctbot's venv only: never another directory
         say(f"removed {layout.prefix}")
     say(f"kept {layout.config_dir} and the state directory; machines are untouched. "
         f"Remove them yourself if you want them gone (`ctbot cmd 'destroy NAME'` first).")
@@ -177,4 +178,7 @@ def main(action: str, *, prefix: Path, wheelhouse: Path | None, start: bool) -> 
     except CtbotError as exc:
         print(f"ctbot {action}: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, UserError) else 2
+    except OSError as exc:
+        print(f"ctbot {action}: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

@@ -37,35 +37,67 @@ def state_dir(config: str | None) -> Path:
 
 
 def relay(path: Path, request: bytes, limit: int) -> bytes | None:
-    """The service's reply to `request`, or None when no service listens at `path`."""
+    """The service's reply to `request`, or None when no service listens at `path`.
+    A service that goes away mid-request gets an internal-error reply, not a traceback."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(SOCKET_TIMEOUT)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             return None
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
-        chunks, size = [], 0
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                break
-        return b"".join(chunks)
+        try:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            chunks, size = [], 0
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    break
+        except OSError as exc:
+            return _failed(f"ctbot on this host stopped while answering ({exc})")
+        return b"".join(chunks) or _failed("ctbot on this host gave no answer (its log says "
+                                           "why: journalctl -u ctbot)")
+
+
+def bind(request: bytes, controller: str | None) -> bytes:
+    """The controller's name as this host's authorized_keys line gives it (`--controller
+    NAME`), whatever the request says: a key names one controller only."""
+    if controller is None:
+        return request
+    import json
+
+    try:
+        raw = json.loads(request)
+    except (ValueError, RecursionError):
+        return request  # refused as malformed by the one who reads it
+    if isinstance(raw, dict):
+        raw["controller"] = controller
+        return json.dumps(raw).encode()
+    return request
+
+
+def _failed(text: str) -> bytes:
+    import json
+
+    return json.dumps({"outcome": "internal_error", "text": text, "data": {"error": text},
+                       "version": "?"}).encode()
 
 
 def main(argv: list[str]) -> int:
-    config = None
-    if len(argv) == 2 and argv[0] == "--config":
-        config = argv[1]
-    elif argv:
-        print("usage: ctbot remote [--config PATH]  (a JSON request on stdin)",
-              file=sys.stderr)
-        return 2
+    options: dict[str, str | None] = {"--config": None, "--controller": None}
+    words = list(argv)
+    while words:
+        flag, _, value = words.pop(0).partition("=")
+        if flag not in options or (not value and not words):
+            print("usage: ctbot remote [--config PATH] [--controller NAME]  (a JSON request "
+                  "on stdin)", file=sys.stderr)
+            return 2
+        options[flag] = value or words.pop(0)
+    config, controller = options["--config"], options["--controller"]
     from services.hosts.limits import MAX_REPLY, MAX_REQUEST
 
-    request = sys.stdin.buffer.read(MAX_REQUEST + 1)
+    request = bind(sys.stdin.buffer.read(MAX_REQUEST + 1), controller)
     reply = relay(state_dir(config) / SOCKET_NAME, request, MAX_REPLY)
     if reply is not None:
         sys.stdout.buffer.write(reply)

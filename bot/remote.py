@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bot.runtime import Runtime, new_correlation_id
 from bot.settings import Settings
-from handlers.context import CommandRequest, Transport
+from handlers.context import CommandRequest, Reply, Transport
 from handlers.dispatch import Dispatcher
 from handlers.roles import Role
 from handlers.verbs.hosts import version
@@ -47,14 +47,30 @@ async def answer(dispatcher: Dispatcher, data: bytes) -> bytes:
         return RemoteReply(str(Outcome.USER_ERROR), str(exc), {"error": str(exc)},
                            version()).to_bytes()
     words = tuple(QuotedWord(w) if quoted else w for w, quoted in request.words)
-    reply = await dispatcher.dispatch(CommandRequest(
+    try:
+        reply = await dispatch(dispatcher, request, words)
+    except Exception:  # dispatch never raises; this is for what surrounds it
+        log.exception("remote request failed cid=%s", request.correlation_id)
+        return failed(request.correlation_id)
+    return RemoteReply(str(reply.outcome), reply.text if request.wants_text else "",
+                       dict(reply.data), version()).to_bytes()
+
+
+def failed(correlation_id: str) -> bytes:
+    """The reply when this host could not run the request at all."""
+    text = f"ctbot on this host failed to run it (log: {correlation_id or '?'})"
+    return RemoteReply(str(Outcome.INTERNAL_ERROR), text, {"error": text},
+                       version()).to_bytes()
+
+
+async def dispatch(dispatcher: Dispatcher, request: RemoteRequest,
+                   words: tuple[str, ...]) -> Reply:
+    return await dispatcher.dispatch(CommandRequest(
         text=shlex.join(words), words=words, transport=Transport.REMOTE,
         user_id=f"controller:{request.controller} on behalf of {request.user}",
         correlation_id=request.correlation_id or new_correlation_id(),
         confirmed=request.confirmed, wants_text=request.wants_text,
         run_as=Role(request.role)))
-    return RemoteReply(str(reply.outcome), reply.text if request.wants_text else "",
-                       dict(reply.data), version()).to_bytes()
 
 
 async def run_remote(settings: Settings, data: bytes) -> int:
@@ -70,25 +86,32 @@ async def run_remote(settings: Settings, data: bytes) -> int:
 
 
 async def listen(dispatcher: Dispatcher, path: Path) -> asyncio.Server:
-    """`ctbot serve`'s socket for bot/relay.py: root only (0600 in a 0700 state dir);
-    each connection one request (read to EOF, bounded) and one reply."""
+    """`ctbot serve`'s socket for bot/relay.py: root only (0600, in the state dir);
+    each connection one request (read to EOF, at most MAX_REQUEST + 1 bytes: more is
+    refused as too long) and one reply."""
     async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            data = await reader.read(MAX_REQUEST + 1)
-            writer.write(await answer(dispatcher, data))
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_REQUEST and (chunk := await reader.read(65536)):
+                chunks.append(chunk)
+                size += len(chunk)
+            try:
+                out = await answer(dispatcher, b"".join(chunks))
+            except Exception:
+                log.exception("remote request failed")
+                out = failed("")
+            writer.write(out)
             await writer.drain()
-        except Exception:
-            log.exception("remote request failed")
+        except OSError as exc:  # the relay went away
+            log.warning("remote request: the relay went away error=%s", exc)
         finally:
             writer.close()
 
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    old = os.umask(0o177)
-    try:
-        server = await asyncio.start_unix_server(one, path=str(path))
-    finally:
-        os.umask(old)
+    server = await asyncio.start_unix_server(one, path=str(path))
+    os.chmod(path, 0o600)  # bound a moment ago, in a state dir only root may enter
     return server
 
 

@@ -34,8 +34,9 @@ log = logging.getLogger("ctbot")
 
 HOUSEKEEPING_SECONDS = 60.0
 # How long a stop lets running jobs finish before it interrupts them (a create then
-# rolls back). packaging/ctbot.service's TimeoutStopSec leaves room for it.
+# rolls back). templates/service/ctbot.service.j2's TimeoutStopSec leaves room for it.
 DRAIN_SECONDS = 30.0
+REACH_SECONDS = 15.0  # how long READY waits for the hosts to answer
 
 
 async def serve(settings: Settings, *, console_allowed: bool = True,
@@ -116,7 +117,11 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
         hosts = runtime.hosts.names()
         if hosts:
             manager.status(f"connecting to {len(hosts)} hosts")
-            reachable = await _reach(runtime, hosts)
+            try:  # READY waits for the hosts at most REACH_SECONDS: systemd waits 90 s
+                async with asyncio.timeout(REACH_SECONDS):
+                    reachable = await _reach(runtime, hosts)
+            except TimeoutError:
+                reachable = 0
             log.info("hosts reachable=%d of=%d", reachable, len(hosts))
         manager.ready(_ready_status(settings, runtime, with_console=with_console))
         manager.start_watchdog()
@@ -186,7 +191,9 @@ class ListenError(Exception):
 
 
 async def _listen(settings: Settings, app: web.Application) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+    # shutdown_timeout: requests in flight get 10 s at a stop (aiohttp's default is 60),
+    # so that the whole stop fits in the unit's TimeoutStopSec after the jobs' drain.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.listen.host, settings.listen.port).start()

@@ -1,6 +1,6 @@
 """ctbot under a service manager: readiness, status and watchdog pings (sd_notify).
 
-systemd starts `ctbot serve` as `Type=notify` (packaging/ctbot.service): it waits for
+systemd starts `ctbot serve` as `Type=notify` (templates/service/ctbot.service.j2): it waits for
 `READY=1` before it calls the service started, shows the last `STATUS=` line in
 `systemctl status`, and, with `WatchdogSec=`, restarts a ctbot that stops sending
 `WATCHDOG=1`. The protocol is one datagram per message to the AF_UNIX socket named by

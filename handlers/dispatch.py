@@ -91,11 +91,17 @@ class Dispatcher:
             raise InvalidInput("the command must start with its verb, written out")
         verb, rest = self.services.registry.resolve(words[:written])
         rest = [*rest, *words[written:]]
-        if verb.name in LOCAL_ONLY:
+        if request.transport is Transport.REMOTE:
+            # A controller's command runs here: never forwarded again, and never one
+            # about the controller itself (its keys, its hosts).
+            if host is not None or verb.name in LOCAL_ONLY:
+                raise InvalidInput(f"`{verb.name}` from a controller runs only on the "
+                                   "controller itself")
+        elif verb.name in LOCAL_ONLY:
             if host not in (None, LOCAL):
                 raise InvalidInput(f"`{verb.name}` is about this ctbot: it takes no --host")
         elif host is None:
-            rest, host = take_host_ref(rest)
+            rest, host = take_host_ref(rest, verb.signature)
         if host == LOCAL:
             host = None
         elif host is not None and self.services.hosts is not None:

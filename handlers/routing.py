@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from handlers.context import Invocation, Reply
+from handlers.grammar import Signature
 from services.core.audit import Outcome
 from services.core.errors import InvalidInput
 from services.grammar.names import host_name, machine_ref
@@ -18,6 +19,7 @@ from services.hosts.service import LOCAL
 # Verbs about this controller itself: its keys, its hosts, its help.
 LOCAL_ONLY = frozenset({"help", "whoami", "host add", "host list", "host remove",
                         "host key", "key add", "key list", "key remove", "key import"})
+READ_SECONDS = 120.0  # a forwarded read (status, logs, doctor, docker ps) on one host
 _HOST_REF = re.compile(r"([a-z][a-z0-9-]*):(.+)")
 
 
@@ -33,18 +35,33 @@ def take_host_flag(words: list[str]) -> tuple[list[str], str | None]:
         if word == "--host":
             if i + 1 >= end:
                 raise InvalidInput("--host needs a host name (`host list` shows them)")
+            if not written(words[i + 1]):
+                # Where a command runs is the sender's to write, never a value put in.
+                raise InvalidInput("--host must be written out, not filled in")
             return [*words[:i], *words[i + 2:]], host_name(words[i + 1])
         if word.startswith("--host="):
             return [*words[:i], *words[i + 1:]], host_name(word.removeprefix("--host="))
     return words, None
 
 
-def take_host_ref(rest: list[str]) -> tuple[list[str], str | None]:
-    """`HOST:NAME` as the first argument → (`NAME` in its place, HOST). Only where what
-    follows the colon is a machine (`8080:80` and IPv6 addresses are not host refs)."""
+def take_host_ref(rest: list[str], signature: Signature) -> tuple[list[str], str | None]:
+    """`HOST:NAME` as the verb's first positional → (`NAME` in its place, HOST). Only
+    where what follows the colon is a machine (`8080:80` and IPv6 addresses are no host
+    refs), never in an option's value, and never from a value a webhook put in: where a
+    command runs is the sender's to write."""
+    takes_value = {f"--{f.name}" for f in signature.flags if f.takes_value}
+    skip = False
     for i, word in enumerate(rest):
-        if word.startswith("-"):
+        if skip:
+            skip = False
             continue
+        if word == "--":
+            return rest, None
+        if word.startswith("-") and not isinstance(word, QuotedWord):
+            skip = word in takes_value  # `--reason db:migrate`: a value, not a machine
+            continue
+        if isinstance(word, QuotedWord):
+            return rest, None
         match = _HOST_REF.fullmatch(word)
         if match is None:
             return rest, None
@@ -52,8 +69,7 @@ def take_host_ref(rest: list[str]) -> tuple[list[str], str | None]:
             machine_ref(match.group(2))
         except InvalidInput:
             return rest, None
-        value = QuotedWord(match.group(2)) if isinstance(word, QuotedWord) else match.group(2)
-        return [*rest[:i], value, *rest[i + 1:]], host_name(match.group(1))
+        return [*rest[:i], match.group(2), *rest[i + 1:]], host_name(match.group(1))
     return rest, None
 
 
@@ -74,7 +90,13 @@ async def forward(inv: Invocation, host: str, words: list[str]) -> Reply:
         raise AssertionError("a local command is not forwarded")
     if inv.verb.name in LOCAL_ONLY:
         raise InvalidInput(f"`{inv.verb.name}` is about this ctbot: it takes no --host")
-    timeout = hosts.config.job_timeout if inv.verb.mutating else None
+    # The connection is bounded by [hosts] timeout (a dead host fails fast); the command
+    # by what it may take there: a job's own bounds, `exec --timeout`, a read's minutes.
+    if inv.verb.mutating:
+        timeout = hosts.config.job_timeout
+    else:
+        timeout = max(hosts.config.timeout, READ_SECONDS,
+                      float(inv.args.get("timeout") or 0) + hosts.config.timeout)
     reply = await hosts.call(host, remote_request(inv, words), timeout=timeout)
     data = {**reply.data, "host": host}
     return Reply(data=data, message=reply.text, outcome=_outcome(reply.outcome))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.context import Invocation, Reply
+from handlers.context import Invocation, Reply, Transport
 from handlers.grammar import Flag, Positional
 from handlers.registry import verb
 from handlers.roles import Role
@@ -49,7 +49,8 @@ async def run_health(inv: Invocation) -> Reply:
     """
     data = dict(inv.services.health.report(inv.args.get("NAME")))
     hosts = inv.services.hosts
-    names = hosts.names() if hosts is not None and not inv.args.get("NAME") else []
+    names = hosts.names() if hosts is not None and not inv.args.get("NAME") \
+        and inv.request.transport is not Transport.REMOTE else []
     if names:
         # Each host checks its own machines (its own ctbot's schedule): gathered here.
         assert hosts is not None

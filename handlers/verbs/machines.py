@@ -6,7 +6,7 @@ import shlex
 from dataclasses import replace
 from functools import partial
 
-from handlers.context import Invocation, Reply
+from handlers.context import Invocation, Reply, Transport
 from handlers.grammar import Flag, Positional
 from handlers.jobs import run_job
 from handlers.registry import verb
@@ -17,6 +17,7 @@ from services.grammar.addresses import AUTO, Family, address_request
 from services.grammar.features import FEATURES
 from services.grammar.names import image_name, machine_name, machine_ref
 from services.grammar.numbers import count, cpu, memory_limit, seconds
+from services.hosts import messages as host_messages
 from services.hosts.service import LOCAL
 from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
@@ -109,7 +110,9 @@ async def run_list(inv: Invocation) -> Reply:
             shown["inner"] = await inv.services.inner.list_json(machine.name)
         machines.append(shown)
     hosts = inv.services.hosts
-    names = hosts.names() if hosts is not None else []
+    # A controller asking this host gets this host's machines only (never a fan-out).
+    names = hosts.names() if hosts is not None and inv.request.transport \
+        is not Transport.REMOTE else []
     if not names:
         return Reply(data={"machines": machines}, view="machine_list")
     # Several hosts: this one's first, then each other's (asked all at once, each within
@@ -122,11 +125,15 @@ async def run_list(inv: Invocation) -> Reply:
                                                 wants_text=False))
     for name in names:
         answer = answers[name]
-        if isinstance(answer, str) or answer.outcome != "ok":
-            unreachable.append({"host": name, "error": answer if isinstance(answer, str)
-                                else answer.text})
+        if isinstance(answer, str):
+            unreachable.append({"host": name, "error": answer})
             continue
-        for shown in answer.data.get("machines", []):
+        rows = answer.data.get("machines")
+        if answer.outcome != "ok" or rows is None or not _readable(rows):
+            unreachable.append({"host": name, "error": str(answer.data.get("error") or
+                                                            host_messages.unreadable_machines(name))})
+            continue
+        for shown in rows:
             machines.append({**shown, "host": name})
     return Reply(data={"machines": machines, "unreachable": unreachable},
                  view="machine_list")
@@ -216,3 +223,12 @@ async def run_logs(inv: Invocation) -> Reply:
     text = (await inv.services.inner.journal(name, lines) if "/" in name
             else await inside.journal(inv.services.machines, name, lines))
     return Reply(data={"name": name, "lines": text}, view="logs")
+
+
+def _readable(rows: object) -> bool:
+    """A host's `list` rows as this ctbot shows them (a host of another version may
+    answer otherwise: that host is marked, the others are listed)."""
+    fields = ("name", "state", "image", "created_at")
+    return isinstance(rows, list) and all(
+        isinstance(r, dict) and all(isinstance(r.get(f), str) for f in fields)
+        and isinstance(r.get("inner", []), list) for r in rows)

@@ -51,3 +51,12 @@ def fingerprint_changed(name: str, expected: str, offered: str) -> str:
 
 def no_host_key(address: str, port: int, reason: str) -> str:
     return f"cannot read the host key of `{address}` port {port}: {reason}"
+
+
+def no_answer_yet(host: str, seconds: float) -> str:
+    return (f"host `{host}` has not answered within {seconds:.0f} s; the command may still "
+            "be running there (`jobs` on it shows)")
+
+
+def unreadable_machines(host: str) -> str:
+    return f"host `{host}` answered with machines ctbot cannot read (another version?)"

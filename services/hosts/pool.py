@@ -52,20 +52,19 @@ class HostPool:
 
     async def call(self, host: HostRecord, payload: bytes, *, timeout: float) -> bytes:
         """Run the host's forced command with `payload` on stdin; its stdout (at most
-        MAX_REPLY bytes). HostUnreachable within `timeout` seconds otherwise."""
+        MAX_REPLY bytes, read no further). HostUnreachable when the connection cannot be
+        had within [hosts] timeout or breaks; OperationFailed when the command does not
+        answer within `timeout` seconds (the connection, and other calls on it, stay)."""
         import asyncssh
 
         link = self._links.setdefault(host.name, _Link(
             sessions=asyncio.Semaphore(self.config.max_sessions)))
         assert link.sessions is not None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(self.config.timeout):
                 connection = await self._connection(host, link)
-                async with link.sessions:
-                    result = await connection.run("ctbot remote", input=payload.decode(),
-                                                  check=False, encoding="utf-8")
         except TimeoutError:
-            self._failed(host, link, f"no answer within {timeout:.0f} s")
+            self._failed(host, link, f"no SSH connection within {self.config.timeout:.0f} s")
             raise HostUnreachable(messages.unreachable(host.name, link.error)) from None
         except asyncssh.HostKeyNotVerifiable:
             offered = await offered_key(host.address, host.port, timeout=self.config.timeout)
@@ -76,13 +75,15 @@ class HostPool:
         except (OSError, asyncssh.Error) as exc:
             self._failed(host, link, _reason(exc))
             raise HostUnreachable(messages.unreachable(host.name, link.error)) from None
-        out = str(result.stdout or "")
-        if result.exit_status != 0 and not out:
-            raise OperationFailed(messages.remote_failed(host.name, result.exit_status or -1,
-                                                         str(result.stderr or "")[-500:]))
-        if len(out) > MAX_REPLY:
-            raise OperationFailed(messages.reply_too_long(host.name))
-        return out.encode()
+        try:
+            async with asyncio.timeout(timeout):
+                async with link.sessions:
+                    return await _run(host.name, connection, payload)
+        except TimeoutError:
+            raise OperationFailed(messages.no_answer_yet(host.name, timeout)) from None
+        except (OSError, asyncssh.Error) as exc:  # the connection broke under the call
+            self._failed(host, link, _reason(exc))
+            raise HostUnreachable(messages.unreachable(host.name, link.error)) from None
 
     def state(self, name: str) -> tuple[bool, str]:
         """(connected, the last error) for `host list`."""
@@ -93,8 +94,11 @@ class HostPool:
 
     async def forget(self, name: str) -> None:
         link = self._links.pop(name, None)
-        if link is not None and link.connection is not None:
-            link.connection.close()
+        if link is not None:
+            async with link.lock:  # a connect under way ends first, then is closed
+                if link.connection is not None:
+                    link.connection.close()
+                    link.connection = None
 
     async def close(self) -> None:
         for name in list(self._links):
@@ -136,6 +140,30 @@ class HostPool:
         link.retry_at = time.monotonic() + random.uniform(0, ceiling)
         log.warning("host unreachable host=%s address=%s failures=%d error=%s", host.name,
                     host.address, link.failures, reason)
+
+
+async def _run(name: str, connection: asyncssh.SSHClientConnection, payload: bytes) -> bytes:
+    """One channel: `payload` in, stdout out, read no further than MAX_REPLY bytes."""
+    process = await connection.create_process("ctbot remote", encoding=None)
+    try:
+        process.stdin.write(payload)
+        process.stdin.write_eof()
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await process.stdout.read(65536):
+            size += len(chunk)
+            if size > MAX_REPLY:
+                raise OperationFailed(messages.reply_too_long(name))
+            chunks.append(chunk)
+        said = await process.stderr.read(4096)
+        status = (await process.wait(check=False)).exit_status
+    finally:
+        process.close()
+    out = b"".join(chunks)
+    if status != 0 and not out:
+        raise OperationFailed(messages.remote_failed(
+            name, status if status is not None else -1, said.decode(errors="replace")[-500:]))
+    return out
 
 
 async def offered_key(address: str, port: int, *, timeout: float) -> asyncssh.SSHKey | None:

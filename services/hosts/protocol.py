@@ -38,7 +38,7 @@ class RemoteRequest:
             raise InvalidInput(f"a request is at most {MAX_REQUEST} bytes")
         try:
             raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput("a request is one JSON object") from None
         fields = {"controller": str, "user": str, "role": str, "words": list,
                   "confirmed": bool, "wants_text": bool, "correlation_id": str}
@@ -77,7 +77,10 @@ class RemoteReply:
     @classmethod
     def from_bytes(cls, data: bytes) -> RemoteReply:
         """ValueError when the host did not answer in this shape."""
-        raw = json.loads(data)
+        try:
+            raw = json.loads(data)
+        except RecursionError:
+            raise ValueError("nested too deep") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("outcome"), str) \
                 or not isinstance(raw.get("text"), str) or not isinstance(raw.get("data"), dict):
             raise ValueError("not a ctbot reply")

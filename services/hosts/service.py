@@ -4,6 +4,7 @@ their ctbot (`ctbot remote`), one or all at once, each bounded in time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from services.hosts.protocol import RemoteReply, RemoteRequest
 from services.hosts.store import HostRecord, HostStore
 
 LOCAL = "local"
+log = logging.getLogger(__name__)
 
 
 class Hosts:
@@ -42,7 +44,7 @@ class Hosts:
     def authorized_line(self) -> str:
         """What a host's root adds to /root/.ssh/authorized_keys for this controller."""
         return authorized_line(controller_key(self.config.key_dir),
-                               self.config.remote_command)
+                               f"{self.config.remote_command} --controller {self.config.name}")
 
     async def offered(self, address: str, port: int) -> tuple[str, str, str]:
         """(key type, SHA256 fingerprint, OpenSSH key line) of the host key `address`
@@ -96,6 +98,9 @@ class Hosts:
                 return await self.call(name, request)
             except (HostUnreachable, OperationFailed, NotFound) as exc:
                 return str(exc)
+            except Exception:  # one host's surprise is that host's part only
+                log.exception("call to host failed host=%s", name)
+                return messages.not_a_reply(name)
 
         results = await asyncio.gather(*(one(n) for n in names))
         return dict(zip(names, results, strict=True))

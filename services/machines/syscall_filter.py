@@ -260,8 +260,11 @@ def main(argv: list[str]) -> int:
     theirs.close()
     try:
         rules.load()
-    except RuntimeError:
-        if not _under_a_filter():
+    except RuntimeError as exc:
+        # Only "a listener is there already": EBUSY from the kernel, which libseccomp
+        # reports as -ECANCELED; any other failure is a failure.
+        if not _under_a_filter() or not any(f"errno = -{n}" in str(exc)
+                                            for n in (errno.EBUSY, errno.ECANCELED)):
             raise
         # The kernel allows one listener per filter tree (seccomp(2): EBUSY on
         # SECCOMP_FILTER_FLAG_NEW_LISTENER): this ctbot runs inside a machine, and every

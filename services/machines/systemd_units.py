@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from pathlib import Path
 
 from services.core import host
@@ -24,7 +23,18 @@ from services.machines.supervisor import (
 
 log = logging.getLogger(__name__)
 
+
+def unit_word(word: str) -> str:
+    """One word of an Exec line as systemd reads it (systemd.service(5), "COMMAND
+    LINES"; systemd.unit(5), "SPECIFIERS"): % and $ doubled, quoted if it has a space,
+    a quote, a backslash or a semicolon."""
+    word = word.replace("%", "%%").replace("$", "$$")
+    if any(c in word for c in " \t\"'\\;"):
+        return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
 ROOT_MARK = "# ctbot machine root: "  # the drop-in's first line: whose machine this is
+SETTINGS_MARK = b"# ctbot:"  # the first bytes of a NAME.nspawn ctbot copied to /etc
 
 
 class SystemdSupervisor(FindsNspawn):
@@ -57,20 +67,36 @@ class SystemdSupervisor(FindsNspawn):
     def _dropin(self, name: str) -> Path:
         return self.unit_root / f"systemd-nspawn@{name}.service.d" / "ctbot.conf"
 
-    def _claim(self, name: str, root: Path) -> None:
-        """Refuse a unit whose drop-in another ctbot (another root) wrote."""
+    def _owner(self, name: str) -> str | None:
+        """The root named by the unit's ctbot drop-in; None without one."""
         try:
             first = self._dropin(name).read_text().splitlines()[0]
         except (FileNotFoundError, IndexError):
+            return None
+        return first.removeprefix(ROOT_MARK) if first.startswith(ROOT_MARK) else ""
+
+    async def _claim(self, name: str, root: Path) -> None:
+        """Refuse a unit that is not this ctbot's: another ctbot's drop-in (another root),
+        or, without ours, a running unit or an operator's own NAME.nspawn."""
+        unit, _ = self._names(name, root)
+        owner = self._owner(name)
+        if owner is not None and owner != str(root):
+            raise Conflict(f"{unit} belongs to another ctbot on this host (root "
+                           f"{owner or '?'}): choose another name")
+        if owner is not None:
             return
-        mine = f"{ROOT_MARK}{root}"
-        if first.startswith(ROOT_MARK) and first != mine:
-            raise Conflict(f"systemd-nspawn@{name}.service belongs to another ctbot on this "
-                           f"host (root {first.removeprefix(ROOT_MARK)}): choose another name")
+        settings = self.settings_root / f"{name}.nspawn"
+        if settings.exists() and not settings.read_bytes().startswith(SETTINGS_MARK):
+            raise Conflict(f"{settings} is not ctbot's: a machine `{name}` of this host's "
+                           "own; choose another name")
+        state = await host.run(["systemctl", "is-active", "--", unit], timeout=30,
+                               check=False)
+        if state.stdout.strip() in ("active", "activating", "reloading", "deactivating"):
+            raise Conflict(f"{unit} runs, and not for ctbot: choose another name")
 
     async def start(self, launch: Launch) -> tuple[ProcessId, Readiness | None]:
         name = launch.name
-        self._claim(name, launch.root)
+        await self._claim(name, launch.root)
         unit, slice_ = self._names(name, launch.root)
         limits = ["[Slice]", f"TasksMax={launch.limits.pids}"]
         if launch.limits.cpu is not None:
@@ -81,13 +107,14 @@ class SystemdSupervisor(FindsNspawn):
         settings = launch.root.with_name(f"{launch.root.name}.nspawn")
         self.settings_root.mkdir(parents=True, exist_ok=True)
         replace_file(self.settings_root / f"{name}.nspawn",
-                     f"# ctbot: a copy of {settings}, made at each start\n".encode()
+                     SETTINGS_MARK + f" a copy of {settings}, made at each start\n".encode()
                      + settings.read_bytes())
         result = self.results_dir / name
         lines = [f"{ROOT_MARK}{launch.root}",
                  "[Unit]", f"Description=ctbot machine {name}",
                  "[Service]", "ExecStart=",
-                 "ExecStart=" + " ".join(nspawn_argv(launch, register=True)),
+                 "ExecStart=" + " ".join(unit_word(w) for w in nspawn_argv(launch,
+                                                                        register=True)),
                  *(f"Environment={k}={v}" for k, v in NSPAWN_ENV.items()),
                  f"Slice={slice_}", f"TimeoutStartSec={int(launch.boot_timeout)}",
                  # systemd-nspawn@.service has these already; stated so that they hold
@@ -114,6 +141,13 @@ class SystemdSupervisor(FindsNspawn):
     async def stop(self, name: str, root: Path, recorded: ProcessId | None, *,
                    timeout: float) -> None:
         unit, _ = self._names(name, root)
+        if self._owner(name) != str(root):
+            # Not our unit (another ctbot's, the operator's, or ours with its drop-in
+            # gone): never `systemctl stop` it; our own nspawn, found by our root, only.
+            nspawn = self.find(name, root, recorded)
+            if nspawn is not None:
+                await poweroff(nspawn, timeout=timeout)
+            return
         try:
             await host.run(["systemctl", "stop", "--", unit], timeout=timeout + 10)
         except HostCommandFailed as exc:
@@ -125,15 +159,17 @@ class SystemdSupervisor(FindsNspawn):
     async def forget(self, name: str, root: Path) -> None:
         unit, slice_ = self._names(name, root)
         dropin = self._dropin(name)
-        try:
-            first = dropin.read_text().splitlines()[0]
-        except (FileNotFoundError, IndexError):
-            first = None
-        if first is not None and first != f"{ROOT_MARK}{root}":
-            return  # another ctbot's machine of the same name: not ours to remove
-        shutil.rmtree(dropin.parent, ignore_errors=True)
-        for path in (self.unit_root / slice_, self.settings_root / f"{name}.nspawn",
-                     self.results_dir / name):
+        if self._owner(name) != str(root):
+            return  # not ours (another ctbot's, the operator's): nothing to remove
+        # Ours only: an operator's own drop-ins (`systemctl edit`) beside it stay.
+        dropin.unlink()
+        with contextlib.suppress(OSError):
+            dropin.parent.rmdir()
+        settings = self.settings_root / f"{name}.nspawn"
+        with contextlib.suppress(FileNotFoundError):
+            if settings.read_bytes().startswith(SETTINGS_MARK):
+                settings.unlink()
+        for path in (self.unit_root / slice_, self.results_dir / name):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         await host.run(["systemctl", "daemon-reload"], timeout=30)

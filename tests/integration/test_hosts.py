@@ -128,7 +128,7 @@ def test_a_host_whose_sshd_stops_is_marked_and_the_others_still_answer(fleet: Fl
     try:
         started = time.monotonic()
         listed = fleet.json("list")
-        assert time.monotonic() - started < TIMEOUT + 1 + 2.0  # + the process's own start
+        assert time.monotonic() - started < TIMEOUT + 1  # the process's own start included
         assert [u["host"] for u in listed["unreachable"]] == ["h2"]
         assert "h2" in listed["unreachable"][0]["error"]
         assert ("h1", "w1") in {(m["host"], m["name"]) for m in listed["machines"]}

@@ -229,3 +229,12 @@ async def test_a_webhook_is_no_person_so_nothing_is_granted_or_keyed_to_it(dispa
     for person in ("U0VIEW", "local"):
         reply = await dispatcher.dispatch(request("who", user=person))
         assert reply.data == {"person": person}
+
+
+async def test_a_controllers_command_is_never_forwarded_or_about_this_host(dispatcher):
+    remote = await dispatcher.dispatch(CommandRequest(
+        text="help", user_id="controller:ctl on behalf of U0ADMIN",
+        transport=Transport.REMOTE, correlation_id="c-remote", run_as=Role.ADMIN))
+    assert remote.outcome is Outcome.USER_ERROR and "controller itself" in remote.text
+    routed = await dispatcher.dispatch(request("poke h1:thing"))
+    assert routed.outcome is Outcome.USER_ERROR and "no other hosts" in routed.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.core.errors import Conflict
-from services.core.host import ProcessId
+from services.core.host import Completed, ProcessId
 from services.machines import systemd_units
 from services.machines.cgroups import Limits
 from services.machines.supervisor import Launch
@@ -21,6 +21,7 @@ def units(tmp_path, monkeypatch) -> tuple[SystemdSupervisor, list[tuple[list[str
 
     async def run(argv, *, timeout, **_):
         calls.append((list(argv), timeout))
+        return Completed(tuple(argv), 0, "inactive\n" if "is-active" in argv else "", "")
 
     monkeypatch.setattr(systemd_units.host, "run", run)
     monkeypatch.setattr(SystemdSupervisor, "find", lambda *_: ProcessId(4242, 1))
@@ -61,6 +62,30 @@ async def test_the_stock_unit_named_after_the_machine_with_limits_on_a_slice(tmp
     assert start == [(["systemctl", "start", "--", "systemd-nspawn@web1.service"], 105)]
 
 
+async def test_a_unit_or_settings_not_ctbots_are_refused_and_never_stopped(tmp_path, units,
+                                                                         monkeypatch):
+    supervisor, calls = units
+    supervisor.settings_root.mkdir()
+    (supervisor.settings_root / "web1.nspawn").write_text("[Exec]\nBoot=yes\n")  # theirs
+    prod = launch(tmp_path, "prod")
+    with pytest.raises(Conflict, match="is not ctbot's"):
+        await supervisor.start(prod)
+    await supervisor.stop("web1", prod.root, None, timeout=5)  # the rollback's stop
+    await supervisor.forget("web1", prod.root)
+    assert not [c for c in calls if c[0][:2] == ["systemctl", "stop"]]
+    assert (supervisor.settings_root / "web1.nspawn").read_text() == "[Exec]\nBoot=yes\n"
+
+    (supervisor.settings_root / "web1.nspawn").unlink()
+
+    async def active(argv, *, timeout, **_):
+        calls.append((list(argv), timeout))
+        return Completed(tuple(argv), 0, "active\n", "")
+
+    monkeypatch.setattr(systemd_units.host, "run", active)
+    with pytest.raises(Conflict, match="runs, and not for ctbot"):
+        await supervisor.start(prod)
+
+
 async def test_another_ctbots_machine_of_the_same_name_is_refused_and_left_alone(tmp_path,
                                                                                units):
     supervisor, _ = units
@@ -83,8 +108,11 @@ async def test_stop_keeps_the_unit_for_machinectl_start_and_forget_removes_it(tm
     supervisor.results_dir.mkdir()
     (supervisor.results_dir / "web1").write_text("success\n")
     assert supervisor.ended("web1", prod.root) == "success"
+    (supervisor.unit_root / "systemd-nspawn@web1.service.d" / "override.conf").write_text(
+        "[Service]\nCPUWeight=50\n")  # `systemctl edit`: the operator's, kept
     await supervisor.forget("web1", prod.root)
-    assert list(supervisor.unit_root.iterdir()) == []
+    assert [p.name for p in supervisor.unit_root.rglob("*")] == [
+        "systemd-nspawn@web1.service.d", "override.conf"]
     assert list(supervisor.settings_root.iterdir()) == []
     assert supervisor.ended("web1", prod.root) is None
     assert ["systemctl", "reset-failed", "--", "systemd-nspawn@web1.service"] in \
