@@ -144,6 +144,23 @@ def test_machines_are_systemd_nspawn_units_that_machinectl_shows(server: int):
         ok(server, f"ping -c 1 -W 5 {address}")
 
 
+def test_ssh_access_works_under_the_systemd_supervisor(server: int):
+    """Granted, a login with strict host key checking from the server's own ssh client
+    (the known_hosts lines from `ssh w1 --json`); revoked, refused."""
+    ok(server, "rm -f /root/id_w1 /root/id_w1.pub && ssh-keygen -q -t ed25519 -N '' "
+               "-f /root/id_w1")
+    ctbot(server, f"key add {ok(server, 'cat /root/id_w1.pub').strip()}")
+    ctbot(server, "access grant w1 local", timeout=120)
+    info = json.loads(ctbot(server, "ssh w1", "--json"))
+    ok(server, "cat > /root/known_w1 <<'EOF'\n" + "\n".join(info["known_hosts"]) + "\nEOF")
+    login = ("ssh -i /root/id_w1 -o StrictHostKeyChecking=yes -o BatchMode=yes "
+             "-o UserKnownHostsFile=/root/known_w1 -o ConnectTimeout=10 ")
+    for address in (info["ipv4"], info["ipv6"]):
+        assert ok(server, f"{login} root@{address} hostname", timeout=60).strip() == "w1"
+    ctbot(server, "access revoke w1 local", timeout=120)
+    assert sh(server, f"{login} root@{info['ipv4']} hostname", timeout=60).returncode != 0
+
+
 def test_restarting_ctbot_leaves_machines_running(server: int):
     before = json.loads(ctbot(server, "status w1", "--json"))["leader_pid"]
     ok(server, "systemctl restart ctbot", timeout=120)
