@@ -52,6 +52,17 @@ def absolute_dir(value: str) -> Path:
     return Path(value)
 
 
+def remote_command(value: str) -> str:
+    """What a host's authorized_keys line runs (sshd(8) AUTHORIZED_KEYS FILE FORMAT,
+    `command="…"`): an absolute program path and its arguments, printable ASCII with no
+    quote or backslash (they would end or escape the option)."""
+    if not value.startswith("/") or not value.isascii() or not value.isprintable() \
+            or any(c in value for c in "\"\\"):
+        raise ValueError(f"must be an absolute program path and its arguments, printable "
+                         f"ASCII without quotes or backslashes, not {value!r}")
+    return value
+
+
 def seconds_up_to_an_hour(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 3600:
         raise ValueError(f"must be a number of seconds from 1 to 3600, not {value!r}")

@@ -13,6 +13,7 @@ from bot.settings.parsers import (
     one_of,
     parse_listen,
     pool,
+    remote_command,
     role,
     seconds_between,
     seconds_up_to_an_hour,
@@ -36,6 +37,7 @@ from services.grammar.names import (
     nft_table_name,
 )
 from services.grammar.numbers import size
+from services.hosts.config import REMOTE_COMMAND
 
 EXAMPLE_HEADER = """\
 ctbot settings. Every key is optional; shown here with its built-in default.
@@ -163,6 +165,9 @@ SECTIONS: tuple[Section, ...] = (
             "unreachable.", seconds_up_to_an_hour),
         Key("max_sessions", 8, "SSH channels open at once to one host (sshd's MaxSessions "
             "is 10 by default).", whole_number(1, 64)),
+        Key("remote_command", REMOTE_COMMAND, "What the line `host key` prints makes a "
+            "host run for this controller (`--controller NAME` is added): its ctbot, as "
+            "`ctbot install` lays it out.", remote_command),
     )),
     Section("metrics", "Prometheus /metrics on the web app.", (
         Key("enabled", False, "Serve /metrics (the web app then listens on [http] listen "

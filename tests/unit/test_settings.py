@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -156,3 +157,12 @@ def test_log_lines_mask_secrets_even_in_tracebacks():
 def test_pools_that_would_cut_the_host_off_are_refused(tmp_path, key, pool):
     with pytest.raises(SettingsError, match=re.escape(f"[network] {key}")):
         load_settings(write(tmp_path, f'[network]\n{key} = "{pool}"\n'), {})
+
+
+def test_a_remote_command_cannot_break_out_of_its_authorized_keys_option(tmp_path):
+    for bad in ('/opt/ctbot/bin/ctbot remote" ,no-restrict', "ctbot remote",
+                "/opt/ctbot/bin/ctbot remote \\x", "/opt/ctbot/bin/ctbot\nremote"):
+        config = tmp_path / "c.toml"
+        config.write_text(f"[hosts]\nremote_command = {json.dumps(bad)}\n")
+        with pytest.raises(SettingsError, match="remote_command"):
+            load_settings(config, {})
