@@ -72,7 +72,13 @@ async def serve(settings: Settings, *, console_allowed: bool = True,
     remote: asyncio.Server | None = None
     try:
         # Controllers' commands, handed over by `ctbot remote` (bot/relay.py): warm.
-        remote = await listen(runtime.dispatcher, settings.state_dir / SOCKET_NAME)
+        # Without the socket (a path over AF_UNIX's 108 bytes, say) they still run, each
+        # in a process of its own.
+        try:
+            remote = await listen(runtime.dispatcher, settings.state_dir / SOCKET_NAME)
+        except OSError as exc:
+            log.warning("no socket for controllers' commands path=%s error=%s; they run "
+                        "in a process each", settings.state_dir / SOCKET_NAME, exc)
         if settings.webhooks:
             manager.status(f"checking {len(settings.webhooks)} webhook rules")
             check_rules(settings.webhooks, runtime.dispatcher.services.registry)
