@@ -107,10 +107,13 @@ def main(argv: list[str]) -> int:
 
     from bot.remote import run_remote
     from bot.settings import SettingsError, load_settings
+    from services.core.errors import CtbotError
 
     try:
         settings = load_settings(Path(config) if config else None, os.environ)
-    except SettingsError as exc:
-        print(f"ctbot: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(run_remote(settings, request))
+        return asyncio.run(run_remote(settings, request))
+    except (SettingsError, CtbotError, OSError) as exc:
+        # Answered, not a traceback: the controller shows this host's reason.
+        sys.stdout.buffer.write(_failed(f"ctbot on this host cannot run it: {exc}"))
+        sys.stdout.flush()
+        return 0

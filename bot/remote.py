@@ -70,7 +70,7 @@ async def dispatch(dispatcher: Dispatcher, request: RemoteRequest,
         user_id=f"controller:{request.controller} on behalf of {request.user}",
         correlation_id=request.correlation_id or new_correlation_id(),
         confirmed=request.confirmed, wants_text=request.wants_text,
-        run_as=Role(request.role)))
+        run_as=Role(request.role), verb=request.verb))
 
 
 async def run_remote(settings: Settings, data: bytes) -> int:

@@ -173,7 +173,7 @@ async def _reach(runtime: Runtime, names: list[str]) -> int:
 
     request = RemoteRequest(controller=runtime.settings.hosts.name, user="ctbot",
                             role=str(Role.VIEWER), words=[("host", False), ("info", False)],
-                            wants_text=False)
+                            verb="host info", wants_text=False)
     answers = await runtime.hosts.gather(names, request)
     return sum(1 for a in answers.values() if isinstance(a, RemoteReply))
 

@@ -104,10 +104,10 @@ class Dispatcher:
             rest, host = take_host_ref(rest, verb.signature)
         if host == LOCAL:
             host = None
-        elif host is not None and self.services.hosts is not None:
-            self.services.hosts.get(host)  # NotFound names `host list`
-        elif host is not None:
+        elif host is not None and self.services.hosts is None:
             raise InvalidInput("this ctbot drives no other hosts (`host add` adds one)")
+        # Whether that host exists is said after the role check (routing.forward): who
+        # may not run the verb learns nothing of the hosts.
         if request.verb is not None and verb.name != request.verb:
             raise InvalidInput(f"the command's verb is `{verb.name}`, not `{request.verb}` "
                                "as its rule was checked: a template may not change its verb")

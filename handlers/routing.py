@@ -73,13 +73,17 @@ def take_host_ref(rest: list[str], signature: Signature) -> tuple[list[str], str
     return rest, None
 
 
-def remote_request(inv: Invocation, words: list[str]) -> RemoteRequest:
+def remote_request(inv: Invocation, words: list[str], verb: str | None = None
+                   ) -> RemoteRequest:
+    """What the host's ctbot is asked: `words`, whose verb must be `verb` there too
+    (this command's, unless another is named), as the caller with the role authorized
+    here; confirmed only if the caller confirmed here."""
     hosts = inv.services.hosts
     assert hosts is not None
     return RemoteRequest(
         controller=hosts.config.name, user=inv.user_id, role=str(inv.role),
         words=[(str(w), isinstance(w, QuotedWord)) for w in words],
-        confirmed=inv.request.confirmed or not inv.verb.confirm,
+        verb=verb or inv.verb.name, confirmed=inv.request.confirmed,
         wants_text=inv.request.wants_text, correlation_id=inv.request.correlation_id)
 
 

@@ -14,6 +14,8 @@ from services.grammar.numbers import count, seconds
 from services.grammar.text import printable
 from services.health import messages
 from services.health.targets import check_id
+from services.hosts.answers import Unreadable, one_line, text
+from services.hosts.protocol import RemoteReply
 
 MAX_MUTE = 30 * 86400
 MAX_REASON = 200
@@ -55,11 +57,7 @@ async def run_health(inv: Invocation) -> Reply:
         # Each host checks its own machines (its own ctbot's schedule): gathered here.
         assert hosts is not None
         answers = await hosts.gather(names, remote_request(inv, ["health"]))
-        data["hosts"] = [
-            {"name": name, "reachable": False, "error": answer} if isinstance(answer, str)
-            else {"name": name, "reachable": answer.outcome == "ok", "report": answer.data,
-                  "text": answer.text}
-            for name, answer in answers.items()]
+        data["hosts"] = [_host_health(name, answer) for name, answer in answers.items()]
     return Reply(view="health", data=data)
 
 
@@ -135,3 +133,16 @@ async def run_check_remove(inv: Invocation) -> Reply:
     inv.services.health.remove_check(inv.args["NAME"], inv.args["ID"])
     return Reply(view="check_removed", data={"machine": inv.args["NAME"],
                                              "id": inv.args["ID"]})
+
+
+def _host_health(name: str, answer: RemoteReply | str) -> dict[str, object]:
+    """One host's part of `health`: its text (checked, shown indented under its name in
+    the view), or why there is none, on one line."""
+    try:
+        if isinstance(answer, str):
+            raise Unreadable(answer)
+        if answer.outcome != "ok":
+            raise Unreadable(str(answer.data.get("error") or answer.outcome))
+        return {"name": name, "reachable": True, "text": text(answer.text)}
+    except Unreadable as exc:
+        return {"name": name, "reachable": False, "error": one_line(str(exc))}

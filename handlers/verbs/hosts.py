@@ -16,6 +16,7 @@ from services.grammar.addresses import host_address
 from services.grammar.names import host_name
 from services.grammar.ports import port
 from services.hosts import messages
+from services.hosts.answers import Unreadable, host_info, one_line
 from services.hosts.protocol import RemoteReply
 from services.hosts.service import LOCAL, Hosts
 
@@ -63,7 +64,7 @@ async def run_host_add(inv: Invocation) -> Reply:
                            "key_type": key_type, "fingerprint": offered, "added": False})
     record = await hosts.add(name, address, ssh_port, inv.args.get("user") or "root",
                              fingerprint, added_by=inv.user_id)
-    info = await hosts.gather([name], remote_request(inv, ["host", "info"]))
+    info = await hosts.gather([name], remote_request(inv, ["host", "info"], "host info"))
     answer = info[name]
     return Reply(view="host_added", data={
         **record.to_json(), "fingerprint": fingerprint, "added": True,
@@ -79,18 +80,21 @@ async def run_host_list(inv: Invocation) -> Reply:
     local = {"name": LOCAL, "reachable": True, **_info(inv)}
     hosts = _hosts(inv)
     names = hosts.names()
-    answers = await hosts.gather(names, remote_request(inv, ["host", "info"]))
+    answers = await hosts.gather(names, remote_request(inv, ["host", "info"], "host info"))
     rows = [local]
     for name in names:
-        answer = answers[name]
-        record = hosts.get(name)
-        if isinstance(answer, RemoteReply) and answer.outcome == "ok":
-            rows.append({"name": name, "address": record.address, "reachable": True,
-                         **answer.data})
-        else:
-            error = answer if isinstance(answer, str) else answer.text
-            rows.append({"name": name, "address": record.address, "reachable": False,
-                         "error": error})
+        answer, address = answers[name], hosts.get(name).address
+        try:
+            if isinstance(answer, str):
+                raise Unreadable(answer)
+            if answer.outcome != "ok":
+                raise Unreadable(str(answer.data.get("error") or answer.outcome))
+            # A host's answer is checked field by field; the row's own fields are ours.
+            rows.append({**host_info(answer.data), "name": name, "address": address,
+                         "reachable": True})
+        except Unreadable as exc:
+            rows.append({"name": name, "address": address, "reachable": False,
+                         "error": one_line(str(exc))})
     return Reply(view="host_list", data={"hosts": rows})
 
 

@@ -17,7 +17,7 @@ from services.grammar.addresses import AUTO, Family, address_request
 from services.grammar.features import FEATURES
 from services.grammar.names import image_name, machine_name, machine_ref
 from services.grammar.numbers import count, cpu, memory_limit, seconds
-from services.hosts import messages as host_messages
+from services.hosts.answers import Unreadable, machine_rows, one_line
 from services.hosts.service import LOCAL
 from services.machines import inside, messages
 from services.machines.specs import CreateSpec, MachineRef
@@ -125,16 +125,16 @@ async def run_list(inv: Invocation) -> Reply:
                                                 wants_text=False))
     for name in names:
         answer = answers[name]
-        if isinstance(answer, str):
-            unreachable.append({"host": name, "error": answer})
+        try:
+            if isinstance(answer, str):
+                raise Unreadable(answer)
+            if answer.outcome != "ok":
+                raise Unreadable(str(answer.data.get("error") or answer.outcome))
+            rows = machine_rows(answer.data.get("machines"))
+        except Unreadable as exc:
+            unreachable.append({"host": name, "error": one_line(str(exc))})
             continue
-        rows = answer.data.get("machines")
-        if answer.outcome != "ok" or rows is None or not _readable(rows):
-            unreachable.append({"host": name, "error": str(answer.data.get("error") or
-                                                            host_messages.unreadable_machines(name))})
-            continue
-        for shown in rows:
-            machines.append({**shown, "host": name})
+        machines.extend({**row, "host": name} for row in rows)
     return Reply(data={"machines": machines, "unreachable": unreachable},
                  view="machine_list")
 
@@ -224,11 +224,3 @@ async def run_logs(inv: Invocation) -> Reply:
             else await inside.journal(inv.services.machines, name, lines))
     return Reply(data={"name": name, "lines": text}, view="logs")
 
-
-def _readable(rows: object) -> bool:
-    """A host's `list` rows as this ctbot shows them (a host of another version may
-    answer otherwise: that host is marked, the others are listed)."""
-    fields = ("name", "state", "image", "created_at")
-    return isinstance(rows, list) and all(
-        isinstance(r, dict) and all(isinstance(r.get(f), str) for f in fields)
-        and isinstance(r.get("inner", []), list) for r in rows)

@@ -2,4 +2,5 @@
 these before anything else)."""
 
 MAX_REQUEST = 64 * 1024  # bytes: a command's words, a user id, a role
-MAX_REPLY = 8 * 1024 * 1024  # bytes: `list` of many machines, `logs`
+MAX_REPLY = 8 * 1024 * 1024  # bytes: one command's answer (`logs`, `exec` output)
+MAX_FANOUT_REPLY = 1024 * 1024  # bytes: one host's part of list, health, host list

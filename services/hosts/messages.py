@@ -12,7 +12,9 @@ def backing_off(host: str, reason: str, wait: float) -> str:
 
 
 def remote_failed(host: str, status: int, said: str) -> str:
-    tail = f": {said.strip()}" if said.strip() else ""
+    from services.hosts.answers import one_line
+
+    tail = f": {one_line(said)}" if said.strip() else ""
     return (f"ctbot on host `{host}` failed (exit {status}){tail}; is ctbot installed "
             "there (`ctbot install`)?")
 

@@ -50,9 +50,10 @@ class HostPool:
         self._key = client_key
         self._links: dict[str, _Link] = {}
 
-    async def call(self, host: HostRecord, payload: bytes, *, timeout: float) -> bytes:
+    async def call(self, host: HostRecord, payload: bytes, *, timeout: float,
+                   limit: int = MAX_REPLY) -> bytes:
         """Run the host's forced command with `payload` on stdin; its stdout (at most
-        MAX_REPLY bytes, read no further). HostUnreachable when the connection cannot be
+        `limit` bytes, read no further). HostUnreachable when the connection cannot be
         had within [hosts] timeout or breaks; OperationFailed when the command does not
         answer within `timeout` seconds (the connection, and other calls on it, stay)."""
         import asyncssh
@@ -78,7 +79,7 @@ class HostPool:
         try:
             async with asyncio.timeout(timeout):
                 async with link.sessions:
-                    return await _run(host.name, connection, payload)
+                    return await _run(host.name, connection, payload, limit)
         except TimeoutError:
             raise OperationFailed(messages.no_answer_yet(host.name, timeout)) from None
         except (OSError, asyncssh.Error) as exc:  # the connection broke under the call
@@ -142,8 +143,9 @@ class HostPool:
                     host.address, link.failures, reason)
 
 
-async def _run(name: str, connection: asyncssh.SSHClientConnection, payload: bytes) -> bytes:
-    """One channel: `payload` in, stdout out, read no further than MAX_REPLY bytes."""
+async def _run(name: str, connection: asyncssh.SSHClientConnection, payload: bytes,
+               limit: int) -> bytes:
+    """One channel: `payload` in, stdout out, read no further than `limit` bytes."""
     process = await connection.create_process("ctbot remote", encoding=None)
     try:
         process.stdin.write(payload)
@@ -152,7 +154,7 @@ async def _run(name: str, connection: asyncssh.SSHClientConnection, payload: byt
         size = 0
         while chunk := await process.stdout.read(65536):
             size += len(chunk)
-            if size > MAX_REPLY:
+            if size > limit:
                 raise OperationFailed(messages.reply_too_long(name))
             chunks.append(chunk)
         said = await process.stderr.read(4096)

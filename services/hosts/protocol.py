@@ -10,6 +10,7 @@ from typing import Any
 
 from services.core.errors import InvalidInput
 from services.grammar.names import host_name
+from services.hosts.answers import check_depth
 from services.hosts.limits import MAX_REQUEST
 
 ROLES = ("viewer", "operator", "admin")
@@ -24,6 +25,7 @@ class RemoteRequest:
     user: str
     role: str
     words: list[tuple[str, bool]]  # each word, and whether a webhook put it in (a value)
+    verb: str  # the verb the controller resolved and authorized: the host must agree
     confirmed: bool = False
     wants_text: bool = True
     correlation_id: str = ""
@@ -40,7 +42,7 @@ class RemoteRequest:
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidInput("a request is one JSON object") from None
-        fields = {"controller": str, "user": str, "role": str, "words": list,
+        fields = {"controller": str, "user": str, "role": str, "words": list, "verb": str,
                   "confirmed": bool, "wants_text": bool, "correlation_id": str}
         if not isinstance(raw, dict) or set(raw) != set(fields) or any(
                 not isinstance(raw[k], t) for k, t in fields.items()):
@@ -84,4 +86,5 @@ class RemoteReply:
         if not isinstance(raw, dict) or not isinstance(raw.get("outcome"), str) \
                 or not isinstance(raw.get("text"), str) or not isinstance(raw.get("data"), dict):
             raise ValueError("not a ctbot reply")
+        check_depth(raw)  # before anything walks it (views, --json)
         return cls(raw["outcome"], raw["text"], raw["data"], str(raw.get("version", "?")))

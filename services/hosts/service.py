@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 from services.core.errors import Conflict, InvalidInput, NotFound, OperationFailed
 from services.hosts import messages
+from services.hosts.answers import one_line
 from services.hosts.config import HostsConfig
 from services.hosts.identity import authorized_line, controller_key
+from services.hosts.limits import MAX_FANOUT_REPLY, MAX_REPLY
 from services.hosts.pool import HostPool, HostUnreachable, offered_key
 from services.hosts.protocol import RemoteReply, RemoteRequest
 from services.hosts.store import HostRecord, HostStore
@@ -78,12 +80,12 @@ class Hosts:
             await self._pool.forget(name)
 
     async def call(self, name: str, request: RemoteRequest, *,
-                   timeout: float | None = None) -> RemoteReply:
+                   timeout: float | None = None, limit: int = MAX_REPLY) -> RemoteReply:
         """Run `request` on host `name`'s ctbot. NotFound, HostUnreachable (within the
         timeout: [hosts] timeout unless given), OperationFailed for a broken answer."""
         host = self.get(name)
         out = await self.pool.call(host, request.to_bytes(),
-                                   timeout=timeout or self.config.timeout)
+                                   timeout=timeout or self.config.timeout, limit=limit)
         try:
             return RemoteReply.from_bytes(out)
         except ValueError:
@@ -91,13 +93,14 @@ class Hosts:
 
     async def gather(self, names: Sequence[str], request: RemoteRequest
                      ) -> dict[str, RemoteReply | str]:
-        """`request` on every host at once: each its reply, or why it has none (one host
-        never delays the others past [hosts] timeout)."""
+        """`request` on every host at once: each its reply, or why it has none, on one
+        line (one host never delays the others past [hosts] timeout; its reply is at most
+        MAX_FANOUT_REPLY bytes)."""
         async def one(name: str) -> RemoteReply | str:
             try:
-                return await self.call(name, request)
+                return await self.call(name, request, limit=MAX_FANOUT_REPLY)
             except (HostUnreachable, OperationFailed, NotFound) as exc:
-                return str(exc)
+                return one_line(str(exc))
             except Exception:  # one host's surprise is that host's part only
                 log.exception("call to host failed host=%s", name)
                 return messages.not_a_reply(name)

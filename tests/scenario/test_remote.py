@@ -14,7 +14,8 @@ from tests.scenario.processes import CTBOT, REPO, ctbot_env, run_ctbot, stop
 
 def request(controller: str = "ctl", text: str = "list") -> str:
     return json.dumps({"controller": controller, "user": "U012ABCDEF", "role": "viewer",
-                       "words": [[w, False] for w in text.split()], "confirmed": False,
+                       "words": [[w, False] for w in text.split()], "verb": text,
+                       "confirmed": False,
                        "wants_text": True, "correlation_id": "c-remote1"})
 
 
@@ -51,6 +52,10 @@ def test_a_running_service_answers_over_its_socket(tmp_path):
         assert refused["outcome"] == "user_error"
         about_me = json.loads(run_ctbot("remote", env=env, stdin=request(text="help")).stdout)
         assert about_me["outcome"] == "user_error" and "controller itself" in about_me["text"]
+        # The words must resolve to the verb the controller authorized, here as there.
+        other = json.loads(run_ctbot("remote", env=env, stdin=request(text="list").replace(
+            '"verb": "list"', '"verb": "health"')).stdout)
+        assert other["outcome"] == "user_error" and "not `health`" in other["text"], other
     finally:
         assert stop(serve) == 0
         assert serve.stderr is not None

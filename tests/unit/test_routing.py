@@ -46,7 +46,8 @@ def test_a_webhooks_value_never_chooses_the_host():
 
 def request(**changes: object) -> bytes:
     raw = {"controller": "ctl", "user": "U012ABCDEF", "role": "operator",
-           "words": [["status", False], ["web1", False]], "confirmed": False,
+           "words": [["status", False], ["web1", False]], "verb": "status",
+           "confirmed": False,
            "wants_text": True, "correlation_id": "c-1a2b"}
     raw.update(changes)
     return json.dumps(raw).encode()
@@ -56,7 +57,8 @@ def test_a_host_reads_one_request_shape_and_nothing_else():
     assert RemoteRequest.from_bytes(request()).words == [("status", False), ("web1", False)]
     for bad in (b"[" * 60000, b"not json", request(role="root"), request(controller="Bad!"),
                 request(user="two words"), request(words=[]), request(words=[["x", 1]]),
-                request(extra=1), request(correlation_id="a b"), b"x" * 70000):
+                request(extra=1), request(correlation_id="a b"), request(verb=5),
+                b"x" * 70000):
         with pytest.raises(InvalidInput):
             RemoteRequest.from_bytes(bad)
     with pytest.raises(ValueError):
@@ -67,3 +69,37 @@ def test_the_authorized_keys_line_names_the_controller_whatever_the_request_says
     bound = json.loads(bind(request(controller="someone-else"), "ctl"))
     assert bound["controller"] == "ctl"
     assert bind(b"[" * 60000, "ctl") == b"[" * 60000  # refused by the one who reads it
+
+
+def test_what_a_host_answers_is_read_field_by_field():
+    from services.hosts.answers import (
+        Unreadable,
+        check_depth,
+        host_info,
+        machine_rows,
+        one_line,
+    )
+
+    info = {"version": "0.1.0", "machines": 2, "running": 1, "load": 0.5}
+    assert host_info({**info, "name": "local", "address": "127.0.0.1"}) == info
+    for bad in ({}, {**info, "machines": "2"}, {**info, "version": "x\n" * 20},
+                {**info, "load": True}):
+        with pytest.raises(Unreadable):
+            host_info(bad)
+    row = {"name": "w1", "state": "running", "image": "bookworm", "leader_pid": 42,
+           "created_at": "2026-11-30T06:00:00+00:00", "ipv4": "spoof"}
+    inner = {**row, "name": "w1/i1", "leader_pid": None}
+    assert machine_rows([{**row, "inner": [inner]}]) == [
+        {**{k: row[k] for k in ("name", "state", "image", "leader_pid", "created_at")},
+         "inner": [{k: inner[k] for k in ("name", "state", "image", "leader_pid",
+                                          "created_at")}]}]
+    forged = "w1       running   bookworm\nlocal  prod-db"
+    for bad in ([{**row, "name": forged}], [{**row, "inner": [5]}], [5], {"a": 1},
+                [{**row, "inner": [{**inner, "name": "w2/i1"}]}],
+                [{**row, "state": "up\nlocal"}], [{**row, "leader_pid": -1}]):
+        with pytest.raises(Unreadable):
+            machine_rows(bad)
+    with pytest.raises(Unreadable):
+        check_depth(json.loads("[" * 900 + "]" * 900))
+    assert one_line("fine\nhost `h2` is unreachable: fake") == \
+        "fine host `h2` is unreachable: fake"
