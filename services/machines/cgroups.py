@@ -16,10 +16,12 @@ device-mapper entries, which serve only ``--image`` — ctbot never uses it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +169,11 @@ def join_function(dirs: list[Path]) -> Callable[[], None]:
     return join
 
 
-def remove(group: str) -> None:
-    """Remove the machine's groups (deepest first) once nothing runs in them."""
+def remove(group: str, *, quiet: bool = False) -> bool:
+    """Remove the machine's groups (deepest first) once nothing runs in them; whether
+    all are gone. A group whose last process is still exiting answers EBUSY for a moment
+    (``remove_when_empty`` waits that out)."""
+    gone = True
     for hierarchy in hierarchies():
         own = hierarchy / "ctbot" / group
         if not own.is_dir():
@@ -176,8 +181,25 @@ def remove(group: str) -> None:
         for directory, _, _ in sorted(os.walk(own), key=lambda w: -len(w[0])):
             try:
                 os.rmdir(directory)
+            except FileNotFoundError:
+                pass
             except OSError as exc:
-                log.warning("cannot remove cgroup path=%s error=%s", directory, exc.strerror)
+                gone = False
+                if not quiet:
+                    log.warning("cannot remove cgroup path=%s error=%s", directory,
+                                exc.strerror)
+    return gone
+
+
+async def remove_when_empty(group: str, *, timeout: float = 5.0) -> None:
+    """`remove`, tried again for up to `timeout` seconds while a group is busy (the
+    machine's last processes are being reaped): a machine leaves no cgroup behind."""
+    deadline = time.monotonic() + timeout
+    while not remove(group, quiet=True):
+        if time.monotonic() > deadline:
+            remove(group)  # once more, saying what stays
+            return
+        await asyncio.sleep(0.05)
 
 
 def usage(group: str) -> dict[str, int]:

@@ -263,10 +263,10 @@ class DirectSupervisor(FindsNspawn):
         nspawn = self.find(name, root, recorded)
         if nspawn is not None:
             await poweroff(nspawn, timeout=timeout)
-        cgroups.remove(cgroups.group_name(name, root))
+        await cgroups.remove_when_empty(cgroups.group_name(name, root))
 
     async def forget(self, name: str, root: Path) -> None:
-        cgroups.remove(cgroups.group_name(name, root))
+        await cgroups.remove_when_empty(cgroups.group_name(name, root))
 
     def ended(self, name: str, root: Path) -> str | None:
         return None  # nspawn's exit status went to its parent, gone since

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.machines import console
+from services.machines import cgroups, console
 from tests.integration.conftest import Host, inside
 from tests.scenario.processes import CTBOT, REPO, ctbot_env
 
@@ -118,11 +118,13 @@ def test_the_machines_root_cannot_lift_its_own_limits(host: Host):
                                 f"echo -1 > /mnt/{controller}/{knob}; "
                                 f"cat /mnt/{controller}/{knob}")
         assert tried["stdout"].startswith("mounted\n"), tried  # the attempt was real
-    memory = Path("/sys/fs/cgroup/memory/ctbot")
-    limits = [int((d / "memory.limit_in_bytes").read_text()) for d in memory.glob("lift1-*")]
-    quotas = [int((d / "cpu.cfs_quota_us").read_text())
-              for d in Path("/sys/fs/cgroup/cpu/ctbot").glob("lift1-*")]
-    assert limits == [128 * 2**20] and quotas == [50_000]
+    group = cgroups.group_name("lift1", host.machines_dir / "lift1")  # this run's machine
+    limits = int(Path(f"/sys/fs/cgroup/memory/ctbot/{group}/memory.limit_in_bytes").read_text())
+    quota = int(Path(f"/sys/fs/cgroup/cpu/ctbot/{group}/cpu.cfs_quota_us").read_text())
+    assert (limits, quota) == (128 * 2**20, 50_000)
+    assert host.ctbot("destroy lift1", "--yes").returncode == 0
+    left = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/ctbot/{group}")]
+    assert left == [], left  # a destroyed machine leaves no cgroup in any hierarchy
 
 
 def test_logs_never_runs_a_program_of_the_machines(host: Host):
