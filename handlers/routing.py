@@ -90,10 +90,8 @@ def remote_request(inv: Invocation, words: list[str], verb: str | None = None
 async def forward(inv: Invocation, host: str, words: list[str]) -> Reply:
     """Run the parsed, authorized (and, if destructive, confirmed) command on `host`."""
     hosts = inv.services.hosts
-    if host == LOCAL or hosts is None:
+    if host == LOCAL or hosts is None:  # the dispatcher forwards neither, nor LOCAL_ONLY
         raise AssertionError("a local command is not forwarded")
-    if inv.verb.name in LOCAL_ONLY:
-        raise InvalidInput(f"`{inv.verb.name}` is about this ctbot: it takes no --host")
     # The connection is bounded by [hosts] timeout (a dead host fails fast); the command
     # by what it may take there: a job's own bounds, `exec --timeout`, a read's minutes.
     if inv.verb.mutating:

@@ -14,9 +14,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+from tests.sources import copy_sources
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("CTBOT_TEST_WHEELS_DIR", "/var/cache/ctbot/wheels"))
-SOURCES = ("pyproject.toml", "README.md", "bot", "handlers", "services", "templates")
 
 
 def build_wheelhouse(into: Path) -> Path:
@@ -38,13 +39,7 @@ def build_wheelhouse(into: Path) -> Path:
         shutil.copy2(wheel, into / wheel.name)
     source = into.parent / f"{into.name}-src"
     shutil.rmtree(source, ignore_errors=True)
-    source.mkdir()
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(REPO / name, source / name)
+    copy_sources(source)
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir",
                     str(into), str(source)], check=True, timeout=300, cwd=source)
     shutil.rmtree(source)

@@ -24,22 +24,15 @@ from services.network.addresses import Pool
 from services.network.config import NetworkConfig
 from services.network.firewall import Firewall, Guard, Rules
 from services.network.forwards import PortForward
+from tests.sources import copy_sources
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "bot", "handlers", "services", "templates")
 
 
 def test_wheel_contains_every_template(tmp_path):
     # Built from a copy: setuptools writes build/ and *.egg-info next to the sources,
     # and the checkout must stay as it was.
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(REPO / name, source / name)
+    source = copy_sources(tmp_path / "src")
     def artifacts() -> dict[str, float]:
         # What a build writes beside its sources. (An editable install has its own
         # ctbot.egg-info here: it must not be touched by this build either.)
